@@ -1,0 +1,3 @@
+from prospect.cli import main
+
+raise SystemExit(main())

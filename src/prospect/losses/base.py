@@ -1,0 +1,107 @@
+"""Loss interface: typed inputs of per-sequence log-probs in, a small dataclass out.
+
+A loss never sees a model. The engine computes per-sequence log-probs (summed over
+completion tokens) and hands them over in `UnpairedLogps` (KTO family) or
+`PairedLogps` (DPO family). Losses are registered by name; the config's name is
+checked against the registry when the config loads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, TypeVar
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class UnpairedLogps:
+    """Per-example inputs of an unpaired (KTO-family) loss. Shapes are (B,).
+
+    policy / reference: log pi(y|x), log pi_ref(y|x), summed over completion tokens.
+    label: bool, True = desirable.
+    z0: scalar reference point (detached), from a `prospect.losses.reference_point` estimator.
+    weight: optional per-example weight (from data); multiplies the per-example loss.
+    lengths: completion token counts.
+    """
+
+    policy: Tensor
+    reference: Tensor
+    label: Tensor
+    z0: Tensor
+    weight: Optional[Tensor] = None
+    lengths: Optional[Tensor] = None
+
+
+@dataclass
+class PairedLogps:
+    """Per-pair inputs of a paired (DPO-family) loss. Shapes are (B,).
+
+    *_chosen / *_rejected: summed completion log-probs; *_lengths: completion token counts.
+    h_w / h_l: factuality indicators (1 = non-factual/unsafe), for factual_dpo.
+    """
+
+    policy_chosen: Tensor
+    policy_rejected: Tensor
+    reference_chosen: Tensor
+    reference_rejected: Tensor
+    chosen_lengths: Optional[Tensor] = None
+    rejected_lengths: Optional[Tensor] = None
+    h_w: Optional[Tensor] = None
+    h_l: Optional[Tensor] = None
+    margin: Optional[Tensor] = None
+
+
+@dataclass
+class LossOutput:
+    """What every loss returns.
+
+    loss: scalar to backpropagate.
+    losses: per-example losses (B,) before the final reduction.
+    chosen_rewards / rejected_rewards: beta * log-ratio of desirable/chosen and
+      undesirable/rejected examples (detached; may be empty tensors).
+    metrics: extra scalars to log (floats), e.g. {"kl": ..., "weights/desirable": ...}.
+    """
+
+    loss: Tensor
+    losses: Tensor
+    chosen_rewards: Tensor
+    rejected_rewards: Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+L = TypeVar("L")
+_UNPAIRED: dict[str, type] = {}
+_PAIRED: dict[str, type] = {}
+
+
+def register_unpaired(name: str) -> Callable[[type[L]], type[L]]:
+    """Class decorator: register an unpaired loss under `name` (kto.loss_type)."""
+
+    def deco(cls: type[L]) -> type[L]:
+        _UNPAIRED[name] = cls
+        return cls
+
+    return deco
+
+
+def register_paired(name: str) -> Callable[[type[L]], type[L]]:
+    """Class decorator: register a paired loss under `name` (dpo.loss_type)."""
+
+    def deco(cls: type[L]) -> type[L]:
+        _PAIRED[name] = cls
+        return cls
+
+    return deco
+
+
+def unpaired_loss_names() -> list[str]:
+    return sorted(_UNPAIRED)
+
+
+def paired_loss_names() -> list[str]:
+    return sorted(_PAIRED)
+
+
+def empty() -> Tensor:
+    return torch.zeros(0)
