@@ -223,7 +223,7 @@ class EvaluationConfig(Section):
     metrics: list[str] = Field(default_factory=lambda: ["reward_accuracy", "margin", "kl"], description="Eval metrics; user metrics as 'pkg.module:function'.")
     eval_interval: Optional[int] = Field(None, gt=0, description="Evaluate every N steps (alias of training.eval_steps).")
     save_best_only: bool = Field(False, description="Keep only the best checkpoint by metric_for_best_model.")
-    metric_for_best_model: str = Field("eval_reward_accuracy", description="Metric for best-checkpoint selection.")
+    metric_for_best_model: str = Field("eval_rewards/accuracies", description="Metric for best-checkpoint selection (e.g. eval_rewards/accuracies, eval_loss with greater_is_better: false).")
     greater_is_better: bool = Field(True, description="Direction of metric_for_best_model.")
     num_generation_samples: int = Field(3, ge=0, description="Prompts whose generations are written to the run directory.")
     max_new_tokens: int = Field(48, gt=0, description="Tokens generated per sample.")

@@ -39,6 +39,11 @@ class PairedLogps:
 
     *_chosen / *_rejected: summed completion log-probs; *_lengths: completion token counts.
     h_w / h_l: factuality indicators (1 = non-factual/unsafe), for factual_dpo.
+    margin: optional per-pair target margin (carried from the data; no TRL loss type reads it).
+    kl_policy / kl_reference: policy / reference log-probs of mismatched (prompt, completion)
+      pairs, for the KTO term of the dpo_kto hybrid (its reference point z0); any length.
+    z0: the reference point itself (detached scalar), when the engine already estimated it;
+      takes precedence over kl_policy / kl_reference.
     """
 
     policy_chosen: Tensor
@@ -50,6 +55,9 @@ class PairedLogps:
     h_w: Optional[Tensor] = None
     h_l: Optional[Tensor] = None
     margin: Optional[Tensor] = None
+    kl_policy: Optional[Tensor] = None
+    kl_reference: Optional[Tensor] = None
+    z0: Optional[Tensor] = None
 
 
 @dataclass
@@ -101,6 +109,24 @@ def unpaired_loss_names() -> list[str]:
 
 def paired_loss_names() -> list[str]:
     return sorted(_PAIRED)
+
+
+def unpaired_loss_class(name: str) -> type:
+    """The unpaired loss class registered as `name`; ConfigError naming the known ones otherwise."""
+    return _lookup(_UNPAIRED, name, "kto.loss_type")
+
+
+def paired_loss_class(name: str) -> type:
+    """The paired loss class registered as `name`; ConfigError naming the known ones otherwise."""
+    return _lookup(_PAIRED, name, "dpo.loss_type")
+
+
+def _lookup(registry: dict[str, type], name: str, field_name: str) -> type:
+    if name not in registry:
+        from prospect.errors import ConfigError
+
+        raise ConfigError(f"{field_name}: unknown loss type {name!r}; known: {', '.join(sorted(registry))}")
+    return registry[name]
 
 
 def empty() -> Tensor:

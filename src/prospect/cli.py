@@ -1,0 +1,211 @@
+"""`prospect` command line.
+
+    prospect train CONFIG [--set a.b=v ...] [--lr X] [--beta X] [--kto_lambda X] [--lambda X] ...
+    prospect sweep CONFIG [--dry-run]
+    prospect data inspect FILE [--format F] [--json] [--plot PNG] [--strict]
+    prospect eval RUN_DIR [--data FILE]
+    prospect export RUN_DIR [--merge] -o DIR
+    prospect config show CONFIG [--set a.b=v ...]
+
+User errors (bad config, bad data, missing model) print one line to stderr and exit
+non-zero (2 for config errors) without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+from prospect.errors import ProspectError
+
+# Seed shortcuts accepted by `train`, `sweep` and `config show` (seed 003 `--lr`, `--kto_lambda`, `--lambda`).
+SHORTCUTS = ("lr", "beta", "kto_lambda", "lambda", "delta", "model", "output_dir", "seed", "max_steps", "batch_size")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config_path", nargs="?", metavar="CONFIG", help="run YAML file")
+    p.add_argument("--config", dest="config_opt", metavar="CONFIG", help="run YAML file (seed 003 spelling)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set kto.beta=0.2 (repeatable)")
+    for name in SHORTCUTS:
+        p.add_argument(f"--{name}", dest=f"sc_{name}", metavar="VALUE", help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prospect", description="Align language models with preference data.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("train", help="train one run from a YAML config")
+    _add_config_args(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", dest="resume", action="store_true", default=None,
+                   help="resume from the run directory's last checkpoint")
+    g.add_argument("--no-resume", dest="resume", action="store_false", help="start fresh even if a checkpoint exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("sweep", help="train every model x grid value of a config")
+    _add_config_args(p)
+    p.add_argument("--dry-run", action="store_true", help="list the runs without training")
+
+    p = sub.add_parser("data", help="data tools")
+    dsub = p.add_subparsers(dest="data_command")
+    pi = dsub.add_parser("inspect", help="report what Prospect makes of a data file")
+    pi.add_argument("file")
+    pi.add_argument("--format", default=None, help="force the input format (default: detect)")
+    pi.add_argument("--json", action="store_true", help="print one JSON object")
+    pi.add_argument("--plot", default=None, metavar="PNG", help="write a length histogram")
+    pi.add_argument("--strict", action="store_true", help="stop at the first bad row")
+    pi.add_argument("--config", default=None, help="take column names and label settings from this run config")
+
+    p = sub.add_parser("eval", help="evaluate a finished run on a data file")
+    p.add_argument("run_dir")
+    p.add_argument("--data", default=None, help="data file (default: the run's validation data)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", help="export a run's adapter or merged model")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--merge", action="store_true", help="merge the adapter into the base weights")
+
+    p = sub.add_parser("config", help="config tools")
+    csub = p.add_subparsers(dest="config_command")
+    pc = csub.add_parser("show", help="print the fully resolved config")
+    _add_config_args(pc)
+    return parser
+
+
+def load_run_config(args: argparse.Namespace, config_cls: Any = None) -> Any:
+    """Load CONFIG with --set overrides and seed shortcuts (validated before any model loads)."""
+    from prospect.config.loader import load_config, resolve_shortcuts
+    from prospect.config.schema import RunConfig
+    from prospect.errors import ConfigError
+
+    path = args.config_opt or args.config_path
+    if not path:
+        raise ConfigError("no config file given (prospect train CONFIG or --config CONFIG)")
+    cls = config_cls or RunConfig
+    cfg = load_config(path, list(args.overrides), config_cls=cls)
+    shortcuts = {k: getattr(args, f"sc_{k}") for k in SHORTCUTS if getattr(args, f"sc_{k}", None) is not None}
+    if shortcuts:
+        extra = resolve_shortcuts(cfg, shortcuts)
+        cfg = load_config(path, list(args.overrides) + extra, config_cls=cls)
+    return cfg
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    try:
+        import datasets
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        datasets.logging.set_verbosity_error()
+    except Exception:  # pragma: no cover - optional at import time
+        pass
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = load_run_config(args)
+    _setup_logging()
+    from prospect.engine.run import train
+
+    result = train(cfg, resume=args.resume, quiet=args.quiet)
+    shown = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    print(f"run directory: {result.run_dir}")
+    print(json.dumps({"global_step": result.global_step, **shown}, indent=2))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    cfg = load_run_config(args)
+    _setup_logging()
+    from prospect.sweep.runner import run_sweep
+
+    return run_sweep(cfg, dry_run=args.dry_run)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command != "inspect":
+        raise ProspectError("usage: prospect data inspect FILE [--format F] [--json] [--plot PNG] [--strict]")
+    from prospect.data.inspect import inspect_file, plot_lengths, render_report
+
+    data_cfg = None
+    if args.config:
+        from prospect.config.loader import load_config
+
+        data_cfg = load_config(args.config, []).data
+    if args.strict:
+        from prospect.config.schema import KTODataConfig
+
+        data_cfg = (data_cfg or KTODataConfig()).model_copy(update={"strict": True})
+    report = inspect_file(args.file, data_config=data_cfg, fmt=args.format)
+    if args.plot:
+        plot_lengths(report, args.plot)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+    else:
+        from rich.console import Console
+
+        render_report(report, Console())
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    _setup_logging()
+    from prospect.eval.evaluate import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, data_file=args.data)
+    print(json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    _setup_logging()
+    from prospect.eval.export import export_run
+
+    out = export_run(args.run_dir, args.output, merge=args.merge)
+    print(f"exported to {out}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.config_command != "show":
+        raise ProspectError("usage: prospect config show CONFIG [--set a.b=v ...]")
+    cfg = load_run_config(args)
+    sys.stdout.write(cfg.to_yaml())
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "data": cmd_data, "eval": cmd_eval, "export": cmd_export,
+            "config": cmd_config}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from prospect import __version__
+
+        print(__version__)
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except ProspectError as e:
+        print(f"prospect: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("prospect: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""Label balance for unpaired (KTO) data: weights by the KTO rule, or resampling.
+
+The KTO paper's rule (Ethayarajh et al. 2024, §4; TRL's KTOTrainer docs): choose the
+desirable and undesirable weights lambda_D, lambda_U so that
+
+    1 <= lambda_D * n_D / (lambda_U * n_U) <= 4/3,
+
+keeping the majority label's weight at 1.0 and upweighting the minority.
+
+Strategies (`data.balance_strategy`; `data.balance_labels: true` is seed 001's downsampling):
+- `auto` (default): keep every row; the report suggests weights by the rule;
+- `downsample`: keep int(min * (1 + label_imbalance_tolerance)) rows of the majority label
+  (a seeded sample, file order kept), all rows of the minority;
+- `upsample`: repeat minority rows until both labels have the majority's count (whole copies
+  first, then a seeded sample for the remainder);
+- `none`: keep every row, no weights suggested beyond the rule's numbers.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from prospect.data.records import UnpairedRecord
+
+RATIO_MAX = 4.0 / 3.0
+
+
+def auto_kto_weights(n_d: int, n_u: int) -> tuple[float, float]:
+    """(desirable_weight, undesirable_weight) with lambda_D n_D / (lambda_U n_U) in [1, 4/3].
+
+    If n_D / n_U already lies in [1, 4/3] both weights are 1.0. Otherwise the minority
+    label is upweighted to make the ratio exactly 1 (e.g. 746 desirable, 254 undesirable
+    -> (1.0, 746/254 = 2.937)); the majority keeps 1.0. With a label absent: (1.0, 1.0).
+    """
+    if n_d <= 0 or n_u <= 0:
+        return 1.0, 1.0
+    ratio = n_d / n_u
+    if 1.0 <= ratio <= RATIO_MAX:
+        return 1.0, 1.0
+    if ratio > RATIO_MAX:
+        return 1.0, ratio
+    return n_u / n_d, 1.0
+
+
+def weights_dict(n_d: int, n_u: int) -> dict[str, float]:
+    """auto_kto_weights as the report's {'desirable_weight', 'undesirable_weight'} (rounded to 4 places)."""
+    w_d, w_u = auto_kto_weights(n_d, n_u)
+    return {"desirable_weight": round(w_d, 4), "undesirable_weight": round(w_u, 4)}
+
+
+def effective_strategy(cfg: Any) -> str:
+    """The balance strategy in force: seed 001's balance_labels=true means downsample."""
+    return "downsample" if cfg.balance_labels else cfg.balance_strategy
+
+
+def balance_unpaired(
+    records: list[UnpairedRecord], *, strategy: str, tolerance: float = 0.1, seed: int = 42
+) -> tuple[list[UnpairedRecord], dict[str, Any]]:
+    """Resample `records` by `strategy` (see module doc); returns (records, account)."""
+    desirable = [r for r in records if r.label]
+    undesirable = [r for r in records if not r.label]
+    before = {"desirable": len(desirable), "undesirable": len(undesirable)}
+    info: dict[str, Any] = {"strategy": strategy, "before": before}
+    rng = random.Random(seed)
+    out = records
+    if strategy in ("downsample", "upsample") and (not desirable or not undesirable):
+        info["note"] = "one label is absent: nothing to balance"
+    elif strategy == "downsample":
+        target = int(min(len(desirable), len(undesirable)) * (1 + tolerance))
+        info["target"] = target
+        keep: set[int] = set()
+        for group in (desirable, undesirable):
+            if len(group) > target:
+                keep.update(id(r) for r in rng.sample(group, target))
+            else:
+                keep.update(id(r) for r in group)
+        out = [r for r in records if id(r) in keep]
+    elif strategy == "upsample":
+        minority, majority = (desirable, undesirable) if len(desirable) < len(undesirable) else (undesirable, desirable)
+        copies, rest = divmod(len(majority) - len(minority), len(minority))
+        info["target"] = len(majority)
+        out = records + minority * copies + rng.sample(minority, rest)
+    n_d = sum(r.label for r in out)
+    info["after"] = {"desirable": n_d, "undesirable": len(out) - n_d}
+    info["dropped"] = max(0, len(records) - len(out))
+    info["added"] = max(0, len(out) - len(records))
+    return out, info

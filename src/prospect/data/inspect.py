@@ -1,0 +1,160 @@
+"""`prospect data inspect FILE`: the report of one file, for people (rich) or machines (JSON).
+
+`inspect_file` reads the file once, through the same reader, parser and filters as
+training, and returns `DataReport.to_dict()` (keys in report.py). Nothing is kept per row
+but the rejected list; with `data.streaming: true` the duplicate and pairing indexes live
+in a temporary SQLite file, so memory does not grow with the file.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Union
+
+from prospect.data.pipeline import count_views, scan
+from prospect.data.readers import open_source
+from prospect.data.report import DataReport
+from prospect.errors import KTODataError
+from prospect.io import atomic_path
+
+MAX_REJECTED_SHOWN = 20
+
+
+def _config(data_config: Any, fmt: Optional[str], strict: Optional[bool], streaming: Optional[bool]) -> Any:
+    from prospect.config.schema import KTODataConfig
+
+    cfg = data_config if data_config is not None else KTODataConfig()
+    updates: dict[str, Any] = {}
+    if fmt is not None:
+        updates["format"] = fmt
+    if strict is not None:
+        updates["strict"] = strict
+    if streaming is not None:
+        updates["streaming"] = streaming
+    if not updates:
+        return cfg
+    try:  # validate (model_copy(update=...) would not)
+        return type(cfg).model_validate({**cfg.model_dump(), **updates})
+    except ValueError as e:
+        raise KTODataError(f"invalid data setting {updates}: {e}") from None
+
+
+def inspect_file(
+    path: Union[str, os.PathLike[str]],
+    data_config: Any = None,
+    fmt: Optional[str] = None,
+    *,
+    strict: Optional[bool] = None,
+    streaming: Optional[bool] = None,
+    seed: int = 42,
+) -> dict[str, Any]:
+    """Read `path` and return its report dict (format, rows_read, accepted, rejected, labels,
+    pairs, suggested_weights, lengths, conversions, filters, ...).
+
+    `fmt` overrides data.format; `strict`/`streaming` override data.strict/data.streaming.
+    Raises KTODataError for an unreadable file, an undecidable format, or (strict) a bad row.
+    """
+    cfg = _config(data_config, fmt, strict, streaming)
+    source = open_source(path, split="train", streaming=cfg.streaming)
+    report = DataReport(source=source.name)
+    on_disk = bool(cfg.streaming)
+    for _ in count_views(scan(source, cfg, report, on_disk=on_disk), cfg, report, seed, on_disk=on_disk):
+        pass
+    return report.to_dict()
+
+
+def _as_dict(report: Union[DataReport, dict[str, Any]]) -> dict[str, Any]:
+    return report.to_dict() if isinstance(report, DataReport) else report
+
+
+def render_report(report: Union[DataReport, dict[str, Any]], console: Any) -> None:
+    """Print the report as rich tables on `console` (a rich.console.Console)."""
+    from rich.table import Table
+
+    r = _as_dict(report)
+    shapes = ", ".join(f"{k} ({v})" for k, v in r.get("shapes", {}).items()) or "-"
+    console.print(f"[bold]{r['source']}[/bold]  reader: {r.get('reader', '?')}  format: [bold]{r['format']}[/bold]  shapes: {shapes}")
+
+    rows = Table(title="Rows", show_header=True)
+    for col in ("read", "accepted", "rejected"):
+        rows.add_column(col, justify="right")
+    rows.add_row(str(r["rows_read"]), str(r["accepted"]), str(len(r["rejected"])))
+    console.print(rows)
+
+    labels = Table(title="Labels and pairs (after conversion)")
+    for col in ("desirable", "undesirable", "pairs", "desirable_weight", "undesirable_weight"):
+        labels.add_column(col, justify="right")
+    w = r["suggested_weights"]
+    labels.add_row(str(r["labels"]["desirable"]), str(r["labels"]["undesirable"]), str(r["pairs"]),
+                   f"{w.get('desirable_weight', 1.0):g}", f"{w.get('undesirable_weight', 1.0):g}")
+    console.print(labels)
+
+    if r.get("lengths"):
+        lengths = Table(title="Lengths (characters)")
+        for col in ("field", "count", "min", "p50", "p90", "p99", "max", "mean"):
+            lengths.add_column(col, justify="right" if col != "field" else "left")
+        for name, s in r["lengths"].items():
+            if s.get("count"):
+                lengths.add_row(name, *(f"{s[k]:g}" for k in ("count", "min", "p50", "p90", "p99", "max", "mean")))
+        console.print(lengths)
+
+    conv = Table(title="Conversions")
+    conv.add_column("conversion")
+    conv.add_column("counts")
+    for name, info in r.get("conversions", {}).items():
+        counts = {k: v for k, v in info.items() if isinstance(v, int) and not isinstance(v, bool)}
+        if any(counts.values()):
+            conv.add_row(name, ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if r.get("reoriented"):
+        conv.add_row("factual re-orientation", f"swapped {r['reoriented']}")
+    if conv.row_count:
+        console.print(conv)
+
+    if r["rejected"]:
+        reasons = Table(title="Rejected rows by reason")
+        reasons.add_column("reason")
+        reasons.add_column("rows", justify="right")
+        for code, n in r.get("rejected_by_reason", {}).items():
+            reasons.add_row(code, str(n))
+        console.print(reasons)
+        shown = Table(title=f"Rejected rows (first {min(MAX_REJECTED_SHOWN, len(r['rejected']))} of {len(r['rejected'])})")
+        shown.add_column("row", justify="right")
+        shown.add_column("reason", overflow="fold")
+        for entry in r["rejected"][:MAX_REJECTED_SHOWN]:
+            where = str(entry["row"]) + (f" (line {entry['line']})" if "line" in entry else "")
+            where = (f"{entry['file']}:" if "file" in entry else "") + where
+            shown.add_row(where, entry["reason"])
+        console.print(shown)
+    for key, n in r.get("notes", {}).items():
+        console.print(f"note: {key}: {n}")
+    for text in r.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {text}")
+
+
+def plot_lengths(report: Union[DataReport, dict[str, Any]], path: Union[str, os.PathLike[str]]) -> None:
+    """Write a PNG with one character-length histogram per field (prompt, completion, ...)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    r = _as_dict(report)
+    fields = [(name, s) for name, s in r.get("lengths", {}).items() if s.get("count")]
+    fig = Figure(figsize=(6, 2.6 * max(1, len(fields))))
+    FigureCanvasAgg(fig)
+    if not fields:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.text(0.5, 0.5, "no accepted rows", ha="center", va="center")
+        ax.set_axis_off()
+    for i, (name, s) in enumerate(fields, 1):
+        ax = fig.add_subplot(len(fields), 1, i)
+        hist = s["histogram"]
+        edges, counts = hist["edges"], hist["counts"]
+        widths = [b - a for a, b in zip(edges, edges[1:])]
+        ax.bar(edges[:-1], counts, width=widths, align="edge", color="#4c72b0", edgecolor="white")
+        ax.set_title(f"{name}: {s['count']} texts, median {s['p50']:g} chars")
+        ax.set_xlabel("characters")
+        ax.set_ylabel("texts")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(os.path.basename(str(r.get("source", ""))))
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)

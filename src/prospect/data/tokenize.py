@@ -1,0 +1,257 @@
+"""Records -> token ids, with a check of the tokenized data before the first step.
+
+Each record is rendered to text (the tokenizer's chat template when it has one and the
+config allows it), then prompt and completion are tokenized *separately*, so the loss
+knows exactly which tokens are the completion. The check counts what commonly goes
+wrong (DESIGN.md, "A tokenization check before training"):
+
+- double BOS: the template already starts with BOS and the tokenizer would add another;
+- boundary merges: tokenizing prompt+completion as one string gives different ids than
+  the two parts (the completion's first token merged with the prompt's last);
+- truncation: prompts and completions cut to fit `max_prompt_length` / `max_length`.
+
+Tokenized rows are cached on disk (a `datasets` directory keyed by the records, the
+tokenizer and the length settings), so a second run on unchanged data tokenizes nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from prospect.data.records import PairedRecord, Text, UnpairedRecord
+
+
+@dataclass
+class TokenizeSettings:
+    """Length and rendering settings that decide the token ids (part of the cache key)."""
+
+    max_length: int
+    max_prompt_length: int
+    max_completion_length: int
+    truncation_mode: str = "keep_end"
+    use_chat_template: bool = True
+    add_special_tokens: bool = True
+
+
+@dataclass
+class TokenizationStats:
+    """Counts shown in the data report before training starts."""
+
+    rows: int = 0
+    prompt_truncated: int = 0
+    completion_truncated: int = 0
+    boundary_merges: int = 0
+    double_bos: int = 0
+    empty_completion_after_truncation: int = 0
+    prompt_tokens: list[int] = field(default_factory=list)
+    completion_tokens: list[int] = field(default_factory=list)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        def stats(xs: list[int]) -> dict[str, float]:
+            if not xs:
+                return {}
+            s = sorted(xs)
+            return {"min": s[0], "mean": round(sum(s) / len(s), 1), "p50": s[len(s) // 2],
+                    "p95": s[min(len(s) - 1, int(0.95 * len(s)))], "max": s[-1]}
+
+        d = {k: v for k, v in asdict(self).items() if k not in ("prompt_tokens", "completion_tokens")}
+        d["prompt_token_lengths"] = stats(self.prompt_tokens)
+        d["completion_token_lengths"] = stats(self.completion_tokens)
+        return d
+
+
+def _as_messages(text: Text, role: str) -> list[dict[str, str]]:
+    if isinstance(text, str):
+        return [{"role": role, "content": text}]
+    return [{"role": m.get("role", role), "content": m.get("content", "")} for m in text]
+
+
+def _as_plain(text: Text) -> str:
+    if isinstance(text, str):
+        return text
+    return "\n".join(m.get("content", "") for m in text)
+
+
+class RecordTokenizer:
+    """Turns canonical records into prompt/completion token ids and counts what went wrong."""
+
+    def __init__(self, tokenizer: Any, settings: TokenizeSettings) -> None:
+        self.tok = tokenizer
+        self.s = settings
+        self.chat = bool(settings.use_chat_template and getattr(tokenizer, "chat_template", None))
+        self.stats = TokenizationStats()
+        # BOS id if this tokenizer adds one to plain text (Llama-style), else None (ChatML-style).
+        probe = list(tokenizer("x", add_special_tokens=True)["input_ids"])
+        bos_id = getattr(tokenizer, "bos_token_id", None)
+        self.bos_id = bos_id if bos_id is not None and probe[:1] == [bos_id] else None
+
+    # -- rendering -----------------------------------------------------------
+    def render(self, prompt: Text, completion: Text, system: Optional[str]) -> tuple[str, str]:
+        """Return (prompt_text, completion_text); their concatenation is the full sequence text."""
+        if not self.chat:
+            p = _as_plain(prompt)
+            if system:
+                p = f"{system}\n\n{p}"
+            return p, _as_plain(completion)
+        msgs = _as_messages(prompt, "user")
+        if system and not (msgs and msgs[0]["role"] == "system"):
+            msgs = [{"role": "system", "content": system}] + msgs
+        prompt_text = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        full = self.tok.apply_chat_template(msgs + _as_messages(completion, "assistant"), tokenize=False)
+        if full.startswith(prompt_text):
+            return prompt_text, full[len(prompt_text):]
+        # Templates that rewrite earlier turns (rare): fall back to the plain completion.
+        return prompt_text, _as_plain(completion)
+
+    # -- tokenizing ------------------------------------------------------------
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def _with_bos(self, ids: list[int]) -> list[int]:
+        """Add BOS once where the tokenizer normally adds it; never twice (counted if the text had two)."""
+        bos = self.bos_id
+        if bos is None:
+            return ids
+        if len(ids) >= 2 and ids[0] == ids[1] == bos:
+            self.stats.double_bos += 1
+            return ids[1:]
+        if ids[:1] == [bos] or not self.s.add_special_tokens:
+            return ids
+        return [bos] + ids
+    def _truncate(self, prompt_ids: list[int], completion_ids: list[int]) -> tuple[list[int], list[int]]:
+        s = self.s
+        if len(prompt_ids) > s.max_prompt_length or len(prompt_ids) + len(completion_ids) > s.max_length:
+            if len(prompt_ids) > s.max_prompt_length:
+                self.stats.prompt_truncated += 1
+                keep = s.max_prompt_length
+                prompt_ids = prompt_ids[-keep:] if s.truncation_mode == "keep_end" else prompt_ids[:keep]
+        budget = min(s.max_completion_length, s.max_length - len(prompt_ids))
+        if len(completion_ids) > budget:
+            self.stats.completion_truncated += 1
+            completion_ids = completion_ids[: max(budget, 0)]
+        return prompt_ids, completion_ids
+
+    def encode(self, prompt: Text, completion: Text, system: Optional[str]) -> tuple[list[int], list[int]]:
+        prompt_text, completion_text = self.render(prompt, completion, system)
+        p, c = self._ids(prompt_text), self._ids(completion_text)
+        if self._ids(prompt_text + completion_text) != p + c:
+            # The tokenizer merges across the boundary; we keep the separate ids so the
+            # completion mask is exact, and report how often this happens.
+            self.stats.boundary_merges += 1
+        p = self._with_bos(p)
+        eos = self.tok.eos_token_id
+        if not self.chat and eos is not None and (not c or c[-1] != eos):
+            c = c + [eos]
+        p, c = self._truncate(p, c)
+        if not c:
+            self.stats.empty_completion_after_truncation += 1
+        self.stats.prompt_tokens.append(len(p))
+        self.stats.completion_tokens.append(len(c))
+        if len(self.stats.examples) < 2:
+            self.stats.examples.append({"prompt_text": prompt_text, "completion_text": completion_text,
+                                        "prompt_tokens": len(p), "completion_tokens": len(c)})
+        return p, c
+
+    def unpaired_row(self, r: UnpairedRecord) -> dict[str, Any]:
+        self.stats.rows += 1
+        p, c = self.encode(r.prompt, r.completion, r.system)
+        return {"prompt_ids": p, "completion_ids": c, "label": bool(r.label),
+                "weight": 1.0 if r.weight is None else float(r.weight),
+                "source_row": -1 if r.source_row is None else int(r.source_row)}
+
+    def paired_row(self, r: PairedRecord) -> dict[str, Any]:
+        self.stats.rows += 1
+        p, c = self.encode(r.prompt, r.chosen, r.system)
+        p2, rj = self.encode(r.prompt, r.rejected, r.system)
+        # Chosen and rejected share one prompt: keep the shorter truncation of the two.
+        if p2 != p:
+            p = p if len(p) <= len(p2) else p2
+        return {"prompt_ids": p, "chosen_ids": c, "rejected_ids": rj,
+                "h_w": int(r.h_w or 0), "h_l": int(r.h_l or 0),
+                "margin": 0.0 if r.margin is None else float(r.margin),
+                "source_row": -1 if r.source_row is None else int(r.source_row)}
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Hash of what decides token ids: vocab, special tokens, chat template, class."""
+    h = hashlib.sha256()
+    h.update(type(tokenizer).__name__.encode())
+    h.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode())
+    h.update(str(getattr(tokenizer, "chat_template", "")).encode())
+    h.update(json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def records_fingerprint(records: Sequence[UnpairedRecord | PairedRecord]) -> str:
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps(r.to_dict(), ensure_ascii=False, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("PROSPECT_CACHE", Path.home() / ".cache" / "prospect"))
+
+
+def tokenize_records(
+    records: Sequence[UnpairedRecord | PairedRecord],
+    tokenizer: Any,
+    settings: TokenizeSettings,
+    *,
+    kind: str,
+    tokenizer_key: Optional[str] = None,
+    use_cache: bool = True,
+    desc: str = "Tokenizing",
+) -> tuple["datasets.Dataset", dict[str, Any]]:  # noqa: F821
+    """Tokenize records into a `datasets.Dataset`; returns (dataset, tokenization stats dict).
+
+    The result is cached under $PROSPECT_CACHE/tokenized/<key>, key = records + tokenizer +
+    settings, and reloaded without tokenizing on a later run.
+    """
+    import datasets
+    from tqdm.auto import tqdm
+
+    from prospect.io import atomic_write_json
+
+    key_src = json.dumps([kind, records_fingerprint(records), tokenizer_key or tokenizer_fingerprint(tokenizer),
+                          asdict(settings)], sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
+    cdir = cache_root() / "tokenized" / key
+    if use_cache and (cdir / "stats.json").exists():
+        try:
+            ds = datasets.load_from_disk(str(cdir / "data"))
+            stats = json.loads((cdir / "stats.json").read_text(encoding="utf-8"))
+            stats["cache"] = "hit"
+            return ds, stats
+        except Exception:  # a damaged cache entry is recomputed, never trusted
+            pass
+    rt = RecordTokenizer(tokenizer, settings)
+    make = rt.unpaired_row if kind == "unpaired" else rt.paired_row
+    rows = [make(r) for r in tqdm(records, desc=desc, disable=len(records) < 500)]
+    ds = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({})
+    stats = rt.stats.to_dict()
+    stats["chat_template_applied"] = rt.chat
+    if use_cache and rows:
+        tmp = cdir.with_name(cdir.name + f".tmp{os.getpid()}")
+        ds.save_to_disk(str(tmp / "data"))
+        atomic_write_json(tmp / "stats.json", stats)
+        try:
+            cdir.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, cdir)
+        except OSError:
+            pass
+        ds = datasets.load_from_disk(str(cdir / "data")) if cdir.exists() else ds
+    stats["cache"] = "miss"
+    return ds, stats
+
+
+def iter_lengths(ds: Iterable[dict[str, Any]], kind: str) -> list[int]:
+    """Sequence length of each tokenized row (longest of chosen/rejected for pairs)."""
+    if kind == "unpaired":
+        return [len(r["prompt_ids"]) + len(r["completion_ids"]) for r in ds]
+    return [len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"])) for r in ds]

@@ -1,0 +1,64 @@
+"""Trainer callbacks: metrics.jsonl on every log, and a progress bar showing loss and rewards."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from prospect.io import append_jsonl
+
+# Figures shown next to the progress bar, in this order, when present.
+_SHOWN = (("loss", "loss"), ("rewards/chosen", "r+"), ("rewards/rejected", "r-"), ("rewards/margins", "margin"),
+          ("kl", "kl"), ("rewards/accuracies", "acc"))
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Appends every log (train and eval) to metrics.jsonl with step, epoch and wall time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.t0 = time.time()
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        if not logs or not state.is_world_process_zero:
+            return
+        row = {"step": state.global_step, "epoch": state.epoch, "time_s": round(time.time() - self.t0, 3)}
+        row.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str))})
+        append_jsonl(self.path, row)
+
+
+class RichProgressCallback(TrainerCallback):
+    """A tqdm bar with ETA whose postfix shows loss, rewards, margin and KL; eval results printed as one line."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, desc="Training", unit="step", dynamic_ncols=True)
+            self.bar.update(state.global_step)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        if self.bar is None or not logs:
+            return
+        if "loss" in logs:
+            self.bar.set_postfix({short: f"{logs[k]:.4g}" for k, short in _SHOWN if isinstance(logs.get(k), (int, float))},
+                                 refresh=True)
+        elif any(k.startswith("eval_") for k in logs):
+            shown = {k: v for k, v in logs.items() if k.startswith("eval_") and isinstance(v, (int, float))
+                     and not k.endswith(("runtime", "per_second"))}
+            self.bar.write("eval @ step %d: %s" % (state.global_step,
+                                                    ", ".join(f"{k[5:]}={v:.4g}" for k, v in shown.items())))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,332 @@
+"""One training run, end to end: config -> records -> tokens -> reference -> Trainer -> run directory.
+
+Run directory (DESIGN.md, "User surface"):
+    config.yaml        fully resolved config (secrets redacted)
+    data_report.json   every row accepted or rejected, conversions, weights, tokenization check
+    metrics.jsonl      one JSON object per log step (train and eval)
+    checkpoints/       Trainer checkpoints (resume from the last one)
+    final/             adapter or full model + tokenizer, loadable by from_pretrained / PEFT
+    results.json       final metrics, steps, wall time
+    plots/             PNG curves of loss, rewards, margins, KL
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from prospect.config.schema import RunConfig
+from prospect.errors import ConfigError, KTODataError
+from prospect.io import atomic_write_json, read_jsonl
+
+log = logging.getLogger("prospect")
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str) -> str:
+    """A run/sweep name that cannot escape its parent directory ('../x' -> 'x', '/' -> '-')."""
+    s = _SAFE.sub("-", name).strip(".-")
+    s = re.sub(r"\.{2,}", ".", s)
+    return s[:120] or "run"
+
+
+def model_short_name(model_name: str) -> str:
+    base = model_name.rstrip("/").split("/")[-1]
+    base = re.sub(r"\.gguf$", "", base, flags=re.I)
+    base = re.sub(r"\.(Q\d\w*|F16|F32|BF16)$", "", base, flags=re.I)
+    return safe_name(base.lower())
+
+
+def run_directory(cfg: RunConfig) -> Path:
+    root = Path(cfg.training.output_dir).resolve()
+    name = safe_name(cfg.training.run_name or f"{model_short_name(cfg.model.name)}_{cfg.method.name}")
+    path = (root / name).resolve()
+    if root not in path.parents:
+        raise ConfigError(f"training.run_name: '{cfg.training.run_name}' would leave the output directory {root}")
+    return path
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    global_step: int
+
+
+def _settings(cfg: RunConfig) -> "TokenizeSettings":  # noqa: F821
+    from prospect.data.tokenize import TokenizeSettings
+
+    sec = cfg.method_section
+    max_len = cfg.effective_max_length
+    use_chat = cfg.data.conversation_template != "none" and cfg.data.apply_chat_template is not False
+    return TokenizeSettings(max_length=max_len, max_prompt_length=min(sec.max_prompt_length, max_len),
+                            max_completion_length=sec.max_target_length, truncation_mode=sec.truncation_mode,
+                            use_chat_template=use_chat, add_special_tokens=cfg.data.add_special_tokens)
+
+
+def _check_resources(cfg: RunConfig, model: Any, n_train: int, labels: Optional[dict[str, int]]) -> None:
+    """Clear messages before a step is spent: context length, empty data, one-class KTO data."""
+    ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if ctx and cfg.effective_max_length > ctx:
+        log.warning("max_length %d exceeds the model's context of %d tokens; sequences are capped at %d",
+                    cfg.effective_max_length, ctx, ctx)
+    if n_train == 0:
+        raise KTODataError(f"{cfg.data.train_file}: no usable training rows after reading and filtering "
+                           "(see data_report.json in the run directory)")
+    if labels is not None and cfg.method.name == "kto":
+        if labels.get("desirable", 0) == 0 or labels.get("undesirable", 0) == 0:
+            raise KTODataError(f"{cfg.data.train_file}: KTO needs both desirable and undesirable rows, "
+                               f"got {labels.get('desirable', 0)} desirable and {labels.get('undesirable', 0)} undesirable")
+
+
+def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False) -> RunResult:
+    """Train one run described by `cfg`; returns the run directory and final metrics."""
+    import torch
+    from transformers import TrainingArguments, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from prospect.data import load_records
+    from prospect.data.collate import PairedCollator, UnpairedCollator
+    from prospect.data.tokenize import tokenize_records, tokenizer_fingerprint
+    from prospect.engine.callbacks import MetricsFileCallback, RichProgressCallback
+    from prospect.engine.model import load_policy_and_reference
+    from prospect.engine.trainer import PreferenceTrainer, distributed_mean
+    from prospect.eval.plots import plot_run
+    from prospect.losses import build_loss, build_reference_point
+
+    t_start = time.time()
+    set_seed(cfg.training.seed)
+    run_dir = run_directory(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.to_yaml(str(run_dir / "config.yaml"))
+    kind = "unpaired" if cfg.is_unpaired else "paired"
+
+    # 1. Records and the account of every row.
+    loaded = load_records(cfg.data, kind=kind, seed=cfg.training.seed, method=cfg.method.name,
+                          delta_reorient=cfg.method.name == "factual_dpo")
+    report = loaded.report.to_dict()
+
+    # 2. Model, tokenizer, reference.
+    model, ref_model, tokenizer = load_policy_and_reference(cfg)
+    _check_resources(cfg, model, len(loaded.train), report.get("labels") if kind == "unpaired" else None)
+
+    # 3. Tokens (cached) and the tokenization check.
+    settings = _settings(cfg)
+    tok_key = tokenizer_fingerprint(tokenizer)
+    train_ds, tok_stats = tokenize_records(loaded.train, tokenizer, settings, kind=kind, tokenizer_key=tok_key,
+                                           desc="Tokenizing train")
+    eval_ds, eval_tok_stats = (tokenize_records(loaded.validation, tokenizer, settings, kind=kind,
+                                                tokenizer_key=tok_key, desc="Tokenizing validation")
+                               if loaded.validation else (None, None))
+    report["tokenization"] = {"train": tok_stats, "validation": eval_tok_stats}
+
+    # 4. Loss and its weights.
+    weights_note: dict[str, Any] = {}
+    if kind == "unpaired":
+        from prospect.losses.weights import auto_kto_weights
+
+        n_d = sum(1 for r in loaded.train if r.label)
+        n_u = len(loaded.train) - n_d
+        w_d, w_u, _ = auto_kto_weights(n_d, n_u)
+        if cfg.kto.desirable_weight == "auto" or cfg.kto.undesirable_weight == "auto":
+            new_kto = cfg.kto.model_copy(update={
+                "desirable_weight": w_d if cfg.kto.desirable_weight == "auto" else cfg.kto.desirable_weight,
+                "undesirable_weight": w_u if cfg.kto.undesirable_weight == "auto" else cfg.kto.undesirable_weight})
+            cfg = cfg.model_copy(update={"kto": new_kto})
+            cfg.to_yaml(str(run_dir / "config.yaml"))
+        ratio = (float(cfg.kto.desirable_weight) * n_d) / max(float(cfg.kto.undesirable_weight) * n_u, 1e-12)
+        weights_note = {"n_desirable": n_d, "n_undesirable": n_u, "desirable_weight": cfg.kto.desirable_weight,
+                        "undesirable_weight": cfg.kto.undesirable_weight, "weighted_ratio": round(ratio, 4),
+                        "rule": "lambda_D*n_D/(lambda_U*n_U) in [1, 4/3] (KTO paper)",
+                        "suggested": {"desirable_weight": w_d, "undesirable_weight": w_u}}
+        if not 1.0 <= ratio <= 4 / 3 + 1e-9:
+            log.warning("KTO weights give lambda_D*n_D/(lambda_U*n_U) = %.3f, outside [1, 4/3]; "
+                        "suggested desirable_weight=%.3f undesirable_weight=%.3f (or set them to auto)", ratio, w_d, w_u)
+        report["kto_weights"] = weights_note
+    loss_fn = build_loss(cfg, n_desirable=weights_note.get("n_desirable"), n_undesirable=weights_note.get("n_undesirable"))
+    z0_estimator = (build_reference_point(cfg.kto.reference_point, reduce=distributed_mean)
+                    if (kind == "unpaired" or cfg.method.name == "dpo_kto") else None)
+    atomic_write_json(run_dir / "data_report.json", report)
+
+    # 5. Reference log-probs, once, cached across runs that share the base model and data.
+    sec = cfg.method_section
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ref_note: dict[str, Any] = {"mode": "reference_free" if sec.reference_free else
+                                ("precomputed" if sec.precompute_ref_log_probs else "on_the_fly")}
+    if sec.precompute_ref_log_probs and not sec.reference_free:
+        train_ds, eval_ds, ref_note["cache"] = _attach_reference(cfg, model, ref_model, tokenizer, tok_key,
+                                                                  settings, train_ds, eval_ds, kind, pad_id)
+
+    # 6. The Trainer.
+    train_ds = _with_length(train_ds)
+    eval_ds = _with_length(eval_ds) if eval_ds is not None else None
+    args = _training_args(cfg, run_dir, eval_ds is not None, TrainingArguments, torch)
+    build_mismatched = z0_estimator is not None and cfg.kto.reference_point != "zero"
+    collator_cls = UnpairedCollator if kind == "unpaired" else PairedCollator
+    collator = collator_cls(pad_id=pad_id, packed=cfg.training.padding_free, max_length=cfg.effective_max_length,
+                            build_mismatched=build_mismatched)
+    trainer = PreferenceTrainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator,
+        processing_class=tokenizer, loss_fn=loss_fn, z0_estimator=z0_estimator, ref_model=ref_model,
+        reference_free=sec.reference_free, max_nonfinite_steps=cfg.training.max_nonfinite_steps,
+    )
+    metrics_cb = MetricsFileCallback(run_dir / "metrics.jsonl")
+    trainer.add_callback(metrics_cb)
+    if not quiet:
+        from transformers.trainer_callback import ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(RichProgressCallback())
+    if cfg.training.early_stopping_patience and eval_ds is not None:
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
+
+    ckpt_dir = run_dir / "checkpoints"
+    want_resume = cfg.training.resume if resume is None else resume
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() and want_resume else None
+    if last:
+        log.info("resuming from %s", last)
+    train_out = trainer.train(resume_from_checkpoint=last)
+
+    # 7. Final model, evaluation, results.
+    final_metrics: dict[str, Any] = dict(train_out.metrics)
+    if eval_ds is not None:
+        final_metrics.update(trainer.evaluate())
+    final_dir = run_dir / "final"
+    trainer.save_model(str(final_dir))
+    tokenizer.save_pretrained(str(final_dir))
+    results = {
+        "run_name": run_dir.name, "method": cfg.method.name, "model": cfg.model.name,
+        "global_step": trainer.state.global_step, "wall_time_s": round(time.time() - t_start, 2),
+        "metrics": final_metrics, "reference": ref_note, "kto_weights": weights_note or None,
+        "z0_estimator": cfg.kto.reference_point if z0_estimator is not None else None,
+        "nonfinite_steps": trainer.nonfinite_total,
+        "data": {k: report.get(k) for k in ("rows_read", "accepted", "labels", "pairs") if k in report},
+    }
+    atomic_write_json(run_dir / "results.json", results)
+    try:
+        plot_run(run_dir)
+    except Exception as e:  # plots are a convenience; never fail a finished run over them
+        log.warning("plotting failed: %s", e)
+    return RunResult(run_dir=run_dir, metrics=final_metrics, global_step=trainer.state.global_step)
+
+
+def _with_length(ds: Any) -> Any:
+    """Add the `length` column the length-grouped sampler reads (prompt + longest completion)."""
+    cols = [c for c in ("completion_ids", "chosen_ids", "rejected_ids") if c in ds.column_names]
+    lengths = [len(r["prompt_ids"]) + max(len(r[c]) for c in cols) for r in ds.select_columns(["prompt_ids"] + cols)]
+    return ds.add_column("length", lengths)
+
+
+def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, TrainingArguments: Any, torch: Any) -> Any:
+    t, o, lg, ev = cfg.training, cfg.optimization, cfg.logging, cfg.evaluation
+    report_to = list(dict.fromkeys(lg.report_to + (["wandb"] if lg.use_wandb else [])))
+    if "wandb" in report_to:
+        os.environ.setdefault("WANDB_MODE", lg.wandb_mode)
+        if lg.wandb_project:
+            os.environ.setdefault("WANDB_PROJECT", lg.wandb_project)
+        if lg.entity:
+            os.environ.setdefault("WANDB_ENTITY", lg.entity)
+        os.environ.setdefault("WANDB_DIR", str(run_dir))
+    if "mlflow" in report_to:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", lg.mlflow_tracking_uri or (run_dir.parent / "mlruns").as_uri())
+    eval_steps = t.eval_steps or ev.eval_interval
+    bf16 = o.bf16 and (not torch.cuda.is_available() or torch.cuda.is_bf16_supported())
+    kwargs = dict(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.num_epochs,
+        max_steps=t.max_steps,
+        warmup_steps=t.warmup_steps if t.warmup_steps > 0 else t.warmup_ratio,
+        lr_scheduler_type=t.lr_scheduler_type,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=1 if ev.save_best_only else t.save_total_limit,
+        eval_strategy="steps" if (has_eval and eval_steps) else "no",
+        eval_steps=eval_steps,
+        report_to=report_to or "none",
+        run_name=safe_name("_".join(x for x in [lg.run_prefix, run_dir.name] if x)),
+        remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        length_column_name="length",
+        bf16=bf16,
+        fp16=o.fp16 and torch.cuda.is_available(),
+        dataloader_num_workers=t.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        load_best_model_at_end=bool(ev.save_best_only and has_eval and eval_steps),
+        metric_for_best_model=(ev.metric_for_best_model if has_eval and eval_steps and
+                               (ev.save_best_only or t.early_stopping_patience) else None),
+        greater_is_better=ev.greater_is_better,
+        deepspeed=o.deepspeed_config,
+        disable_tqdm=False,
+        log_level="warning",
+    )
+    if o.use_gradient_checkpointing:
+        kwargs.update(activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": False})
+    if o.bf16 and not bf16:
+        log.warning("bf16 requested but not supported on this device; training in float32")
+    return TrainingArguments(**kwargs)
+
+
+def _attach_reference(cfg: RunConfig, model: Any, ref_model: Any, tokenizer: Any, tok_key: str, settings: Any,
+                      train_ds: Any, eval_ds: Any, kind: str, pad_id: int) -> tuple[Any, Any, dict[str, str]]:
+    """Add precomputed reference log-prob columns to the datasets (cached on disk)."""
+    import contextlib
+    from dataclasses import asdict
+
+    import torch
+
+    from prospect.engine.model import base_weights_fingerprint
+    from prospect.engine.reference import cached_reference_logps, compute_reference_logps, dataset_fingerprint, \
+        reference_cache_key
+
+    ref_src = ref_model if ref_model is not None else model
+    base_fp = base_weights_fingerprint(ref_src)
+    notes: dict[str, str] = {}
+
+    def ctx() -> Any:
+        if ref_model is None and hasattr(model, "disable_adapter"):
+            return model.disable_adapter()
+        return contextlib.nullcontext()
+
+    out = []
+    for split, ds in (("train", train_ds), ("validation", eval_ds)):
+        if ds is None:
+            out.append(None)
+            continue
+        cols = ["prompt_ids", "completion_ids"] if kind == "unpaired" else ["prompt_ids", "chosen_ids", "rejected_ids"]
+        key = reference_cache_key(base_fingerprint=base_fp, tokenizer_key=tok_key,
+                                  data_key=dataset_fingerprint(ds, cols), settings=asdict(settings))
+
+        def compute(ds: Any = ds, split: str = split) -> dict[str, torch.Tensor]:
+            with ctx():
+                if kind == "unpaired":
+                    seqs = [(r["prompt_ids"], r["completion_ids"]) for r in ds]
+                    return {"ref_logps": compute_reference_logps(ref_src, seqs, pad_id=pad_id,
+                                                                 desc=f"Reference log-probs ({split})")}
+                seqs = [(r["prompt_ids"], r["chosen_ids"]) for r in ds] + [(r["prompt_ids"], r["rejected_ids"]) for r in ds]
+                both = compute_reference_logps(ref_src, seqs, pad_id=pad_id, desc=f"Reference log-probs ({split})")
+                return {"ref_chosen_logps": both[: len(ds)], "ref_rejected_logps": both[len(ds):]}
+
+        tensors, status = cached_reference_logps(key, compute)
+        notes[split] = status
+        for name, t in tensors.items():
+            ds = ds.add_column(name, t.tolist())
+        out.append(ds)
+    return out[0], out[1], notes

@@ -1,0 +1,66 @@
+"""`prospect data inspect` logic: JSON keys, rich rendering, length plot, streaming mode."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from prospect.config.schema import KTODataConfig
+from prospect.data import inspect_file, plot_lengths, render_report
+
+FIXTURES = Path(__file__).parent / "fixtures" / "data"
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_report_keys_and_numbers(tmp_path):
+    rows = [{"prompt": "abc", "completion": "x" * n, "label": n % 2 == 0} for n in (1, 2, 3, 4)] + ["nope"]
+    rep = inspect_file(write_jsonl(tmp_path / "d.jsonl", rows))
+    for key in ("format", "rows_read", "accepted", "rejected", "labels", "pairs", "suggested_weights", "lengths",
+                "conversions", "filters"):
+        assert key in rep
+    assert rep["format"] == "unpaired" and rep["rows_read"] == 5 and rep["accepted"] == 4
+    assert rep["rejected"] == [{"row": 5, "field": "row", "code": "invalid_json", "reason": "row: invalid JSON: Expecting value (column 1)"}]
+    assert rep["labels"] == {"desirable": 2, "undesirable": 2} and rep["pairs"] == 2  # one prompt: zip 2 with 2
+    comp = rep["lengths"]["completion"]
+    # lengths 1, 2, 3, 4: median 2.5, mean 2.5, p90 by linear interpolation = 1 + 0.9 * 3 = 3.7
+    assert (comp["count"], comp["min"], comp["max"], comp["mean"], comp["p50"]) == (4, 1, 4, 2.5, 2.5)
+    assert abs(comp["p90"] - 3.7) < 1e-9 and sum(comp["histogram"]["counts"]) == 4
+    assert rep["lengths"]["prompt"]["mean"] == 3
+    json.dumps(rep)
+
+
+def test_suggested_weights_seed002_numbers(tmp_path):
+    rows = [{"prompt": f"q{i}", "completion": "a", "label": i < 746} for i in range(1000)]
+    rep = inspect_file(write_jsonl(tmp_path / "d.jsonl", rows))
+    assert rep["labels"] == {"desirable": 746, "undesirable": 254}
+    assert rep["suggested_weights"] == {"desirable_weight": 1.0, "undesirable_weight": 2.937}  # 746/254
+
+
+def test_render_and_plot(tmp_path):
+    rep = inspect_file(FIXTURES / "seed001_examples.jsonl")
+    console = Console(record=True, width=140)
+    render_report(rep, console)
+    text = console.export_text()
+    assert "Rows" in text and "Labels and pairs" in text and "Lengths (characters)" in text
+    assert "exact duplicate of row 2" in text and "pairs_to_unpaired" in text
+    png = tmp_path / "plots" / "lengths.png"
+    plot_lengths(rep, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_streaming_mode_gives_the_same_report(tmp_path):
+    rows = [{"prompt": f"q{i % 5}", "completion": f"a{i % 40}", "label": i % 3 == 0} for i in range(120)] + ["{"]
+    p = write_jsonl(tmp_path / "d.jsonl", rows)
+    a = inspect_file(p)
+    b = inspect_file(p, KTODataConfig(streaming=True))
+    assert b["streaming"] is True
+    for key in ("rows_read", "accepted", "rejected", "labels", "pairs", "suggested_weights", "conversions"):
+        assert a[key] == b[key], key
+    # rows i, i+40, i+80 share prompt and completion; 40 = 1 (mod 3) so exactly one of them has
+    # i % 3 == 0 (desirable) and the other two are identical undesirable rows: 40 duplicates
+    assert a["accepted"] == 80 and a["rejected_by_reason"] == {"duplicate": 40, "invalid_json": 1}
