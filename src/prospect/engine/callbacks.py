@@ -1,25 +1,54 @@
 """Trainer callbacks: metrics.jsonl on every log, and a progress bar showing loss and rewards."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from prospect.io import append_jsonl
+from prospect.io import append_jsonl, atomic_write_text, read_jsonl
 
 # Figures shown next to the progress bar, in this order, when present.
 _SHOWN = (("loss", "loss"), ("rewards/chosen", "r+"), ("rewards/rejected", "r-"), ("rewards/margins", "margin"),
           ("kl", "kl"), ("rewards/accuracies", "acc"))
 
 
+def truncate_metrics(path: Path, step: int) -> float:
+    """Keep the rows of `path` logged at or before `step`, minus end-of-training summaries; atomic rewrite.
+
+    A run resumed from the checkpoint at `step` logs every later step again, so without this
+    a killed-and-resumed run would list those steps twice. Summary rows (`train_runtime`) are
+    dropped because the resumed run writes its own. A torn last line is dropped with the rest.
+    Returns the wall time (`time_s`) of the last row kept (0.0 if none).
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0.0
+    rows = [r for r in read_jsonl(path) if isinstance(r, dict) and isinstance(r.get("step"), (int, float))
+            and r["step"] <= step and "train_runtime" not in r]
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+    return max((float(r.get("time_s") or 0.0) for r in rows), default=0.0)
+
+
 class MetricsFileCallback(TrainerCallback):
-    """Appends every log (train and eval) to metrics.jsonl with step, epoch and wall time."""
+    """Appends every log (train and eval) to metrics.jsonl with step, epoch and wall time.
+
+    At the start of training the file is cut back to the rows up to the step training starts
+    from (all rows for a fresh start, the checkpoint's step on resume; `truncate_metrics`), so
+    metrics.jsonl of a resumed run equals that of an uninterrupted one except for `time_s`,
+    which continues from the last kept row.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.t0 = time.time()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.is_world_process_zero:
+            # global_step 0 is a fresh start: rows of an earlier run in this directory go.
+            self.t0 = time.time() - truncate_metrics(self.path, state.global_step if state.global_step > 0 else -1)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if not logs or not state.is_world_process_zero:

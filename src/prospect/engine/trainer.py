@@ -9,17 +9,22 @@ stock Trainer.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections import defaultdict
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from prospect.engine.logprobs import sequence_logps
+from prospect.engine.prefix import PREFIX, prompt_states, suffix_logps  # [prefix-sharing]
 from prospect.errors import TrainingError
 from prospect.losses.base import LossOutput, PairedLogps, UnpairedLogps
+
+log = logging.getLogger("prospect")
 
 
 def distributed_mean(x: Tensor) -> Tensor:
@@ -55,6 +60,8 @@ class PreferenceTrainer(Trainer):
         self.max_nonfinite_steps = max_nonfinite_steps
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self._nonfinite_loss_in_step = False
+        self.add_callback(_NonFiniteStepGuard(self))
         self._stored: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         # Our losses are per-batch means: let Trainer divide by the accumulation steps.
         self.loss_is_scaled_for_ga = False
@@ -82,23 +89,42 @@ class PreferenceTrainer(Trainer):
         if self.reference_free:
             return torch.zeros(n, device=batch[prefix + "input_ids"].device)
         with torch.no_grad(), self._reference_context() as ref:
-            return sequence_logps(ref, batch, prefix, n)[0]
+            return self._logps(ref, batch, prefix, n)[0]
+
+    # [prefix-sharing] begin: batches from a share_prompt collator hold the prompts once (prefix_*)
+    # and the completions as suffixes on them (engine/prefix.py); others go through sequence_logps.
+    @staticmethod
+    def _logps(model: Any, batch: dict[str, Any], prefix: str, n: int, states: Any = None,
+               detach: bool = False) -> tuple[Tensor, Tensor]:
+        """(log-probs, lengths) of the sequences batch[prefix + ...]; `states`: the prompts' keys/values if known."""
+        if PREFIX + "input_ids" not in batch:
+            return sequence_logps(model, batch, prefix, n)
+        if states is None:
+            states = prompt_states(model, batch)
+        rows, prompts = batch[prefix + "input_ids"].shape[0], batch[PREFIX + "input_ids"].shape[0]
+        return suffix_logps(model, batch, states, prefix, n, repeats=rows // prompts, detach=detach)
+
+    @staticmethod
+    def _states(model: Any, batch: dict[str, Any]) -> Any:
+        return prompt_states(model, batch) if PREFIX + "input_ids" in batch else None
+    # [prefix-sharing] end
 
     # -- loss --------------------------------------------------------------------
     def _unpaired_inputs(self, model: Any, batch: dict[str, Any]) -> UnpairedLogps:
         n = int(batch["n"])
-        policy, lengths = sequence_logps(model, batch, "", n)
+        states = self._states(model, batch)  # [prefix-sharing] the prompts' keys/values, reused by the kl_ pass
+        policy, lengths = self._logps(model, batch, "", n, states)
         reference = batch["ref_logps"] if "ref_logps" in batch else self.reference_logps(batch, "", n)
-        z0 = self._z0(model, batch, "kl_", n)
+        z0 = self._z0(model, batch, "kl_", n, states)
         return UnpairedLogps(policy=policy, reference=reference.to(policy.dtype), label=batch["label"], z0=z0,
                              weight=batch.get("weight"), lengths=lengths)
 
-    def _z0(self, model: Any, batch: dict[str, Any], prefix: str, n: int) -> Tensor:
+    def _z0(self, model: Any, batch: dict[str, Any], prefix: str, n: int, states: Any = None) -> Tensor:
         """Reference point from the mismatched pairs (no autograd: z0 is detached anyway)."""
         if self.z0_estimator is None or prefix + "input_ids" not in batch:
             return torch.zeros(())
         with torch.no_grad():
-            kl_policy = sequence_logps(self.accelerator.unwrap_model(model), batch, prefix, n)[0]
+            kl_policy = self._logps(self.accelerator.unwrap_model(model), batch, prefix, n, states, detach=True)[0]
             kl_reference = batch.get("ref_" + prefix + "logps")
             if kl_reference is None:
                 kl_reference = self.reference_logps(batch, prefix, n)
@@ -106,14 +132,15 @@ class PreferenceTrainer(Trainer):
 
     def _paired_inputs(self, model: Any, batch: dict[str, Any]) -> PairedLogps:
         n = int(batch["n"])
-        logps, lengths = sequence_logps(model, batch, "", 2 * n)
+        states = self._states(model, batch)  # [prefix-sharing]
+        logps, lengths = self._logps(model, batch, "", 2 * n, states)
         if "ref_chosen_logps" in batch:
             ref = torch.cat([batch["ref_chosen_logps"], batch["ref_rejected_logps"]]).to(logps.dtype)
         else:
             ref = self.reference_logps(batch, "", 2 * n).to(logps.dtype)
         extra: dict[str, Any] = {}
         if "kl_input_ids" in batch:
-            extra["z0"] = self._z0(model, batch, "kl_", n)
+            extra["z0"] = self._z0(model, batch, "kl_", n, states)
         return PairedLogps(
             policy_chosen=logps[:n], policy_rejected=logps[n:], reference_chosen=ref[:n], reference_rejected=ref[n:],
             chosen_lengths=lengths[:n], rejected_lengths=lengths[n:], h_w=batch.get("h_w"), h_l=batch.get("h_l"),
@@ -130,19 +157,67 @@ class PreferenceTrainer(Trainer):
         out = self.preference_loss(model, inputs)
         loss = out.loss
         if not torch.isfinite(loss.detach()):
-            # Skip the step's update (zero loss keeps the graph) and stop after too many in a row.
-            self.nonfinite_in_a_row += 1
-            self.nonfinite_total += 1
-            if self.nonfinite_in_a_row >= self.max_nonfinite_steps:
-                raise TrainingError(
-                    f"{self.nonfinite_in_a_row} non-finite losses in a row (step {self.state.global_step}); "
-                    "lower the learning rate or check the data")
-            # A zero built from the trainable parameters: zero gradients, no NaN flowing back.
-            loss = sum((p * 0.0).sum() for p in model.parameters() if p.requires_grad)
-        else:
-            self.nonfinite_in_a_row = 0
+            # Backpropagate a zero built from the trainable parameters (zero gradients, no NaN
+            # flowing back) and mark the optimizer step for skipping (`skip_nonfinite_step`).
+            # The value stays non-finite, so Trainer's logging_nan_inf_filter keeps it out of
+            # the logged loss instead of a fake 0.
+            self._nonfinite_loss_in_step = True
+            zero = sum((p * 0.0).sum() for p in model.parameters() if p.requires_grad)
+            loss = zero + loss.detach()
         self._store(out, "train" if model.training else "eval")
         return (loss, {"loss": loss.detach()}) if return_outputs else loss
+
+    # -- data order --------------------------------------------------------------
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """The stock sampler, except that length-grouped batches are drawn from (seed, epoch) alone.
+
+        Trainer's LengthGroupedSampler draws each epoch's order from the global RNG, which a resume
+        restores only after that order was drawn: a run resumed in the middle of its second or
+        later epoch would see other batches than an uninterrupted one. (The plain random sampler
+        is already seeded per epoch by Accelerate.)
+        """
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
+
+    # -- non-finite steps --------------------------------------------------------
+    def skip_nonfinite_step(self) -> bool:
+        """Called just before `optimizer.step()` (after clipping). Returns True if the step is skipped.
+
+        A step is skipped when any micro-batch of it had a non-finite loss, or any gradient is
+        non-finite (checked unless an AMP grad scaler handles inf/NaN itself). Skipping sets every
+        `.grad` to None, so the optimizer leaves parameters *and* their moments untouched (a zero
+        gradient would still move them through Adam's momentum and weight decay); the scheduler
+        still advances. After `max_nonfinite_steps` skipped steps in a row the run stops with
+        `TrainingError`. In data-parallel runs the decision is shared, so replicas stay equal.
+        """
+        model = self.model
+        bad_loss = self._nonfinite_loss_in_step
+        self._nonfinite_loss_in_step = False
+        params = [p for p in model.parameters() if p.grad is not None]
+        bad_grad = False
+        if not bad_loss and params and getattr(self.accelerator, "scaler", None) is None:
+            bad_grad = not bool(torch.stack([torch.isfinite(p.grad).all() for p in params]).all())
+        flag = distributed_mean(torch.tensor(float(bad_loss or bad_grad), device=self.args.device))
+        if float(flag) == 0.0:
+            self.nonfinite_in_a_row = 0
+            return False
+        for p in params:
+            p.grad = None
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        step = self.state.global_step + 1
+        what = "loss" if bad_loss else "gradients"
+        log.warning("step %d: non-finite %s; update skipped (%d in a row, %d in total)",
+                    step, what, self.nonfinite_in_a_row, self.nonfinite_total)
+        if self.nonfinite_in_a_row >= self.max_nonfinite_steps:
+            raise TrainingError(
+                f"stopped at step {step}: {self.nonfinite_in_a_row} optimizer steps in a row had a non-finite "
+                f"loss or gradients (training.max_nonfinite_steps={self.max_nonfinite_steps}); lower "
+                "training.learning_rate, check the data, or train in float32")
+        return True
 
     # -- metrics -----------------------------------------------------------------
     def _store(self, out: LossOutput, split: str) -> None:
@@ -179,5 +254,60 @@ class PreferenceTrainer(Trainer):
         self._stored[split].clear()
         if split == "train" and self.nonfinite_total:
             logs["nonfinite_steps"] = self.nonfinite_total
+        if "train_loss" in logs:
+            logs["train_loss"] = self._mean_train_loss(logs["train_loss"])
         super().log(logs, start_time)
 
+    def _mean_train_loss(self, fallback: float) -> float:
+        """Mean training loss per step over the whole run: sum of logged `loss x steps it covers` / steps.
+
+        Trainer's own `train_loss` covers only the steps of this `train()` call, i.e. after a
+        resume only the resumed part; the log history (restored from the checkpoint) covers all.
+        """
+        total, last = 0.0, 0
+        for h in self.state.log_history:
+            step = h.get("step")
+            if isinstance(h.get("loss"), (int, float)) and isinstance(step, int) and step > last:
+                total += h["loss"] * (step - last)
+                last = step
+        return total / last if last else fallback
+
+
+
+class _NonFiniteStepGuard(TrainerCallback):
+    """Hooks `PreferenceTrainer.skip_nonfinite_step` in before each optimizer step.
+
+    On resume the skipped-step count continues from the checkpoint's log history.
+    """
+
+    def __init__(self, trainer: PreferenceTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        logged = [h["nonfinite_steps"] for h in state.log_history if isinstance(h.get("nonfinite_steps"), (int, float))]
+        self.trainer.nonfinite_total = int(max(logged, default=0))
+        self.trainer.nonfinite_in_a_row = 0
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.skip_nonfinite_step()
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' LengthGroupedSampler whose order is a function of `seed + epoch` only.
+
+    Accelerate's data loader calls `set_epoch(epoch)` before each epoch (also on a loader that
+    skips the batches a resumed run has already trained on), so epoch e has the same order in
+    an uninterrupted run and in one resumed in the middle of it.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Any:
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()

@@ -1,0 +1,112 @@
+"""Stop a training run cleanly on SIGTERM or Ctrl-C (SIGINT): finish the step, checkpoint, exit.
+
+Schedulers (Slurm, Kubernetes, spot instances) send SIGTERM some seconds before they kill a
+job; a user presses Ctrl-C. Either way the work since the last checkpoint should not be lost.
+
+`stop_on_signals()` installs handlers for the duration of `Trainer.train`. The first signal
+only records itself in a `StopRequest`; `StopOnSignalCallback` sees it at the end of the
+current optimizer step and sets `control.should_save` and `control.should_training_stop`, so
+the stock Trainer writes a full checkpoint (weights, optimizer, scheduler, RNG, state) and
+leaves its loop. The run then raises `TrainingInterrupted`, which the CLI prints as one line
+and turns into the shell's convention for a signal: exit code 128 + signal number (130 for
+SIGINT, 143 for SIGTERM). Running the same command again resumes from that checkpoint.
+
+A second signal while the step finishes stops at once: the previous handler is restored and
+the signal re-raised (SIGINT -> KeyboardInterrupt, SIGTERM -> the default, immediate exit).
+Files already written stay consistent because every write is atomic and a checkpoint that
+was not finished is never resumed from.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional, Sequence
+
+from transformers import TrainerCallback
+
+from prospect.errors import TrainingError
+
+log = logging.getLogger("prospect")
+
+STOP_SIGNALS: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
+
+
+class TrainingInterrupted(TrainingError, KeyboardInterrupt):
+    """Training stopped on a signal after saving a checkpoint; exit code 128 + signal number.
+
+    Both a `ProspectError` (the CLI prints its message on one line and exits with `exit_code`)
+    and a `KeyboardInterrupt` (code that stops on Ctrl-C, such as `prospect sweep`, stops on
+    it too instead of counting one failed run and going on to the next).
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + int(signum)
+
+
+@dataclass
+class StopRequest:
+    """Set by the signal handler: which signal arrived first (None: none), and at which step it was acted on."""
+
+    signum: Optional[int] = None
+    stopped_at_step: Optional[int] = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+
+@contextmanager
+def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[StopRequest]:
+    """Within the block, the first of `signals` sets the yielded `StopRequest`; a second one stops at once.
+
+    Previous handlers are restored on exit, also when the block raises. Outside the main thread
+    (where Python cannot install handlers) nothing is installed and the request never fires.
+    """
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {s: signal.getsignal(s) for s in signals}
+
+    def restore() -> None:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+    def handler(signum: int, frame: Any) -> None:
+        if request.signum is None:
+            request.signum = signum
+            log.warning("received %s: saving a checkpoint at the end of this step, then stopping "
+                        "(send it again to stop at once, without saving)", signal.Signals(signum).name)
+            return
+        restore()
+        signal.raise_signal(signum)
+
+    for s in signals:
+        signal.signal(s, handler)
+    try:
+        yield request
+    finally:
+        restore()
+
+
+class StopOnSignalCallback(TrainerCallback):
+    """At the end of the optimizer step during which a stop was requested: save a checkpoint, stop training."""
+
+    def __init__(self, request: StopRequest) -> None:
+        self.request = request
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if self.request.requested and self.request.stopped_at_step is None:
+            self.request.stopped_at_step = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+        return control
