@@ -42,7 +42,8 @@ def generate(path: str, rows: int, seed: int = 0) -> None:
             words = WORDS_AR if j % 3 == 0 else WORDS_EN
             prompt = f"{' '.join(words[(j + k) % len(words)] for k in range(6))} #{j}"
             response = " ".join(rng.choices(words, k=rng.randint(5, 60))) + f" {i}"
-            fh.write(json.dumps({"prompt": prompt, "response": response, "label": LABELS[i % len(LABELS)]},
+            label = LABELS[(i + i // 50_000) % len(LABELS)]  # even index: desirable; a prompt's repeats alternate
+            fh.write(json.dumps({"prompt": prompt, "response": response, "label": label},
                                 ensure_ascii=False) + "\n")
             if i % 50_000 == 0:
                 fh.write("\n")

@@ -1,0 +1,195 @@
+"""Shared prompts: run each prompt once, then its completions on top of its keys and values.
+
+A sequence (x, y) is split as prefix = x[:-1] and suffix = x[-1:] + y. The prefix runs once,
+left-padded (attention mask + explicit position ids), with `use_cache=True`; its per-layer
+keys and values (which keep their autograd graph when gradients are on) are then reused by
+every suffix that shares the prompt:
+
+- KTO: the main pass (x_i, y_i) with gradients, and the mismatched pass (x_i, y_{(i-1) mod n})
+  on the same prefix, detached, without gradients: only suffix tokens are computed.
+- DPO: the prefix once, its keys and values repeated for the 2B suffixes (chosen then rejected),
+  so the prompt's forward and backward run once per pair instead of twice.
+
+The last prompt token goes with the suffix so that every position whose logits predict a
+completion token is in the suffix forward (LM head on completion positions only, through
+`logits_to_keep`), and the prefix forward needs no LM head at all. Suffix position ids
+continue from the prompt's length, and the suffix's attention mask is the prefix mask
+followed by its own, so each token attends to exactly the tokens it attends to in the
+unshared layout: log-probs and gradients equal `sequence_logps` on `collate.layout` up to
+float rounding (tests/test_prefix_sharing.py).
+
+Needs a decoder whose cache is a plain `DynamicCache` of full-attention layers (Llama,
+Qwen2, Mistral without a sliding window, ...) and no gradient checkpointing (transformers
+drops the cache inside checkpointed layers); `supports_prompt_sharing` says whether a model
+qualifies, and the trainer falls back to the unshared path otherwise.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from prospect.engine.logprobs import _token_logps
+
+PREFIX = "prefix_"  # batch keys of the shared prompts: prefix_input_ids, prefix_attention_mask, prefix_position_ids
+
+
+def prefix_layout(prompts: Sequence[Sequence[int]], *, pad_id: int) -> dict[str, Tensor]:
+    """Left-padded prompts without their last token: prefix_{input_ids, attention_mask, position_ids} (B, P)."""
+    heads = [list(p)[:-1] for p in prompts]
+    width = max((len(h) for h in heads), default=0)
+    ids = torch.full((len(heads), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(heads), width), dtype=torch.long)
+    for b, h in enumerate(heads):
+        if h:
+            ids[b, width - len(h):] = torch.tensor(h, dtype=torch.long)
+            mask[b, width - len(h):] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {PREFIX + "input_ids": ids, PREFIX + "attention_mask": mask, PREFIX + "position_ids": pos}
+
+
+def suffix_layout(
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    max_length: Optional[int] = None,
+    first_index: int = 0,
+) -> dict[str, Tensor]:
+    """Right-padded suffixes x[-1:] + y: input_ids, attention_mask, position_ids, seq_index (B, S).
+
+    Position ids continue from len(x) - 1; seq_index marks completion tokens with their
+    sequence number (first_index + b), -1 elsewhere. With max_length, a completion is cut so
+    that len(x) + len(y) <= max_length (as `collate.layout`).
+    """
+    rows = []
+    for p, c in zip(prompts, completions):
+        p, c = list(p), list(c)
+        if max_length is not None and len(p) + len(c) > max_length:
+            c = c[: max(max_length - len(p), 0)]
+        rows.append((p, c))
+    width = max(1 + len(c) for _, c in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    own = torch.full((len(rows), width), -1, dtype=torch.long)
+    for b, (p, c) in enumerate(rows):
+        s = p[-1:] + c
+        ids[b, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[b, : len(s)] = 1
+        pos[b, : len(s)] = torch.arange(len(p) - 1, len(p) - 1 + len(s))
+        own[b, 1 : len(s)] = first_index + b
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "seq_index": own}
+
+
+def shared_layout(
+    prompts: Sequence[Sequence[int]],
+    completion_sets: Sequence[Sequence[Sequence[int]]],
+    *,
+    pad_id: int,
+    max_length: Optional[int] = None,
+    mismatched: Optional[Sequence[Sequence[int]]] = None,
+) -> dict[str, Tensor]:
+    """A collated batch for the shared-prompt path.
+
+    prefix_* (B, P): the prompts once. Main keys (input_ids, attention_mask, position_ids,
+    seq_index): the suffixes of every completion set in turn (KTO: [completions], B rows; DPO:
+    [chosen, rejected], 2B rows numbered 0..2B-1). kl_* (B rows): prompt i with
+    mismatched[(i - 1) mod B] (TRL's rotation), cut to max_length as `collate.layout` does.
+    """
+    from prospect.data.collate import mismatched_order
+
+    batch = prefix_layout(prompts, pad_id=pad_id)
+    k = len(completion_sets)
+    batch.update(suffix_layout(list(prompts) * k, [c for cs in completion_sets for c in cs], pad_id=pad_id))
+    if mismatched is not None:
+        rotated = [mismatched[j] for j in mismatched_order(len(prompts))]
+        batch.update({"kl_" + key: v for key, v in
+                      suffix_layout(prompts, rotated, pad_id=pad_id, max_length=max_length).items()})
+    return batch
+
+
+def supports_prompt_sharing(model: Any) -> bool:
+    """True for decoders whose cache is full attention everywhere and that are not gradient-checkpointed."""
+    base = model
+    for attr in ("get_base_model",):
+        if hasattr(base, attr):
+            base = getattr(base, attr)()
+    if getattr(base, "is_gradient_checkpointing", False):
+        return False
+    cfg = getattr(base, "config", None)
+    if cfg is None or getattr(cfg, "is_encoder_decoder", False):
+        return False
+    text = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
+    types = getattr(text, "layer_types", None)
+    if types is not None and any(t != "full_attention" for t in types):
+        return False
+    if getattr(text, "sliding_window", None) and getattr(text, "use_sliding_window", True):
+        return False
+    return True
+
+
+def prompt_states(model: Any, batch: dict[str, Any]) -> list[tuple[Tensor, Tensor]]:
+    """Per-layer (keys, values), each (B, heads, P, head_dim), of the batch's prefixes.
+
+    Keeps the autograd graph when gradients are enabled. An empty prefix (every prompt one
+    token long) gives an empty list.
+    """
+    ids: Tensor = batch[PREFIX + "input_ids"]
+    if ids.shape[1] == 0:
+        return []
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    # logits_to_keep=1: the LM head runs on one position per row (no mask selects zero rows).
+    model(input_ids=ids, attention_mask=batch[PREFIX + "attention_mask"], position_ids=batch[PREFIX + "position_ids"],
+          past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def suffix_logps(
+    model: Any,
+    batch: dict[str, Any],
+    states: list[tuple[Tensor, Tensor]],
+    prefix: str,
+    n: int,
+    *,
+    repeats: int = 1,
+    detach: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Summed completion log-probs and lengths of the suffixes batch[prefix + ...] on the shared prompt states.
+
+    Suffix row r continues prompt row r % B (states repeated `repeats` times along the batch:
+    DPO's chosen then rejected). detach=True cuts the graph to the prompt (KTO's mismatched pass).
+    Returns (logps (n,), lengths (n,)) like `sequence_logps`.
+    """
+    from transformers import DynamicCache
+
+    input_ids: Tensor = batch[prefix + "input_ids"]
+    seq_index: Tensor = batch[prefix + "seq_index"]
+    prompt_mask: Tensor = batch[PREFIX + "attention_mask"]
+    kv = []
+    for k, v in states:
+        if detach:
+            k, v = k.detach(), v.detach()
+        if repeats > 1:
+            k, v = k.repeat(repeats, 1, 1, 1), v.repeat(repeats, 1, 1, 1)
+        kv.append((k, v))
+    # A fresh cache per use: DynamicCache.update concatenates in place of its own attributes,
+    # so the shared tensors themselves are never modified.
+    cache = DynamicCache(ddp_cache_data=kv) if kv else None
+    mask = torch.cat([prompt_mask.repeat(repeats, 1), batch[prefix + "attention_mask"]], dim=1)
+    target_owner = seq_index[:, 1:]
+    is_target = target_owner >= 0
+    keep = torch.zeros_like(seq_index, dtype=torch.bool)
+    keep[:, :-1] = is_target
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=batch[prefix + "position_ids"],
+                past_key_values=cache, use_cache=cache is not None, logits_to_keep=keep)
+    logits = out.logits
+    if logits.dim() == 3:  # a model that ignores a boolean logits_to_keep
+        logits = logits[keep]
+    tok = _token_logps(logits, input_ids[:, 1:][is_target])
+    owners = target_owner[is_target]
+    logps = torch.zeros(n, dtype=tok.dtype, device=tok.device).index_add(0, owners, tok)
+    return logps, torch.bincount(owners, minlength=n)
