@@ -114,13 +114,12 @@ def _full_forward_logp(model, prompt_ids: list[int], completion_ids: list[int]) 
 def _tokenized(run_dir: Path, records, kind: str):
     from prospect.config.loader import load_config
     from prospect.data.tokenize import tokenize_records
-    from prospect.engine import run as engine_run
+    from prospect.eval.evaluate import tokenize_settings_for
     from transformers import AutoTokenizer
 
     cfg = load_config(str(run_dir / "config.yaml"))
     tok = AutoTokenizer.from_pretrained(str(run_dir / "final"))
-    make = getattr(engine_run, "tokenize_settings", None) or engine_run._settings
-    ds, _ = tokenize_records(records, tok, make(cfg), kind=kind, use_cache=False)
+    ds, _ = tokenize_records(records, tok, tokenize_settings_for(cfg), kind=kind, use_cache=False)
     return list(ds)
 
 
@@ -211,6 +210,7 @@ def test_evaluate_unpaired_file(in_run_env) -> None:
     assert res["kind"] == "unpaired"
     m = res["metrics"]
     assert (m["n_desirable"], m["n_undesirable"]) == (3, 2)
+    assert m["loss"] is None  # a DPO run's loss needs pairs
     pol, ref = _models(in_run_env)
     rows = _tokenized(run_dir, [UnpairedRecord(prompt=p, completion=c, label=lab) for p, c, lab in UNPAIRED],
                       "unpaired")

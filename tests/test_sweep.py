@@ -130,6 +130,22 @@ def test_dry_run_lists_runs_and_trains_nothing(tmp_path: Path, capsys: pytest.Ca
     assert not (tmp_path / "out").exists()
 
 
+def test_finished_run_with_a_changed_config_is_skipped_and_flagged(tmp_path: Path, count_trainings: list[str]) -> None:
+    from prospect.sweep import run_sweep
+
+    cfg = load(base_config(tmp_path, models=[{"id": "a/x", "short": "xa"}], sweep={"method.delta": [2]}))
+    (run,) = expand_grid(cfg)
+    run.run_dir.mkdir(parents=True)
+    old = run.cfg.model_copy(update={"training": run.cfg.training.model_copy(update={"learning_rate": 0.5})})
+    old.to_yaml(str(run.run_dir / "config.yaml"))
+    (run.run_dir / "results.json").write_text(json.dumps({"global_step": 7, "metrics": {"eval_loss": 0.25}}))
+    assert run_sweep(cfg) == 0
+    assert count_trainings == []
+    (row,) = csv.DictReader((sweep_directory(cfg) / "results.csv").open())
+    assert row["status"] == STATUS_SKIPPED and row["config_changed"] == "training.learning_rate"
+    assert row["global_step"] == "7" and row["eval_loss"] == "0.25"
+
+
 # --------------------------------------------------------------------------- results table (no training)
 def test_results_row_final_and_best_metrics(tmp_path: Path) -> None:
     run = tmp_path / "r1"

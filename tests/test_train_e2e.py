@@ -121,3 +121,19 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, case):
         assert "kto.beta" in err[0]
     if case in ("bad_key", "bad_type", "bad_method"):
         assert proc.returncode == 2
+
+
+@pytest.mark.parametrize("eval_steps, expected_eval_steps", [(2, [2, 4]), (3, [3, 4])])
+def test_final_metrics_reuse_an_evaluation_of_the_last_step(tmp_path, eval_steps, expected_eval_steps):
+    """The held-out pass runs once per evaluated step: at the last step, scheduled or final, never twice."""
+    data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
+    val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))
+    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val)},
+                       training={"eval_steps": eval_steps})
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    run = tmp_path / "runs" / "t"
+    evals = [r for r in read_jsonl(run / "metrics.jsonl") if "eval_loss" in r]
+    assert [r["step"] for r in evals] == expected_eval_steps
+    final = json.loads((run / "results.json").read_text())["metrics"]
+    assert final["eval_loss"] == pytest.approx(evals[-1]["eval_loss"])
+    assert final["eval_rewards/accuracies"] == pytest.approx(evals[-1]["eval_rewards/accuracies"])

@@ -75,15 +75,22 @@ class UnpairedCollator:
     """
 
     def __init__(self, pad_id: int, packed: bool = False, max_length: int | None = None,
-                 build_mismatched: bool = True) -> None:
+                 build_mismatched: bool = True, share_prompt: bool = False) -> None:
         self.pad_id, self.packed, self.max_length = pad_id, packed, max_length
         self.build_mismatched = build_mismatched
+        self.share_prompt = share_prompt  # [prefix-sharing] layout of engine/prefix.py
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         prompts = [r["prompt_ids"] for r in rows]
         completions = [r["completion_ids"] for r in rows]
-        batch: dict[str, Any] = layout(prompts, completions, pad_id=self.pad_id, packed=self.packed)
-        if self.build_mismatched:
+        if self.share_prompt:  # [prefix-sharing] prompts once (prefix_*), suffixes as the main and kl_ keys
+            from prospect.engine.prefix import shared_layout
+
+            batch = shared_layout(prompts, [completions], pad_id=self.pad_id, max_length=self.max_length,
+                                  mismatched=completions if self.build_mismatched else None)
+        else:
+            batch = layout(prompts, completions, pad_id=self.pad_id, packed=self.packed)
+        if self.build_mismatched and not self.share_prompt:
             order = mismatched_order(len(rows))
             batch.update(_prefixed("kl_", layout(prompts, [completions[j] for j in order], pad_id=self.pad_id,
                                                   packed=self.packed, max_length=self.max_length)))
@@ -104,16 +111,23 @@ class PairedCollator:
     """
 
     def __init__(self, pad_id: int, packed: bool = False, max_length: int | None = None,
-                 build_mismatched: bool = False) -> None:
+                 build_mismatched: bool = False, share_prompt: bool = False) -> None:
         self.pad_id, self.packed, self.max_length = pad_id, packed, max_length
         self.build_mismatched = build_mismatched
+        self.share_prompt = share_prompt  # [prefix-sharing] layout of engine/prefix.py
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         prompts = [r["prompt_ids"] for r in rows]
         chosen = [r["chosen_ids"] for r in rows]
         rejected = [r["rejected_ids"] for r in rows]
-        batch: dict[str, Any] = layout(prompts + prompts, chosen + rejected, pad_id=self.pad_id, packed=self.packed)
-        if self.build_mismatched:
+        if self.share_prompt:  # [prefix-sharing] prompts once, 2B suffixes (chosen then rejected) on them
+            from prospect.engine.prefix import shared_layout
+
+            batch = shared_layout(prompts, [chosen, rejected], pad_id=self.pad_id, max_length=self.max_length,
+                                  mismatched=chosen if self.build_mismatched else None)
+        else:
+            batch = layout(prompts + prompts, chosen + rejected, pad_id=self.pad_id, packed=self.packed)
+        if self.build_mismatched and not self.share_prompt:
             order = mismatched_order(len(rows))
             batch.update(_prefixed("kl_", layout(prompts, [chosen[j] for j in order], pad_id=self.pad_id,
                                                   packed=self.packed, max_length=self.max_length)))

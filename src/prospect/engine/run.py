@@ -59,23 +59,18 @@ class RunResult:
     global_step: int
 
 
-def _settings(cfg: RunConfig) -> "TokenizeSettings":  # noqa: F821
+def _settings(cfg: RunConfig, max_len: int) -> "TokenizeSettings":  # noqa: F821
     from prospect.data.tokenize import TokenizeSettings
 
     sec = cfg.method_section
-    max_len = cfg.effective_max_length
     use_chat = cfg.data.conversation_template != "none" and cfg.data.apply_chat_template is not False
     return TokenizeSettings(max_length=max_len, max_prompt_length=min(sec.max_prompt_length, max_len),
                             max_completion_length=sec.max_target_length, truncation_mode=sec.truncation_mode,
                             use_chat_template=use_chat, add_special_tokens=cfg.data.add_special_tokens)
 
 
-def _check_resources(cfg: RunConfig, model: Any, n_train: int, labels: Optional[dict[str, int]]) -> None:
-    """Clear messages before a step is spent: context length, empty data, one-class KTO data."""
-    ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if ctx and cfg.effective_max_length > ctx:
-        log.warning("max_length %d exceeds the model's context of %d tokens; sequences are capped at %d",
-                    cfg.effective_max_length, ctx, ctx)
+def _check_data(cfg: RunConfig, n_train: int, labels: Optional[dict[str, int]]) -> None:
+    """Clear messages before the model loads: empty data, one-class KTO data, a batch larger than the data."""
     if n_train == 0:
         raise KTODataError(f"{cfg.data.train_file}: no usable training rows after reading and filtering "
                            "(see data_report.json in the run directory)")
@@ -83,28 +78,115 @@ def _check_resources(cfg: RunConfig, model: Any, n_train: int, labels: Optional[
         if labels.get("desirable", 0) == 0 or labels.get("undesirable", 0) == 0:
             raise KTODataError(f"{cfg.data.train_file}: KTO needs both desirable and undesirable rows, "
                                f"got {labels.get('desirable', 0)} desirable and {labels.get('undesirable', 0)} undesirable")
+    per_step = cfg.training.batch_size * cfg.training.gradient_accumulation_steps
+    if per_step > n_train:
+        log.warning("training.batch_size x gradient_accumulation_steps = %d is larger than the %d training rows; "
+                    "each optimizer step uses all %d rows", per_step, n_train, n_train)
+
+
+def _context_cap(cfg: RunConfig, model: Any) -> int:
+    """The max_length tokenization uses: the configured one, capped at the model's context (with a warning)."""
+    max_len = cfg.effective_max_length
+    ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(ctx, int) and 0 < ctx < max_len:
+        log.warning("max_length %d exceeds the model's context of %d tokens; sequences are capped at %d",
+                    max_len, ctx, ctx)
+        return ctx
+    return max_len
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> Optional[str]:
+    """The newest checkpoint that was written to the end, or None.
+
+    Trainer writes `trainer_state.json` last, after weights, optimizer, scheduler and RNG
+    state, so a checkpoint whose state file is missing, unreadable or names another step was
+    cut short (the process was killed while saving) and is never resumed from. Such partial
+    checkpoints newer than the one chosen are removed, so later rotation cannot keep them
+    in place of a complete one.
+    """
+    import json
+    import shutil
+
+    if not ckpt_dir.is_dir():
+        return None
+    found = []
+    for d in ckpt_dir.iterdir():
+        m = re.fullmatch(r"checkpoint-(\d+)", d.name)
+        if m and d.is_dir():
+            found.append((int(m.group(1)), d))
+    for step, d in sorted(found, reverse=True):
+        try:
+            state = json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
+            if int(state.get("global_step", -1)) == step:
+                return str(d)
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass
+        log.warning("checkpoint %s is incomplete (the run was stopped while saving it); removing it", d)
+        shutil.rmtree(d, ignore_errors=True)
+    return None
+
+
+def _save_final(trainer: Any, tokenizer: Any, final_dir: Path) -> None:
+    """Write final/ atomically: save into a temporary directory, then swap it into place.
+
+    A run killed while saving leaves the previous final/ (or none), never half a model.
+    Trainer also writes training_args.bin (a pickle) beside the weights; final/ is what users
+    share and load, so it holds safetensors and JSON only (the settings are in config.yaml).
+    """
+    import shutil
+
+    # One name on every process (sharded saves write from several ranks); the main process
+    # first clears what a run killed while saving left, then everyone saves.
+    tmp = final_dir.with_name(f".{final_dir.name}.tmp")
+    if trainer.args.should_save:
+        for stale in [tmp, *final_dir.parent.glob(f".{final_dir.name}.old-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    try:
+        trainer.save_model(str(tmp))
+        if not trainer.args.should_save:  # not the main process: it has nothing to move
+            return
+        tokenizer.save_pretrained(str(tmp))
+    except BaseException:
+        if trainer.args.should_save:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (tmp / "training_args.bin").unlink(missing_ok=True)
+    old = None
+    if final_dir.exists():
+        old = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")
+        os.replace(final_dir, old)
+    os.replace(tmp, final_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False) -> RunResult:
     """Train one run described by `cfg`; returns the run directory and final metrics."""
     import torch
     from transformers import TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from prospect.data import load_records
     from prospect.data.collate import PairedCollator, UnpairedCollator
     from prospect.data.tokenize import tokenize_records, tokenizer_fingerprint
     from prospect.engine.callbacks import MetricsFileCallback, RichProgressCallback
     from prospect.engine.model import load_policy_and_reference
+    from prospect.engine.signals import StopOnSignalCallback, TrainingInterrupted, stop_on_signals
     from prospect.engine.trainer import PreferenceTrainer, distributed_mean
     from prospect.eval.plots import plot_run
     from prospect.losses import build_loss, build_reference_point
 
     t_start = time.time()
     set_seed(cfg.training.seed)
+    # [window] batch 1: z0 across the accumulation window (engine/window.py); files from the main process only
+    from prospect.engine.window import resolve_reference_point
+
+    cfg = resolve_reference_point(cfg)
+    is_main = int(os.environ.get("RANK", "0") or 0) == 0
     run_dir = run_directory(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.to_yaml(str(run_dir / "config.yaml"))
+    if is_main:  # [window]
+        cfg.to_yaml(str(run_dir / "config.yaml"))
     kind = "unpaired" if cfg.is_unpaired else "paired"
 
     # 1. Records and the account of every row.
@@ -112,12 +194,17 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
                           delta_reorient=cfg.method.name == "factual_dpo")
     report = loaded.report.to_dict()
 
+    _check_data(cfg, len(loaded.train), report.get("labels") if kind == "unpaired" else None)
+    from prospect.data.curriculum import apply_curriculum, check_curriculum  # [curriculum]
+
+    check_curriculum(cfg)  # [curriculum] refuse an unusable curriculum before the model loads
+
     # 2. Model, tokenizer, reference.
     model, ref_model, tokenizer = load_policy_and_reference(cfg)
-    _check_resources(cfg, model, len(loaded.train), report.get("labels") if kind == "unpaired" else None)
+    max_len = _context_cap(cfg, model)
 
     # 3. Tokens (cached) and the tokenization check.
-    settings = _settings(cfg)
+    settings = _settings(cfg, max_len)
     tok_key = tokenizer_fingerprint(tokenizer)
     train_ds, tok_stats = tokenize_records(loaded.train, tokenizer, settings, kind=kind, tokenizer_key=tok_key,
                                            desc="Tokenizing train")
@@ -139,7 +226,8 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
                 "desirable_weight": w_d if cfg.kto.desirable_weight == "auto" else cfg.kto.desirable_weight,
                 "undesirable_weight": w_u if cfg.kto.undesirable_weight == "auto" else cfg.kto.undesirable_weight})
             cfg = cfg.model_copy(update={"kto": new_kto})
-            cfg.to_yaml(str(run_dir / "config.yaml"))
+            if is_main:  # [window]
+                cfg.to_yaml(str(run_dir / "config.yaml"))
         ratio = (float(cfg.kto.desirable_weight) * n_d) / max(float(cfg.kto.undesirable_weight) * n_u, 1e-12)
         weights_note = {"n_desirable": n_d, "n_undesirable": n_u, "desirable_weight": cfg.kto.desirable_weight,
                         "undesirable_weight": cfg.kto.undesirable_weight, "weighted_ratio": round(ratio, 4),
@@ -152,7 +240,8 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     loss_fn = build_loss(cfg, n_desirable=weights_note.get("n_desirable"), n_undesirable=weights_note.get("n_undesirable"))
     z0_estimator = (build_reference_point(cfg.kto.reference_point, reduce=distributed_mean)
                     if (kind == "unpaired" or cfg.method.name == "dpo_kto") else None)
-    atomic_write_json(run_dir / "data_report.json", report)
+    if is_main:  # [window]
+        atomic_write_json(run_dir / "data_report.json", report)
 
     # 5. Reference log-probs, once, cached across runs that share the base model and data.
     sec = cfg.method_section
@@ -163,15 +252,31 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
         train_ds, eval_ds, ref_note["cache"] = _attach_reference(cfg, model, ref_model, tokenizer, tok_key,
                                                                   settings, train_ds, eval_ds, kind, pad_id)
 
+    # [curriculum] seed 003 track A: pairs easy-to-hard (data/curriculum.py), sampled in that order.
+    train_ds, curriculum_note = apply_curriculum(train_ds, cfg)
+
     # 6. The Trainer.
     train_ds = _with_length(train_ds)
     eval_ds = _with_length(eval_ds) if eval_ds is not None else None
     args = _training_args(cfg, run_dir, eval_ds is not None, TrainingArguments, torch)
+    if curriculum_note is not None:  # [curriculum] keep the easy-to-hard order
+        args.train_sampling_strategy = "sequential"
     build_mismatched = z0_estimator is not None and cfg.kto.reference_point != "zero"
     collator_cls = UnpairedCollator if kind == "unpaired" else PairedCollator
-    collator = collator_cls(pad_id=pad_id, packed=cfg.training.padding_free, max_length=cfg.effective_max_length,
-                            build_mismatched=build_mismatched)
-    trainer = PreferenceTrainer(
+    # [prefix-sharing] prompts run once where exact and possible (engine/prefix.py)
+    from prospect.engine.prefix import supports_prompt_sharing
+
+    share_prompt = (cfg.training.share_prompt and not cfg.training.padding_free
+                    and not cfg.optimization.use_gradient_checkpointing and supports_prompt_sharing(model))
+    collator = collator_cls(pad_id=pad_id, packed=cfg.training.padding_free, max_length=max_len,
+                            build_mismatched=build_mismatched, share_prompt=share_prompt)
+    # [window] window_mismatch: z0 from mismatched pairs across the accumulation window
+    trainer_cls: Any = PreferenceTrainer
+    if kind == "unpaired" and z0_estimator is not None and cfg.kto.reference_point == "window_mismatch":
+        from prospect.engine.window import WindowMismatchTrainer, WindowRowsCollator
+
+        trainer_cls, collator = WindowMismatchTrainer, WindowRowsCollator(collator)
+    trainer = trainer_cls(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator,
         processing_class=tokenizer, loss_fn=loss_fn, z0_estimator=z0_estimator, ref_model=ref_model,
         reference_free=sec.reference_free, max_nonfinite_steps=cfg.training.max_nonfinite_steps,
@@ -190,32 +295,63 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
 
     ckpt_dir = run_dir / "checkpoints"
     want_resume = cfg.training.resume if resume is None else resume
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() and want_resume else None
+    last = last_complete_checkpoint(ckpt_dir) if want_resume else None
     if last:
         log.info("resuming from %s", last)
-    train_out = trainer.train(resume_from_checkpoint=last)
+    elif want_resume is True:
+        log.warning("resume requested but %s holds no complete checkpoint; starting from step 0", ckpt_dir)
+    # SIGTERM / Ctrl-C: finish the step, checkpoint, stop (prospect.engine.signals).
+    with stop_on_signals() as stop:
+        trainer.add_callback(StopOnSignalCallback(stop))
+        train_out = trainer.train(resume_from_checkpoint=last)
+    if stop.stopped_at_step is not None and trainer.state.global_step < trainer.state.max_steps:
+        raise TrainingInterrupted(
+            f"stopped by {stop.name} at step {trainer.state.global_step} of {trainer.state.max_steps}; checkpoint "
+            f"saved in {ckpt_dir / f'checkpoint-{trainer.state.global_step}'}; run the same command to resume",
+            stop.signum)
 
     # 7. Final model, evaluation, results.
     final_metrics: dict[str, Any] = dict(train_out.metrics)
     if eval_ds is not None:
-        final_metrics.update(trainer.evaluate())
+        final_metrics.update(_final_eval(trainer))
     final_dir = run_dir / "final"
-    trainer.save_model(str(final_dir))
-    tokenizer.save_pretrained(str(final_dir))
+    _save_final(trainer, tokenizer, final_dir)
     results = {
         "run_name": run_dir.name, "method": cfg.method.name, "model": cfg.model.name,
         "global_step": trainer.state.global_step, "wall_time_s": round(time.time() - t_start, 2),
         "metrics": final_metrics, "reference": ref_note, "kto_weights": weights_note or None,
         "z0_estimator": cfg.kto.reference_point if z0_estimator is not None else None,
+        # [window] rows whose mismatched pairs make one z0 estimate (over all processes)
+        "z0_rows_per_estimate": (None if z0_estimator is None or cfg.kto.reference_point == "zero" else
+                                 cfg.training.batch_size * int(os.environ.get("WORLD_SIZE", "1") or 1) *
+                                 (cfg.training.gradient_accumulation_steps
+                                  if cfg.kto.reference_point == "window_mismatch" else 1)),
         "nonfinite_steps": trainer.nonfinite_total,
         "data": {k: report.get(k) for k in ("rows_read", "accepted", "labels", "pairs") if k in report},
     }
+    results["curriculum"] = curriculum_note  # [curriculum] None when pairs were sampled at random
+    if not is_main:  # [window] results and plots come from the main process
+        return RunResult(run_dir=run_dir, metrics=final_metrics, global_step=trainer.state.global_step)
     atomic_write_json(run_dir / "results.json", results)
     try:
         plot_run(run_dir)
     except Exception as e:  # plots are a convenience; never fail a finished run over them
         log.warning("plotting failed: %s", e)
     return RunResult(run_dir=run_dir, metrics=final_metrics, global_step=trainer.state.global_step)
+
+
+def _final_eval(trainer: Any) -> dict[str, Any]:
+    """Held-out metrics of the final model: those of an evaluation logged at the last step, else a new one.
+
+    An evaluation scheduled on the last step (eval_steps dividing max_steps) already measured
+    these weights; running it again would only repeat the same numbers at the cost of a full
+    pass over the validation set. With load_best_model_at_end the final weights are another
+    checkpoint's, so they are evaluated anew.
+    """
+    last = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
+    if last is not None and last.get("step") == trainer.state.global_step and not trainer.args.load_best_model_at_end:
+        return {k: v for k, v in last.items() if k.startswith("eval_")}
+    return trainer.evaluate()
 
 
 def _with_length(ds: Any) -> Any:
@@ -236,7 +372,11 @@ def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, TrainingArgume
             os.environ.setdefault("WANDB_ENTITY", lg.entity)
         os.environ.setdefault("WANDB_DIR", str(run_dir))
     if "mlflow" in report_to:
-        os.environ.setdefault("MLFLOW_TRACKING_URI", lg.mlflow_tracking_uri or (run_dir.parent / "mlruns").as_uri())
+        uri = os.environ.setdefault("MLFLOW_TRACKING_URI", lg.mlflow_tracking_uri or (run_dir.parent / "mlruns").as_uri())
+        if uri.startswith("file:") or "://" not in uri:
+            # MLflow >= 3.x refuses a plain directory store unless asked; it is the one store that
+            # needs no server and no SQL driver (mlflow-skinny has none), so it is our default.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     eval_steps = t.eval_steps or ev.eval_interval
     bf16 = o.bf16 and (not torch.cuda.is_available() or torch.cuda.is_bf16_supported())
     kwargs = dict(
@@ -263,7 +403,8 @@ def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, TrainingArgume
         report_to=report_to or "none",
         run_name=safe_name("_".join(x for x in [lg.run_prefix, run_dir.name] if x)),
         remove_unused_columns=False,
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        # [window] training.shuffle: false keeps the file order (and overrides group_by_length)
+        train_sampling_strategy=("sequential" if not t.shuffle else "group_by_length" if t.group_by_length else "random"),
         length_column_name="length",
         bf16=bf16,
         fp16=o.fp16 and torch.cuda.is_available(),
@@ -277,11 +418,20 @@ def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, TrainingArgume
         disable_tqdm=False,
         log_level="warning",
     )
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and not _has_accelerator(torch):
+        # [window] several processes and no GPU (`accelerate launch --multi_gpu` or `torchrun` on a CPU
+        # machine): data-parallel over gloo; without use_cpu, transformers would run each process alone
+        kwargs["use_cpu"] = True
     if o.use_gradient_checkpointing:
         kwargs.update(activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": False})
     if o.bf16 and not bf16:
         log.warning("bf16 requested but not supported on this device; training in float32")
     return TrainingArguments(**kwargs)
+
+
+def _has_accelerator(torch: Any) -> bool:  # [window]
+    acc = getattr(torch, "accelerator", None)
+    return bool(acc.is_available()) if acc is not None and hasattr(acc, "is_available") else torch.cuda.is_available()
 
 
 def _attach_reference(cfg: RunConfig, model: Any, ref_model: Any, tokenizer: Any, tok_key: str, settings: Any,

@@ -6,7 +6,8 @@ What is evaluated:
   adapter disabled, the named `reference_model_name`, the base model for full fine-tuning,
   or none when `reference_free`);
 - a bare model directory (an exported adapter or model, no config.yaml): an adapter is
-  compared with its base; a full model has no reference (log pi_ref taken as 0).
+  compared with its base; a full model has no reference (log pi_ref taken as 0); default
+  settings apply (beta 0.1) and no loss is reported (the directory has no method).
 
 Which data: `data_file` read with the run's data settings (every row, no split, no
 balancing), as pairs when the file holds pairs, else as unpaired rows; without
@@ -17,8 +18,10 @@ Metrics (formulas in `prospect.eval.metrics`), with beta the run's method beta:
 reward_accuracy, margin, chosen/rejected (desirable/undesirable) mean rewards, kl (on
 chosen/desirable completions), perplexity and reference_perplexity of chosen/desirable
 completions, loss (the run's loss on the whole set taken as one batch; for KTO z0 is
-estimated from the mismatched pairs (x_i, y_(i-1 mod n)) of the whole set), and user
-metrics (`pkg.module:function`) over the generation samples.
+estimated from the mismatched pairs (x_i, y_(i-1 mod n)) of the whole set; a KTO run on
+pairs counts chosen as desirable and rejected as undesirable; a DPO-family run on unpaired
+rows has none), and user metrics (`pkg.module:function`) over the generation samples
+(greedy, `evaluation.num_generation_samples` prompts, `max_new_tokens` each).
 
 Writes run_dir/eval/metrics.json and run_dir/eval/generations.jsonl (atomically).
 """
@@ -171,11 +174,17 @@ def load_eval_records(cfg: RunConfig, data_file: Optional[str], own_run: bool) -
 
 
 # --------------------------------------------------------------------------- log-probs
-def _tokenize_settings(cfg: RunConfig) -> Any:
+def tokenize_settings_for(cfg: RunConfig, model: Any = None) -> Any:
+    """The TokenizeSettings training used for `cfg` (max_length capped at `model`'s context), taken
+    from the engine so evaluation tokenizes exactly as training did."""
     from prospect.engine import run as engine_run
 
-    make = getattr(engine_run, "tokenize_settings", None) or getattr(engine_run, "_settings")
-    return make(cfg)
+    public = getattr(engine_run, "tokenize_settings", None)
+    if public is not None:
+        return public(cfg, model)
+    cap = getattr(engine_run, "_context_cap", None)
+    max_len = cap(cfg, model) if cap is not None and model is not None else cfg.effective_max_length
+    return engine_run._settings(cfg, max_len)
 
 
 def completion_logps(model: Any, seqs: Sequence[tuple[list[int], list[int]]], *, pad_id: int, batch_size: int,
@@ -263,7 +272,7 @@ def evaluate_records(cfg: RunConfig, models: EvalModels, records: Sequence[Any],
 
     policy, ref_ctx, tokenizer = models.policy, models.reference, models.tokenizer
     beta = cfg.method_section.beta
-    settings = _tokenize_settings(cfg)
+    settings = tokenize_settings_for(cfg, policy)
     ds, _ = tokenize_records(records, tokenizer, settings, kind=kind, use_cache=False, desc="Tokenizing eval")
     rows = list(ds)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -359,11 +368,14 @@ def evaluate_run(run_dir: str | Path, data_file: Optional[str] = None) -> dict[s
     records, kind, source = load_eval_records(cfg, data_file, own_run)
     models = load_for_eval(cfg, model_dir)
     metrics = evaluate_records(cfg, models, records, kind)
+    if not own_run:  # a bare model directory has no method of its own: no loss, no z0
+        metrics.pop("loss", None)
+        metrics.pop("z0", None)
     policy, ref_ctx, tokenizer = models.policy, models.reference, models.tokenizer
 
     ev = cfg.evaluation
     specs = pick_prompts(records, ev.num_generation_samples)
-    rt = RecordTokenizer(tokenizer, _tokenize_settings(cfg))
+    rt = RecordTokenizer(tokenizer, tokenize_settings_for(cfg, policy))
     samples = generate_samples(policy, tokenizer, lambda p, s: rt.encode(p, "", s)[0], specs,
                                max_new_tokens=ev.max_new_tokens, reference_context=ref_ctx)
     eval_dir = run_dir / "eval"

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from prospect.io import read_jsonl
+from prospect.io import atomic_path, read_jsonl
 
 PANELS = (
     ("Loss", ("loss", "eval_loss")),
@@ -11,6 +12,12 @@ PANELS = (
     ("Margin", ("rewards/margins", "eval_rewards/margins")),
     ("KL / z0", ("kl", "eval_kl")),
 )
+
+
+def _save_png(fig: Any, path: Path) -> None:
+    """Save atomically (temp file + rename); the temp name has no .png suffix, so the format is explicit."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
@@ -47,13 +54,13 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         fig.tight_layout()
         if drawn:
             p = out_dir / f"{title.split()[0].lower()}.png"
-            fig.savefig(p, dpi=100)
+            _save_png(fig, p)
             written.append(p)
         plt.close(fig)
     fig_all.suptitle(run_dir.name)
     fig_all.tight_layout()
     p = out_dir / "overview.png"
-    fig_all.savefig(p, dpi=100)
+    _save_png(fig_all, p)
     plt.close(fig_all)
     written.append(p)
     return written

@@ -18,7 +18,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from prospect.config.schema import ModelEntry, RunConfig
 from prospect.errors import ConfigError
@@ -139,7 +139,7 @@ def expand_grid(cfg: RunConfig) -> list[SweepRun]:
     return runs
 
 
-def describe(runs: list[SweepRun], sweep_dir: Optional[Path] = None) -> list[dict[str, Any]]:
+def describe(runs: list[SweepRun]) -> list[dict[str, Any]]:
     """Plain dicts (name, model, values, state) for listing runs, e.g. `--dry-run`."""
     rows = []
     for r in runs:

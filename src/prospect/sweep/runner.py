@@ -1,7 +1,9 @@
 """`prospect sweep`: train every run of a sweep, skip finished ones, resume interrupted ones.
 
 For each run of `expand_grid(cfg)`, in order:
-- results.json exists in its directory -> finished earlier: skipped (not trained again);
+- results.json exists in its directory -> finished earlier: skipped (not trained again; if
+  its config.yaml differs from the config the sweep gives it now, a warning names the keys
+  and the table's `config_changed` column lists them);
 - otherwise `prospect.engine.run.train(run_cfg, resume=True)`: continues from the run's
   last checkpoint if an earlier sweep was interrupted, else starts fresh;
 - an exception fails that run only: recorded as `failed` with its message, the sweep
@@ -9,7 +11,8 @@ For each run of `expand_grid(cfg)`, in order:
 Ctrl-C writes the table so far (the current run `interrupted`, the rest `pending`) and
 stops; the next invocation resumes where it stopped.
 
-At the end the sweep directory holds:
+The results table is rewritten after every trained run (later runs `pending`); at the end
+the sweep directory holds:
     sweep_config.yaml   the sweep's own config (grid and registry included)
     <run>/...           one run directory per run (see prospect.engine.run)
     results.csv/.md     one row per run (prospect.sweep.results)
@@ -92,9 +95,39 @@ def _row(run: SweepRun, status: str, error: Optional[str] = None) -> dict[str, A
                    preferred=ev.metric_for_best_model, greater_is_better=ev.greater_is_better)
 
 
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def config_changes(run: SweepRun) -> list[str]:
+    """Dotted keys where a finished run's config.yaml differs from the config the sweep would
+    give it now (values the engine resolves, like `auto` KTO weights, are not counted)."""
+    import yaml
+
+    path = run.run_dir / "config.yaml"
+    if not path.is_file():
+        return []
+    try:
+        old = _flat(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except (OSError, yaml.YAMLError):
+        return ["config.yaml (unreadable)"]
+    new = _flat(yaml.safe_load(run.cfg.to_yaml()) or {})
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and new.get(k) != "auto")
+
+
+def _later(runs: list[SweepRun]) -> list[dict[str, Any]]:
+    """Rows of runs not reached yet: finished ones skipped, the rest pending."""
+    return [_row(r, STATUS_SKIPPED if (r.run_dir / "results.json").exists() else STATUS_PENDING) for r in runs]
+
+
 def print_plan(runs: list[SweepRun], sweep_dir: Path) -> None:
     """The `--dry-run` listing: one line per run with its state (done / interrupted / pending)."""
-    rows = describe(runs, sweep_dir)
+    rows = describe(runs)
     print(f"sweep directory: {sweep_dir}")
     print(f"{len(rows)} runs ({sum(r['state'] == 'done' for r in rows)} done, "
           f"{sum(r['state'] == 'interrupted' for r in rows)} to resume, "
@@ -137,8 +170,16 @@ def run_sweep(cfg: RunConfig, dry_run: bool = False, *, quiet: bool = False) -> 
     failed = 0
     for i, run in enumerate(runs):
         if (run.run_dir / "results.json").exists():
-            log.info("[%d/%d] %s: finished earlier, skipped", i + 1, len(runs), run.name)
-            rows.append(_row(run, STATUS_SKIPPED))
+            changed = config_changes(run)
+            if changed:
+                log.warning("[%d/%d] %s: finished earlier with a different config (%s); skipped - delete %s "
+                            "to train it again", i + 1, len(runs), run.name, ", ".join(changed), run.run_dir)
+            else:
+                log.info("[%d/%d] %s: finished earlier, skipped", i + 1, len(runs), run.name)
+            row = _row(run, STATUS_SKIPPED)
+            if changed:
+                row["config_changed"] = ", ".join(changed)
+            rows.append(row)
             continue
         log.info("[%d/%d] %s: training", i + 1, len(runs), run.name)
         try:
@@ -147,7 +188,7 @@ def run_sweep(cfg: RunConfig, dry_run: bool = False, *, quiet: bool = False) -> 
             rows.append(_row(run, STATUS_DONE))
         except KeyboardInterrupt:
             rows.append(_row(run, STATUS_INTERRUPTED))
-            rows += [_row(r, STATUS_PENDING) for r in runs[i + 1:]]
+            rows += _later(runs[i + 1:])
             finalize(cfg, runs, rows, sweep_dir)
             raise
         except Exception as exc:  # noqa: BLE001 - one failed run must not stop the sweep
@@ -160,6 +201,9 @@ def run_sweep(cfg: RunConfig, dry_run: bool = False, *, quiet: bool = False) -> 
         finally:
             finish_trackers()
             _free_memory()
+        # The table so far (later runs pending), so a killed sweep still leaves one to read.
+        write_tables(sweep_dir, rows + _later(runs[i + 1:]),
+                     list((cfg.sweep or {}).keys()), title=f"Sweep {sweep_dir.name}")
     out = finalize(cfg, runs, rows, sweep_dir)
     done = sum(r["status"] == STATUS_DONE for r in rows)
     skipped = sum(r["status"] == STATUS_SKIPPED for r in rows)
