@@ -409,9 +409,6 @@ def test_tokenization_cache_ignores_what_a_killed_writer_left(tmp_path, monkeypa
     assert _tokenize(_records()) == (fresh, "hit")
 
 
-@pytest.mark.xfail(strict=True, reason="data/tokenize.py keeps no checksum (a flipped byte is trusted) and cannot "
-                   "replace a damaged entry (os.replace onto the existing directory fails, the damaged copy is "
-                   "reloaded); reported to the data owner with a proposed patch")
 @pytest.mark.parametrize("damage", ["bit_flip", "truncated", "stats_torn"])
 def test_damaged_tokenization_cache_entry_is_recomputed(tmp_path, monkeypatch, damage):
     from prospect.data.tokenize import cache_root

@@ -234,8 +234,6 @@ def test_secret_in_an_unknown_config_key_is_not_echoed(tmp_path):
     assert key not in err and SECRETS["HF_TOKEN"] not in err
 
 
-@pytest.mark.xfail(strict=True, reason="config/loader.py prefixes override errors with the whole `--set KEY=VALUE` "
-                   "text, secret value included; reported to the config owner")
 @pytest.mark.parametrize("override", [f"logging.wandb_api_key={SECRETS['WANDB_API_KEY']}",
                                       f"model.token={SECRETS['HF_TOKEN']}"])
 def test_secret_in_a_bad_override_is_not_echoed(tmp_path, override):

@@ -114,6 +114,7 @@ def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Path, int]]:
         if node is None:
             return None, {}
         _check_duplicates(node, source)
+        _check_expanded_size(node, source)
         data = loader.construct_document(node)
         lines: dict[Path, int] = {}
         _collect_lines(loader, node, (), lines, set())
@@ -171,6 +172,38 @@ def _check_duplicates(node: yaml.Node, source: str) -> None:
             stack.extend(cur.value)
 
 
+MAX_EXPANDED_NODES = 100_000  # a real run config has a few hundred
+
+
+def _check_expanded_size(node: yaml.Node, source: str) -> None:
+    """Refuse a document whose aliases expand into more than MAX_EXPANDED_NODES values.
+
+    Aliases share nodes, so a few hundred bytes of nested anchors ("billion laughs") load
+    instantly but expand into millions of values when anything walks the tree (validation,
+    writing config.yaml). The expanded size is counted on the node graph, each node once
+    (memoised), so the count itself costs no more than the text; an alias back into its own
+    ancestor counts once.
+    """
+    size: dict[int, int] = {}
+
+    def count(n: yaml.Node) -> int:
+        if id(n) in size:
+            return size[id(n)]
+        size[id(n)] = 1  # in progress: a recursive alias counts once
+        if isinstance(n, yaml.MappingNode):
+            total = 1 + sum(count(k) + count(v) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total = 1 + sum(count(v) for v in n.value)
+        else:
+            total = 1
+        size[id(n)] = min(total, MAX_EXPANDED_NODES + 1)
+        return size[id(n)]
+
+    if count(node) > MAX_EXPANDED_NODES:
+        raise ConfigError(f"{source}: YAML aliases expand into more than {MAX_EXPANDED_NODES:,} values "
+                          "(an alias bomb?); write the values out or use fewer nested aliases")
+
+
 def _collect_lines(loader: _Loader, node: yaml.Node, path: Path, out: dict[Path, int], seen: set[int]) -> None:
     if id(node) in seen:  # anchors/aliases (even recursive ones) are walked once
         return
@@ -219,9 +252,10 @@ def _dotted(path: Iterable[Any]) -> str:
 def _parse_override(text: Any, label: Optional[str] = None) -> _Override:
     if not isinstance(text, str):
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE (a string)")
-    label = label or f"--set {text}"
     key, sep, raw = text.partition("=")
     key = key.strip()
+    if label is None:  # echoed in error messages: a secret value is shown as REDACTED
+        label = f"--set {key}{sep}{redact_secrets(raw, key.split('.')[-1]) if sep else ''}"
     parts = key.split(".")
     if not sep or not key or any(not p.strip() for p in parts):
         raise ConfigError(f"{label}: expected KEY=VALUE with a dotted key, e.g. kto.beta=0.2")

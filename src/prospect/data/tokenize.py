@@ -12,17 +12,22 @@ wrong (DESIGN.md, "A tokenization check before training"):
 
 Tokenized rows are cached on disk (a `datasets` directory keyed by the records, the
 tokenizer and the length settings), so a second run on unchanged data tokenizes nothing.
+Every file of an entry is checksummed; a damaged entry is removed and recomputed.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from prospect.data.records import PairedRecord, Text, UnpairedRecord
+
+log = logging.getLogger("prospect")
 
 
 @dataclass
@@ -216,20 +221,14 @@ def tokenize_records(
     import datasets
     from tqdm.auto import tqdm
 
-    from prospect.io import atomic_write_json
-
     key_src = json.dumps([kind, records_fingerprint(records), tokenizer_key or tokenizer_fingerprint(tokenizer),
                           asdict(settings)], sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
     cdir = cache_root() / "tokenized" / key
-    if use_cache and (cdir / "stats.json").exists():
-        try:
-            ds = datasets.load_from_disk(str(cdir / "data"))
-            stats = json.loads((cdir / "stats.json").read_text(encoding="utf-8"))
-            stats["cache"] = "hit"
-            return ds, stats
-        except Exception:  # a damaged cache entry is recomputed, never trusted
-            pass
+    if use_cache and cdir.exists():
+        loaded = _load_cached(cdir)
+        if loaded is not None:
+            return loaded
     rt = RecordTokenizer(tokenizer, settings)
     make = rt.unpaired_row if kind == "unpaired" else rt.paired_row
     rows = [make(r) for r in tqdm(records, desc=desc, disable=len(records) < 500)]
@@ -237,17 +236,65 @@ def tokenize_records(
     stats = rt.stats.to_dict()
     stats["chat_template_applied"] = rt.chat
     if use_cache and rows:
-        tmp = cdir.with_name(cdir.name + f".tmp{os.getpid()}")
-        ds.save_to_disk(str(tmp / "data"))
-        atomic_write_json(tmp / "stats.json", stats)
-        try:
-            cdir.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, cdir)
-        except OSError:
-            pass
-        ds = datasets.load_from_disk(str(cdir / "data")) if cdir.exists() else ds
+        ds = _store_cached(cdir, ds, stats)
     stats["cache"] = "miss"
     return ds, stats
+
+
+_MANIFEST = "checksums.json"  # written last: sha256 of every file of the entry
+
+
+def _entry_digests(cdir: Path) -> dict[str, str]:
+    out = {}
+    for f in sorted(p for p in cdir.rglob("*") if p.is_file() and p.name != _MANIFEST):
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        out[f.relative_to(cdir).as_posix()] = h.hexdigest()
+    return out
+
+
+def _load_cached(cdir: Path) -> Optional[tuple[Any, dict[str, Any]]]:
+    """The cached (dataset, stats) of `cdir` if every file matches its recorded checksum, else None.
+
+    A damaged entry (a flipped byte, a truncated file, a torn stats file, no manifest because
+    the writer was killed) is removed with a warning, so it is recomputed, never trusted.
+    """
+    import datasets
+
+    try:
+        recorded = json.loads((cdir / _MANIFEST).read_text(encoding="utf-8"))
+        if recorded != _entry_digests(cdir):
+            raise ValueError("checksums differ")
+        stats = json.loads((cdir / "stats.json").read_text(encoding="utf-8"))
+        ds = datasets.load_from_disk(str(cdir / "data"))
+    except Exception as e:  # noqa: BLE001 - any failure means: do not trust it
+        log.warning("tokenization cache %s is damaged (%s); recomputing", cdir, e)
+        shutil.rmtree(cdir, ignore_errors=True)
+        return None
+    stats["cache"] = "hit"
+    return ds, stats
+
+
+def _store_cached(cdir: Path, ds: Any, stats: dict[str, Any]) -> Any:
+    """Write the entry beside its place, checksum it, rename it into place; returns the dataset to use."""
+    import datasets
+
+    from prospect.io import atomic_write_json
+
+    tmp = cdir.with_name(cdir.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.save_to_disk(str(tmp / "data"))
+    atomic_write_json(tmp / "stats.json", stats)
+    atomic_write_json(tmp / _MANIFEST, _entry_digests(tmp))
+    cdir.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(cdir, ignore_errors=True)  # a damaged entry in the way
+    try:
+        os.replace(tmp, cdir)
+    except OSError:  # another process renamed its (equal) entry into place first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return datasets.load_from_disk(str(cdir / "data")) if (cdir / _MANIFEST).exists() else ds
 
 
 def iter_lengths(ds: Iterable[dict[str, Any]], kind: str) -> list[int]:
