@@ -235,6 +235,34 @@ def test_factual_dpo_reports_reoriented_pairs_and_margin(runs):
     assert train_losses(run)[0] == pytest.approx(math.log1p(math.exp(2.0)), abs=1e-5)
 
 
+def test_factual_dpo_without_indicators_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """delta > 0 on pairs with no h_w/h_l would silently train plain DPO: refused, naming the file and fields."""
+    def no_model(cfg):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("prospect.engine.model.load_policy_and_reference", no_model)
+    rows = [{k: v for k, v in r.items() if k not in ("h_w", "h_l")} for r in learnable_paired(4, seed=1)]
+    data = write_jsonl(tmp_path / "no_h.jsonl", rows)
+    cfg = write_config(tmp_path / "f.yaml", method={"name": "factual_dpo", "delta": 10.0},
+                       data={"train_file": str(data), "validation_split_percentage": 0.0})
+    assert main(["train", str(cfg), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "no_h.jsonl" in err and "h_w and h_l" in err and "none of the 4 pairs" in err
+
+
+def test_factual_dpo_counts_pairs_without_indicators(tmp_path):
+    rows = learnable_paired(8, seed=1)
+    for r in rows[:3]:
+        del r["h_w"], r["h_l"]
+    data = write_jsonl(tmp_path / "some_h.jsonl", rows)
+    cfg = write_config(tmp_path / "f.yaml", method={"name": "factual_dpo", "delta": 2.0},
+                       training={"max_steps": 1, "run_name": "f"},
+                       data={"train_file": str(data), "validation_split_percentage": 0.0})
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    report = json.loads((tmp_path / "runs" / "f" / "data_report.json").read_text())
+    assert report["factuality"]["pairs_without_indicators"] == 3 and report["factuality"]["delta"] == 2.0
+
+
 def test_factual_dpo_delta_zero_equals_dpo(runs):
     """delta 0 on the flipped file (reoriented back) trains exactly like dpo on the clean file."""
     factual, dpo = runs("factual_delta0"), runs("dpo_sigmoid")

@@ -137,3 +137,49 @@ def test_final_metrics_reuse_an_evaluation_of_the_last_step(tmp_path, eval_steps
     final = json.loads((run / "results.json").read_text())["metrics"]
     assert final["eval_loss"] == pytest.approx(evals[-1]["eval_loss"])
     assert final["eval_rewards/accuracies"] == pytest.approx(evals[-1]["eval_rewards/accuracies"])
+
+
+def test_save_best_only_keeps_and_finishes_with_the_best_checkpoint(tmp_path):
+    """save_best_only with save_steps not a multiple of eval_interval (seed 003's layout): checkpoints at every
+    evaluation, and final/ holds the weights of the evaluation with the best metric."""
+    from safetensors.torch import load_file
+
+    data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
+    val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))
+    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val)},
+                       training={"max_steps": 6, "save_steps": 5, "learning_rate": 5e-2},
+                       evaluation={"eval_interval": 2, "save_best_only": True,
+                                   "metric_for_best_model": "eval_loss", "greater_is_better": False})
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    run = tmp_path / "runs" / "t"
+    evals = {r["step"]: r["eval_loss"] for r in read_jsonl(run / "metrics.jsonl") if "eval_loss" in r}
+    assert sorted(evals)[:3] == [2, 4, 6]
+    best = min((2, 4, 6), key=lambda s: evals[s])
+    best_weights = load_file(str(run / "checkpoints" / f"checkpoint-{best}" / "adapter_model.safetensors"))
+    final_weights = load_file(str(run / "final" / "adapter_model.safetensors"))
+    assert best_weights.keys() == final_weights.keys()
+    assert all(torch.equal(best_weights[k], final_weights[k]) for k in best_weights)
+    final = json.loads((run / "results.json").read_text())["metrics"]
+    assert final["eval_loss"] == pytest.approx(evals[best], rel=1e-5)
+
+
+def test_early_stopping_stops_when_the_metric_stops_improving(tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
+    val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))
+    # A learning rate this small leaves the held-out metric unchanged: no evaluation improves on the first.
+    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val)},
+                       training={"max_steps": 20, "learning_rate": 1e-30, "early_stopping_patience": 2,
+                                 "save_steps": 100},
+                       evaluation={"eval_interval": 1, "metric_for_best_model": "eval_loss", "greater_is_better": False})
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    results = json.loads((tmp_path / "runs" / "t" / "results.json").read_text())
+    assert results["global_step"] == 3  # the first evaluation, then two without improvement
+
+
+@pytest.mark.parametrize("section, key", [("training", "early_stopping_patience"), ("evaluation", "save_best_only")])
+def test_best_model_settings_without_evaluations_are_refused(tmp_path, capsys, section, key):
+    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(tmp_path / "none.jsonl")},
+                       **{section: {key: 2 if key == "early_stopping_patience" else True}})
+    assert main(["train", str(cfg), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert key in err and "eval_interval" in err

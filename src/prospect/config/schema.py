@@ -260,6 +260,19 @@ class RunConfig(Section):
             return {"name": v}
         return v
 
+    @model_validator(mode="after")
+    def _evaluation_needed(self) -> "RunConfig":
+        # Best-checkpoint selection and early stopping compare evaluations: without an
+        # interval there is one evaluation, at the end, and nothing to select or stop on.
+        every = self.training.eval_steps or self.evaluation.eval_interval
+        if self.training.early_stopping_patience and not every:
+            raise ValueError("training.early_stopping_patience needs evaluations during training: "
+                             "set evaluation.eval_interval (or training.eval_steps)")
+        if self.evaluation.save_best_only and not every:
+            raise ValueError("evaluation.save_best_only needs evaluations during training: "
+                             "set evaluation.eval_interval (or training.eval_steps)")
+        return self
+
     # --- derived settings -------------------------------------------------
     @property
     def method_section(self) -> PreferenceSpecificConfig:

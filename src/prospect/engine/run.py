@@ -84,6 +84,26 @@ def _check_data(cfg: RunConfig, n_train: int, labels: Optional[dict[str, int]]) 
                     "each optimizer step uses all %d rows", per_step, n_train, n_train)
 
 
+def _check_factuality(cfg: RunConfig, pairs: list[Any]) -> dict[str, Any]:
+    """factual_dpo reads h_w / h_l: refuse data that has none (delta would silently do nothing).
+
+    Pairs where either indicator is missing count as factual (0) and are reported; a file
+    where no pair carries them trains plain DPO, which with delta > 0 is never what was asked.
+    """
+    missing = sum(1 for r in pairs if r.h_w is None or r.h_l is None)
+    delta = cfg.method.delta
+    if pairs and missing == len(pairs) and delta > 0:
+        from prospect.errors import DPODataError
+
+        raise DPODataError(
+            f"{cfg.data.train_file}: method factual_dpo with delta={delta:g} needs the factuality indicators "
+            f"h_w and h_l (1 = non-factual) on each pair, and none of the {len(pairs)} pairs has them; "
+            "add the columns, or use method dpo (factual_dpo with delta 0 is plain DPO)")
+    if missing:
+        log.warning("factual_dpo: %d of %d pairs have no h_w/h_l; they count as factual (0)", missing, len(pairs))
+    return {"delta": delta, "pairs_without_indicators": missing, "treated_as": "factual (0)" if missing else None}
+
+
 def _context_cap(cfg: RunConfig, model: Any) -> int:
     """The max_length tokenization uses: the configured one, capped at the model's context (with a warning)."""
     max_len = cfg.effective_max_length
@@ -195,6 +215,8 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     report = loaded.report.to_dict()
 
     _check_data(cfg, len(loaded.train), report.get("labels") if kind == "unpaired" else None)
+    if cfg.method.name == "factual_dpo":
+        report["factuality"] = _check_factuality(cfg, loaded.train)
     from prospect.data.curriculum import apply_curriculum, check_curriculum  # [curriculum]
 
     check_curriculum(cfg)  # [curriculum] refuse an unusable curriculum before the model loads
@@ -378,6 +400,13 @@ def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, TrainingArgume
             # needs no server and no SQL driver (mlflow-skinny has none), so it is our default.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     eval_steps = t.eval_steps or ev.eval_interval
+    load_best = bool(ev.save_best_only and has_eval and eval_steps)
+    save_steps = t.save_steps
+    if load_best and save_steps % eval_steps:
+        # Keeping the best checkpoint needs one saved at every evaluation (Trainer refuses otherwise).
+        log.info("evaluation.save_best_only: checkpointing at every evaluation (every %d steps, not %d)",
+                 eval_steps, save_steps)
+        save_steps = eval_steps
     bf16 = o.bf16 and (not torch.cuda.is_available() or torch.cuda.is_bf16_supported())
     kwargs = dict(
         output_dir=str(run_dir / "checkpoints"),
@@ -396,7 +425,7 @@ def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, TrainingArgume
         data_seed=t.seed,
         logging_steps=t.logging_steps,
         save_strategy="steps",
-        save_steps=t.save_steps,
+        save_steps=save_steps,
         save_total_limit=1 if ev.save_best_only else t.save_total_limit,
         eval_strategy="steps" if (has_eval and eval_steps) else "no",
         eval_steps=eval_steps,
@@ -410,7 +439,7 @@ def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, TrainingArgume
         fp16=o.fp16 and torch.cuda.is_available(),
         dataloader_num_workers=t.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
-        load_best_model_at_end=bool(ev.save_best_only and has_eval and eval_steps),
+        load_best_model_at_end=load_best,
         metric_for_best_model=(ev.metric_for_best_model if has_eval and eval_steps and
                                (ev.save_best_only or t.early_stopping_patience) else None),
         greater_is_better=ev.greater_is_better,
