@@ -183,3 +183,72 @@ def test_best_model_settings_without_evaluations_are_refused(tmp_path, capsys, s
     assert main(["train", str(cfg), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert key in err and "eval_interval" in err
+
+
+@pytest.mark.parametrize("setting", ["training.optim=nonsense", "training.lr_scheduler_type=sideways"])
+def test_settings_transformers_refuses_are_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch, setting):
+    def no_model(cfg):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("prospect.engine.model.load_policy_and_reference", no_model)
+    data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(4, seed=1))
+    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data)})
+    assert main(["train", str(cfg), "--quiet", "--set", setting]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("prospect: error:")]
+    assert len(err) == 1 and "TrainingArguments" in err[0] and setting.split("=")[1] in err[0]
+
+
+def _adapter(run):
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "final" / "adapter_model.safetensors"))
+
+
+def test_rerunning_a_run_directory_never_trains_it_twice_or_mixes_settings(tmp_path, capsys, caplog):
+    data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
+    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_split_percentage": 0.0},
+                       training={"max_steps": 2, "save_steps": 2})
+    run = tmp_path / "runs" / "t"
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    first = _adapter(run)
+    steps = [r["step"] for r in read_jsonl(run / "metrics.jsonl") if "loss" in r]
+
+    # The same command again: finished, nothing trained, nothing rewritten.
+    caplog.set_level("INFO", logger="prospect")
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    assert "finished earlier (step 2)" in caplog.text
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-2"]
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl") if "loss" in r] == steps
+    assert all(torch.equal(first[k], v) for k, v in _adapter(run).items())
+
+    # Other settings on top of these weights: refused, naming the key; config.yaml keeps the trained values.
+    assert main(["train", str(cfg), "--quiet", "--set", "kto.beta=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "kto.beta" in err and "--no-resume" in err
+    assert yaml.safe_load((run / "config.yaml").read_text())["kto"]["beta"] == 0.1
+
+    # More steps: training goes on from the checkpoint.
+    assert main(["train", str(cfg), "--quiet", "--set", "training.max_steps=4"]) == 0
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl") if "loss" in r] == [1, 2, 3, 4]
+
+    # --no-resume trains again from step 0.
+    assert main(["train", str(cfg), "--quiet", "--no-resume", "--set", "kto.beta=0.5"]) == 0
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl") if "loss" in r] == [1, 2]
+
+
+@pytest.mark.parametrize("strategy, expected", [("auto", (1.0, 3.0)), ("none", (1.0, 1.0))])
+def test_default_balance_weights_the_minority_label(tmp_path, strategy, expected):
+    """3:1 data with the seed's neutral weights (1.0, 1.0): by default every row is kept and the minority is
+    weighted by the KTO rule (lambda_D n_D / lambda_U n_U = 1); balance_strategy none keeps the weights."""
+    rows = learnable_unpaired(12, seed=1)
+    rows = [r for r in rows if r["label"]] + [r for r in rows if not r["label"]][:4]  # 12 desirable, 4 undesirable
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    cfg = write_config(tmp_path / "run.yaml", training={"max_steps": 1},
+                       data={"train_file": str(data), "validation_split_percentage": 0.0, "balance_strategy": strategy})
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    run = tmp_path / "runs" / "t"
+    resolved = yaml.safe_load((run / "config.yaml").read_text())["kto"]
+    assert (resolved["desirable_weight"], resolved["undesirable_weight"]) == expected
+    note = json.loads((run / "results.json").read_text())["kto_weights"]
+    assert (note["n_desirable"], note["n_undesirable"]) == (12, 4)
+    assert note["weighted_ratio"] == pytest.approx(12 * expected[0] / (4 * expected[1]))

@@ -8,7 +8,8 @@ desirable and undesirable weights lambda_D, lambda_U so that
 keeping the majority label's weight at 1.0 and upweighting the minority.
 
 Strategies (`data.balance_strategy`; `data.balance_labels: true` is seed 001's downsampling):
-- `auto` (default): keep every row; the report suggests weights by the rule;
+- `auto` (default): keep every row; training weights the minority label by the rule (unless
+  `kto.desirable_weight` / `undesirable_weight` are set to other numbers) and the report says so;
 - `downsample`: keep int(min * (1 + label_imbalance_tolerance)) rows of the majority label
   (a seeded sample, file order kept), all rows of the minority;
 - `upsample`: repeat minority rows until both labels have the majority's count (whole copies
@@ -22,24 +23,15 @@ from typing import Any
 
 from prospect.data.records import UnpairedRecord
 
-RATIO_MAX = 4.0 / 3.0
-
-
 def auto_kto_weights(n_d: int, n_u: int) -> tuple[float, float]:
-    """(desirable_weight, undesirable_weight) with lambda_D n_D / (lambda_U n_U) in [1, 4/3].
-
-    If n_D / n_U already lies in [1, 4/3] both weights are 1.0. Otherwise the minority
-    label is upweighted to make the ratio exactly 1 (e.g. 746 desirable, 254 undesirable
-    -> (1.0, 746/254 = 2.937)); the majority keeps 1.0. With a label absent: (1.0, 1.0).
-    """
+    """(desirable_weight, undesirable_weight) by the rule (`prospect.losses.weights.auto_kto_weights`);
+    (1.0, 1.0) when a label is absent, where the report has nothing to suggest."""
     if n_d <= 0 or n_u <= 0:
         return 1.0, 1.0
-    ratio = n_d / n_u
-    if 1.0 <= ratio <= RATIO_MAX:
-        return 1.0, 1.0
-    if ratio > RATIO_MAX:
-        return 1.0, ratio
-    return n_u / n_d, 1.0
+    # Imported here: the losses package imports torch, which reading data does not need.
+    from prospect.losses.weights import auto_kto_weights as rule_weights
+
+    return rule_weights(n_d, n_u)[:2]
 
 
 def weights_dict(n_d: int, n_u: int) -> dict[str, float]:

@@ -11,6 +11,7 @@ Run directory (DESIGN.md, "User surface"):
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from prospect.config.schema import RunConfig
+from prospect.engine.rundir import config_changes, finished_step, mixing_changes, saved_config
 from prospect.errors import ConfigError, KTODataError
 from prospect.io import atomic_write_json, read_jsonl
 
@@ -104,6 +106,66 @@ def _check_factuality(cfg: RunConfig, pairs: list[Any]) -> dict[str, Any]:
     return {"delta": delta, "pairs_without_indicators": missing, "treated_as": "factual (0)" if missing else None}
 
 
+def _resolve_kto_weights(cfg: RunConfig, records: list[Any]) -> tuple[RunConfig, dict[str, Any]]:
+    """lambda_D / lambda_U for this data, logged; returns the config with numbers in place of `auto`.
+
+    `auto` (either weight) follows the KTO paper's rule (prospect.losses.weights). With
+    `data.balance_strategy: auto` (the default) neutral weights (both 1.0) on data whose
+    label ratio lies outside [1, 4/3] are chosen by the rule too: the default keeps every
+    row and weights the minority. `balance_strategy: none` keeps the weights as written.
+    """
+    from prospect.data.balance import effective_strategy
+    from prospect.losses.weights import auto_kto_weights, resolve_kto_weights
+
+    n_d = sum(1 for r in records if r.label)
+    n_u = len(records) - n_d
+    d, u = cfg.kto.desirable_weight, cfg.kto.undesirable_weight
+    by_default = effective_strategy(cfg.data) == "auto" and d == 1.0 and u == 1.0
+    if by_default:
+        d = u = "auto"
+    w = resolve_kto_weights(d, u, n_d, n_u)
+    if w.auto:
+        cfg = cfg.model_copy(update={"kto": cfg.kto.model_copy(update={
+            "desirable_weight": w.desirable_weight, "undesirable_weight": w.undesirable_weight})})
+    suggested = auto_kto_weights(n_d, n_u)
+    note = {"n_desirable": n_d, "n_undesirable": n_u, "desirable_weight": w.desirable_weight,
+            "undesirable_weight": w.undesirable_weight, "weighted_ratio": round(w.ratio, 4),
+            "chosen_by": ("rule (data.balance_strategy: auto)" if by_default else "rule (auto)" if w.auto
+                          else "config"),
+            "rule": "lambda_D*n_D/(lambda_U*n_U) in [1, 4/3] (KTO paper)",
+            "suggested": {"desirable_weight": suggested[0], "undesirable_weight": suggested[1]}}
+    log.info("KTO weights: desirable_weight=%.4g undesirable_weight=%.4g for %d desirable / %d undesirable rows "
+             "(lambda_D*n_D/(lambda_U*n_U) = %.3f; %s)", w.desirable_weight, w.undesirable_weight, n_d, n_u,
+             w.ratio, note["chosen_by"])
+    if not w.in_range:
+        log.warning("KTO weights give lambda_D*n_D/(lambda_U*n_U) = %.3f, outside [1, 4/3]; suggested "
+                    "desirable_weight=%.3f undesirable_weight=%.3f (or set them to auto)", w.ratio, *suggested[:2])
+    return cfg, note
+
+
+def _check_previous_run(run_dir: Path, cfg: RunConfig, previous: Optional[dict[str, Any]],
+                        last: Optional[str]) -> Optional[RunResult]:
+    """Resuming in a run directory that holds a run: a RunResult if it finished (nothing to
+    train), None to go on; ConfigError if it was trained with other settings."""
+    done = finished_step(run_dir)
+    if last is None and done is None:
+        return None  # nothing trained here yet (or only a config.yaml from a run that failed early)
+    changes = config_changes(previous, cfg)
+    mixing = mixing_changes(changes)
+    if mixing:
+        shown = ", ".join(mixing[:5]) + (f" and {len(mixing) - 5} more" if len(mixing) > 5 else "")
+        raise ConfigError(
+            f"{run_dir} holds a run trained with other settings ({shown}); resuming it would mix two runs. "
+            "Use another training.run_name, or --no-resume to train this directory again from step 0")
+    extended = {"training.max_steps", "training.num_epochs"} & set(changes)
+    if done is not None and (not extended or 0 < cfg.training.max_steps <= done):
+        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        log.info("%s finished earlier (step %d); nothing to train. --no-resume trains it again from step 0",
+                 run_dir, done)
+        return RunResult(run_dir=run_dir, metrics=results.get("metrics", {}), global_step=done)
+    return None
+
+
 def _context_cap(cfg: RunConfig, model: Any) -> int:
     """The max_length tokenization uses: the configured one, capped at the model's context (with a warning)."""
     max_len = cfg.effective_max_length
@@ -124,7 +186,6 @@ def last_complete_checkpoint(ckpt_dir: Path) -> Optional[str]:
     checkpoints newer than the one chosen are removed, so later rotation cannot keep them
     in place of a complete one.
     """
-    import json
     import shutil
 
     if not ckpt_dir.is_dir():
@@ -205,11 +266,12 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     is_main = int(os.environ.get("RANK", "0") or 0) == 0
     run_dir = run_directory(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if is_main:  # [window]
+    previous_config = saved_config(run_dir)  # read before this run writes its own
+    if is_main and previous_config is None:  # a new directory: the settings are on record even if the data fails
         cfg.to_yaml(str(run_dir / "config.yaml"))
     kind = "unpaired" if cfg.is_unpaired else "paired"
 
-    # 1. Records and the account of every row.
+    # 1. Records and the account of every row; KTO class weights (they depend on the labels only).
     loaded = load_records(cfg.data, kind=kind, seed=cfg.training.seed, method=cfg.method.name,
                           delta_reorient=cfg.method.name == "factual_dpo")
     report = loaded.report.to_dict()
@@ -217,9 +279,31 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     _check_data(cfg, len(loaded.train), report.get("labels") if kind == "unpaired" else None)
     if cfg.method.name == "factual_dpo":
         report["factuality"] = _check_factuality(cfg, loaded.train)
+    weights_note: dict[str, Any] = {}
+    if kind == "unpaired":
+        cfg, weights_note = _resolve_kto_weights(cfg, loaded.train)
+        report["kto_weights"] = weights_note
+
+    # A run directory that already holds a run: finished -> nothing to do; other settings -> refused.
+    ckpt_dir = run_dir / "checkpoints"
+    want_resume = cfg.training.resume if resume is None else resume
+    last = last_complete_checkpoint(ckpt_dir) if want_resume else None
+    if want_resume:
+        finished = _check_previous_run(run_dir, cfg, previous_config, last)
+        if finished is not None:
+            return finished
+    if is_main:  # [window]
+        cfg.to_yaml(str(run_dir / "config.yaml"))
     from prospect.data.curriculum import apply_curriculum, check_curriculum  # [curriculum]
 
     check_curriculum(cfg)  # [curriculum] refuse an unusable curriculum before the model loads
+    # Settings only transformers can judge (optimizer and scheduler names, step arithmetic),
+    # refused before the model loads rather than with a traceback after the reference pass.
+    try:
+        args = _training_args(cfg, run_dir, bool(loaded.validation), TrainingArguments, torch)
+    except ValueError as e:
+        reason = " ".join(str(e).split())
+        raise ConfigError(f"training settings refused by transformers.TrainingArguments: {reason}") from None
 
     # 2. Model, tokenizer, reference.
     model, ref_model, tokenizer = load_policy_and_reference(cfg)
@@ -235,30 +319,7 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
                                if loaded.validation else (None, None))
     report["tokenization"] = {"train": tok_stats, "validation": eval_tok_stats}
 
-    # 4. Loss and its weights.
-    weights_note: dict[str, Any] = {}
-    if kind == "unpaired":
-        from prospect.losses.weights import auto_kto_weights
-
-        n_d = sum(1 for r in loaded.train if r.label)
-        n_u = len(loaded.train) - n_d
-        w_d, w_u, _ = auto_kto_weights(n_d, n_u)
-        if cfg.kto.desirable_weight == "auto" or cfg.kto.undesirable_weight == "auto":
-            new_kto = cfg.kto.model_copy(update={
-                "desirable_weight": w_d if cfg.kto.desirable_weight == "auto" else cfg.kto.desirable_weight,
-                "undesirable_weight": w_u if cfg.kto.undesirable_weight == "auto" else cfg.kto.undesirable_weight})
-            cfg = cfg.model_copy(update={"kto": new_kto})
-            if is_main:  # [window]
-                cfg.to_yaml(str(run_dir / "config.yaml"))
-        ratio = (float(cfg.kto.desirable_weight) * n_d) / max(float(cfg.kto.undesirable_weight) * n_u, 1e-12)
-        weights_note = {"n_desirable": n_d, "n_undesirable": n_u, "desirable_weight": cfg.kto.desirable_weight,
-                        "undesirable_weight": cfg.kto.undesirable_weight, "weighted_ratio": round(ratio, 4),
-                        "rule": "lambda_D*n_D/(lambda_U*n_U) in [1, 4/3] (KTO paper)",
-                        "suggested": {"desirable_weight": w_d, "undesirable_weight": w_u}}
-        if not 1.0 <= ratio <= 4 / 3 + 1e-9:
-            log.warning("KTO weights give lambda_D*n_D/(lambda_U*n_U) = %.3f, outside [1, 4/3]; "
-                        "suggested desirable_weight=%.3f undesirable_weight=%.3f (or set them to auto)", ratio, w_d, w_u)
-        report["kto_weights"] = weights_note
+    # 4. The loss.
     loss_fn = build_loss(cfg, n_desirable=weights_note.get("n_desirable"), n_undesirable=weights_note.get("n_undesirable"))
     z0_estimator = (build_reference_point(cfg.kto.reference_point, reduce=distributed_mean)
                     if (kind == "unpaired" or cfg.method.name == "dpo_kto") else None)
@@ -280,7 +341,6 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     # 6. The Trainer.
     train_ds = _with_length(train_ds)
     eval_ds = _with_length(eval_ds) if eval_ds is not None else None
-    args = _training_args(cfg, run_dir, eval_ds is not None, TrainingArguments, torch)
     if curriculum_note is not None:  # [curriculum] keep the easy-to-hard order
         args.train_sampling_strategy = "sequential"
     build_mismatched = z0_estimator is not None and cfg.kto.reference_point != "zero"
@@ -315,9 +375,6 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
 
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
 
-    ckpt_dir = run_dir / "checkpoints"
-    want_resume = cfg.training.resume if resume is None else resume
-    last = last_complete_checkpoint(ckpt_dir) if want_resume else None
     if last:
         log.info("resuming from %s", last)
     elif want_resume is True:

@@ -95,29 +95,12 @@ def _row(run: SweepRun, status: str, error: Optional[str] = None) -> dict[str, A
                    preferred=ev.metric_for_best_model, greater_is_better=ev.greater_is_better)
 
 
-def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: obj}
-
-
 def config_changes(run: SweepRun) -> list[str]:
     """Dotted keys where a finished run's config.yaml differs from the config the sweep would
     give it now (values the engine resolves, like `auto` KTO weights, are not counted)."""
-    import yaml
+    from prospect.engine.rundir import config_changes as changes, saved_config
 
-    path = run.run_dir / "config.yaml"
-    if not path.is_file():
-        return []
-    try:
-        old = _flat(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    except (OSError, yaml.YAMLError):
-        return ["config.yaml (unreadable)"]
-    new = _flat(yaml.safe_load(run.cfg.to_yaml()) or {})
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and new.get(k) != "auto")
+    return changes(saved_config(run.run_dir), run.cfg)
 
 
 def _later(runs: list[SweepRun]) -> list[dict[str, Any]]:
