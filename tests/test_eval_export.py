@@ -199,6 +199,18 @@ def test_generations_and_user_metrics(in_run_env) -> None:
     assert m["counts/prompts"] == 2 and m["counts/with_reference"] == 2
 
 
+def test_training_writes_generation_samples_and_user_metrics(trained) -> None:
+    """At the end of `prospect train`: generations.jsonl for the first held-out prompts, and the user metrics
+    of evaluation.metrics called on them, in results.json as eval_<name>."""
+    run_dir = trained["run_dir"]
+    gens = [json.loads(line) for line in (run_dir / "generations.jsonl").read_text().splitlines()]
+    assert [g["prompt"] for g in gens] == [VALIDATION[0][0], VALIDATION[1][0]]
+    assert all("reference_generation" in g and 1 <= g["generated_tokens"] <= 5 for g in gens)
+    final = json.loads((run_dir / "results.json").read_text())["metrics"]
+    assert final["eval_mean_generation_chars"] == pytest.approx(sum(len(g["generation"]) for g in gens) / 2)
+    assert final["eval_counts/prompts"] == 2 and final["eval_counts/with_reference"] == 2
+
+
 def test_evaluate_unpaired_file(in_run_env) -> None:
     from prospect.data.records import UnpairedRecord
     from prospect.eval.evaluate import evaluate_run

@@ -387,3 +387,13 @@ def test_unusable_curriculum_is_refused(sections, message):
 
     with pytest.raises(ConfigError, match=message):
         check_curriculum(RunConfig.model_validate(sections))
+
+
+def test_paired_runs_log_kl_logps_and_perplexity(runs):
+    """DPO-family runs log kl = mean(log pi - log pi_ref) over chosen completions: 0 at the first step (the
+    adapter starts at zero, so the policy is the reference), then away from 0 as the policy moves."""
+    rows = [r for r in read_jsonl(runs("dpo_sigmoid") / "metrics.jsonl") if "loss" in r]
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert abs(rows[-1]["kl"]) > 1e-3
+    for r in rows:
+        assert r["logps/chosen"] < 0 and r["logps/rejected"] < 0 and r["perplexity"] > 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -34,8 +35,10 @@ def test_train_cli_writes_complete_run_directory(tmp_path, capsys):
     rows = read_jsonl(run / "metrics.jsonl")
     train_rows = [r for r in rows if "loss" in r]
     assert len(train_rows) == 4
-    for key in ("loss", "rewards/chosen", "kl", "learning_rate", "grad_norm"):
+    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "kl", "logps/chosen",
+                "logps/rejected", "perplexity", "learning_rate", "grad_norm"):
         assert any(key in r for r in train_rows), key
+    assert not any(k.startswith("sum/") for r in rows for k in r)
     assert any("eval_loss" in r for r in rows)
     results = json.loads((run / "results.json").read_text())
     assert results["global_step"] == 4 and results["z0_estimator"] == "batch_mismatch"
@@ -252,3 +255,47 @@ def test_default_balance_weights_the_minority_label(tmp_path, strategy, expected
     note = json.loads((run / "results.json").read_text())["kto_weights"]
     assert (note["n_desirable"], note["n_undesirable"]) == (12, 4)
     assert note["weighted_ratio"] == pytest.approx(12 * expected[0] / (4 * expected[1]))
+
+
+def test_eval_perplexity_and_logps_match_an_independent_forward(tmp_path):
+    """eval_perplexity = exp(-sum log pi(y|x) / #tokens) over the desirable held-out completions, and
+    eval_logps/chosen their mean log-prob, recomputed here from final/ (the weights of the last evaluation)."""
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
+    held = learnable_unpaired(3, seed=2, offset=50)
+    val = write_jsonl(tmp_path / "val.jsonl", held)
+    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val)},
+                       training={"eval_steps": 4, "eval_batch_size": 8, "learning_rate": 1e-2})
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    run = tmp_path / "runs" / "t"
+    last = [r for r in read_jsonl(run / "metrics.jsonl") if "eval_loss" in r][-1]
+
+    model = AutoPeftModelForCausalLM.from_pretrained(str(run / "final")).eval()
+    tok = AutoTokenizer.from_pretrained(str(run / "final"))
+    total, tokens, per_row = 0.0, 0, []
+    for r in (r for r in held if r["label"]):
+        msgs = [{"role": "user", "content": r["prompt"]}]
+        p_ids = tok(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
+        ids = tok(tok.apply_chat_template(msgs + [{"role": "assistant", "content": r["completion"]}], tokenize=False),
+                  add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            lp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+        row = sum(lp[t - 1, ids[t]].item() for t in range(len(p_ids), len(ids)))
+        total, tokens = total + row, tokens + len(ids) - len(p_ids)
+        per_row.append(row)
+    assert last["eval_perplexity"] == pytest.approx(math.exp(-total / tokens), rel=1e-4)
+    assert last["eval_logps/chosen"] == pytest.approx(sum(per_row) / len(per_row), rel=1e-4)
+
+
+def test_unknown_eval_metric_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    def no_model(cfg):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("prospect.engine.model.load_policy_and_reference", no_model)
+    data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(4, seed=1))
+    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data)},
+                       evaluation={"metrics": ["reward_accuracy", "spiral_score"]})
+    assert main(["train", str(cfg), "--quiet"]) == 2
+    assert "unknown metric 'spiral_score'" in capsys.readouterr().err

@@ -297,6 +297,9 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     from prospect.data.curriculum import apply_curriculum, check_curriculum  # [curriculum]
 
     check_curriculum(cfg)  # [curriculum] refuse an unusable curriculum before the model loads
+    from prospect.eval.metrics import check_metric_names
+
+    check_metric_names(cfg.evaluation.metrics)
     # Settings only transformers can judge (optimizer and scheduler names, step arithmetic),
     # refused before the model loads rather than with a traceback after the reference pass.
     try:
@@ -395,6 +398,8 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
         final_metrics.update(_final_eval(trainer))
     final_dir = run_dir / "final"
     _save_final(trainer, tokenizer, final_dir)
+    if is_main and loaded.validation:
+        final_metrics.update(_generation_samples(cfg, trainer, ref_model, tokenizer, loaded.validation, run_dir))
     results = {
         "run_name": run_dir.name, "method": cfg.method.name, "model": cfg.model.name,
         "global_step": trainer.state.global_step, "wall_time_s": round(time.time() - t_start, 2),
@@ -417,6 +422,41 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     except Exception as e:  # plots are a convenience; never fail a finished run over them
         log.warning("plotting failed: %s", e)
     return RunResult(run_dir=run_dir, metrics=final_metrics, global_step=trainer.state.global_step)
+
+
+def _generation_samples(cfg: RunConfig, trainer: Any, ref_model: Any, tokenizer: Any, records: list[Any],
+                        run_dir: Path) -> dict[str, float]:
+    """generations.jsonl (policy and reference, a few held-out prompts) and the user metrics on them.
+
+    Returns the user metrics as eval_<name>. Skipped where the weights are sharded across
+    processes (FSDP, DeepSpeed ZeRO-3), since one process cannot generate alone there.
+    """
+    import contextlib
+
+    from prospect.eval.evaluate import EvalModels, samples_and_user_metrics
+    from prospect.eval.metrics import is_user_metric
+
+    ev = cfg.evaluation
+    if not ev.num_generation_samples and not any(is_user_metric(m) for m in ev.metrics):
+        return {}
+    if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
+        log.info("generation samples skipped: the weights are sharded across processes (run `prospect eval`)")
+        return {}
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    reference: Any = None
+    if cfg.method_section.reference_free:
+        reference = None
+    elif ref_model is not None:
+        reference = lambda: contextlib.nullcontext(ref_model)  # noqa: E731
+    elif hasattr(policy, "disable_adapter"):
+        @contextlib.contextmanager
+        def reference() -> Any:
+            with policy.disable_adapter():
+                yield policy
+    policy.eval()
+    _, user = samples_and_user_metrics(cfg, EvalModels(policy, reference, tokenizer, ""), records,
+                                       run_dir / "generations.jsonl", search_dirs=[Path.cwd()])
+    return {f"eval_{k}": v for k, v in user.items()}
 
 
 def _final_eval(trainer: Any) -> dict[str, Any]:

@@ -148,9 +148,10 @@ class PreferenceTrainer(Trainer):
         )
 
     def preference_loss(self, model: Any, batch: dict[str, Any]) -> LossOutput:
-        if self.loss_fn.kind == "unpaired":
-            return self.loss_fn(self._unpaired_inputs(model, batch))
-        return self.loss_fn(self._paired_inputs(model, batch))
+        logps = self._unpaired_inputs(model, batch) if self.loss_fn.kind == "unpaired" else self._paired_inputs(model, batch)
+        out = self.loss_fn(logps)
+        out.metrics = {**logp_metrics(logps), **out.metrics}  # the loss's own kl (z0) wins
+        return out
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -235,7 +236,7 @@ class PreferenceTrainer(Trainer):
                 s["rewards/accuracies"].append(_mean((ch[:, None] > rj[None, :]).float()))
         for k, v in out.metrics.items():
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
-                s[k].append(float(v))
+                s[k].append(float(v))  # "sum/..." entries are summed at log time, the rest averaged
 
     def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
                         ignore_keys: Optional[list[str]] = None) -> tuple[Tensor, None, None]:
@@ -248,10 +249,14 @@ class PreferenceTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: Optional[float] = None) -> None:
         split = "train" if "loss" in logs else "eval"
         prefix = "" if split == "train" else "eval_"
-        for k, vals in self._stored[split].items():
-            if vals:
+        stored = self._stored[split]
+        for k, vals in stored.items():
+            if vals and not k.startswith("sum/"):
                 logs[prefix + k] = round(sum(vals) / len(vals), 6)
-        self._stored[split].clear()
+        tokens = sum(stored.get("sum/chosen_tokens", []))
+        if tokens > 0:  # per-token perplexity over every chosen/desirable completion since the last log
+            logs[prefix + "perplexity"] = round(math.exp(sum(stored["sum/chosen_nll"]) / tokens), 6)
+        stored.clear()
         if split == "train" and self.nonfinite_total:
             logs["nonfinite_steps"] = self.nonfinite_total
         if "train_loss" in logs:
@@ -272,6 +277,34 @@ class PreferenceTrainer(Trainer):
                 last = step
         return total / last if last else fallback
 
+
+
+def logp_metrics(logps: UnpairedLogps | PairedLogps) -> dict[str, float]:
+    """Per-batch figures of the policy's log-probs, with TRL's names where TRL has them.
+
+    logps/chosen, logps/rejected: mean summed log-prob of chosen/desirable and
+    rejected/undesirable completions; kl: mean log pi - log pi_ref over chosen completions
+    (paired methods; KTO-family losses log their reference point z0 as `kl`, as TRL does);
+    sum/chosen_nll, sum/chosen_tokens: for the perplexity of chosen/desirable completions,
+    exp(sum nll / sum tokens), which `PreferenceTrainer.log` computes over the logging window.
+    """
+    if isinstance(logps, UnpairedLogps):
+        desirable = logps.label.to(torch.bool)
+        chosen, rejected = logps.policy[desirable].detach(), logps.policy[~desirable].detach()
+        lengths = logps.lengths[desirable] if logps.lengths is not None else None
+        out: dict[str, float] = {}
+    else:
+        chosen, rejected = logps.policy_chosen.detach(), logps.policy_rejected.detach()
+        lengths = logps.chosen_lengths
+        out = {"kl": _mean(chosen - logps.reference_chosen.detach().to(chosen.dtype))}
+    if chosen.numel():
+        out["logps/chosen"] = _mean(chosen)
+    if rejected.numel():
+        out["logps/rejected"] = _mean(rejected)
+    if lengths is not None and chosen.numel():
+        out["sum/chosen_nll"] = -float(chosen.double().sum())
+        out["sum/chosen_tokens"] = float(lengths.sum())
+    return out
 
 
 class _NonFiniteStepGuard(TrainerCallback):

@@ -348,6 +348,33 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def samples_and_user_metrics(cfg: RunConfig, models: EvalModels, records: Sequence[Any], path: Path, *,
+                             search_dirs: Sequence[Path] = ()) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Greedy generations for the first `evaluation.num_generation_samples` prompts of `records`
+    (policy and reference), written to `path` (JSONL, atomically), and the user metrics of
+    `evaluation.metrics` (`pkg.module:function`) called on them. Returns (samples, metrics)."""
+    from prospect.data.tokenize import RecordTokenizer
+    from prospect.eval import metrics as M
+    from prospect.eval.generation import generate_samples, pick_prompts
+    from prospect.io import atomic_write_text
+
+    ev = cfg.evaluation
+    specs = pick_prompts(records, ev.num_generation_samples)
+    rt = RecordTokenizer(models.tokenizer, tokenize_settings_for(cfg, models.policy))
+    samples = generate_samples(models.policy, models.tokenizer, lambda p, s: rt.encode(p, "", s)[0], specs,
+                               max_new_tokens=ev.max_new_tokens, reference_context=models.reference)
+    atomic_write_text(path, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in samples))
+    user_refs = [m for m in ev.metrics if M.is_user_metric(m)]
+    if not user_refs:
+        return samples, {}
+    if not samples:
+        log.warning("evaluation.metrics %s need generation samples; evaluation.num_generation_samples is 0",
+                    ", ".join(user_refs))
+        return samples, {}
+    return samples, M.run_user_metrics(user_refs, [x["prompt"] for x in samples], [x["generation"] for x in samples],
+                                       [x["reference"] for x in samples], search_dirs=search_dirs)
+
+
 # --------------------------------------------------------------------------- entry point
 def evaluate_run(run_dir: str | Path, data_file: Optional[str] = None) -> dict[str, Any]:
     """Evaluate a finished run (or a model directory) on `data_file` or the run's held-out data.
@@ -355,10 +382,8 @@ def evaluate_run(run_dir: str | Path, data_file: Optional[str] = None) -> dict[s
     Returns the dict written to run_dir/eval/metrics.json: data_file, kind, n_examples,
     metrics {...}, generations_file, and the run's name, method and base model.
     """
-    from prospect.data.tokenize import RecordTokenizer
     from prospect.eval import metrics as M
-    from prospect.eval.generation import generate_samples, pick_prompts
-    from prospect.io import atomic_write_json, atomic_write_text
+    from prospect.io import atomic_write_json
 
     run_dir = Path(run_dir).resolve()
     if not run_dir.is_dir():
@@ -371,25 +396,10 @@ def evaluate_run(run_dir: str | Path, data_file: Optional[str] = None) -> dict[s
     if not own_run:  # a bare model directory has no method of its own: no loss, no z0
         metrics.pop("loss", None)
         metrics.pop("z0", None)
-    policy, ref_ctx, tokenizer = models.policy, models.reference, models.tokenizer
-
-    ev = cfg.evaluation
-    specs = pick_prompts(records, ev.num_generation_samples)
-    rt = RecordTokenizer(tokenizer, tokenize_settings_for(cfg, policy))
-    samples = generate_samples(policy, tokenizer, lambda p, s: rt.encode(p, "", s)[0], specs,
-                               max_new_tokens=ev.max_new_tokens, reference_context=ref_ctx)
     eval_dir = run_dir / "eval"
     gen_path = eval_dir / "generations.jsonl"
-    atomic_write_text(gen_path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
-    user_refs = [m for m in ev.metrics if M.is_user_metric(m)]
-    if user_refs:
-        if samples:
-            metrics.update(M.run_user_metrics(user_refs, [s["prompt"] for s in samples],
-                                              [s["generation"] for s in samples], [s["reference"] for s in samples],
-                                              search_dirs=[Path.cwd(), run_dir]))
-        else:
-            log.warning("evaluation.metrics %s need generation samples; evaluation.num_generation_samples is 0",
-                        ", ".join(user_refs))
+    samples, user = samples_and_user_metrics(cfg, models, records, gen_path, search_dirs=[Path.cwd(), run_dir])
+    metrics.update(user)
     result = _finite({
         "run": run_dir.name, "method": cfg.method.name, "model": cfg.model.name, "model_dir": str(model_dir),
         "data_file": source, "kind": kind, "n_examples": len(records), "metrics": metrics,
