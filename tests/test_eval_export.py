@@ -306,3 +306,19 @@ def test_export_refuses_unfinished_run(tmp_path: Path) -> None:
     (tmp_path / "run" / "config.yaml").write_text("method: dpo\n")
     with pytest.raises(ProspectError, match="no final/"):
         export_run(tmp_path / "run", tmp_path / "out")
+
+
+def test_model_card_names_a_base_plain_transformers_can_load() -> None:
+    from prospect.config.schema import RunConfig
+    from prospect.eval.export import model_card
+
+    cfg = RunConfig.model_validate({"method": "kto", "model": {"name": "smollm2-135m-instruct"},
+                                    "kto": {"loss_type": "prospect", "kto_lambda": 2.5}})
+    card = model_card(cfg, {}, {}, merged=False, adapter=True, run_name="r")
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
+    assert 'AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")' in card
+    assert "| kto_lambda | 2.5 |" in card and "loss_type prospect" in card
+    gguf = RunConfig.model_validate({"method": "dpo", "model": {"name": "/models/x/m.Q8_0.gguf"},
+                                     "dpo": {"loss_type": "ipo"}})
+    card = model_card(gguf, {}, {}, merged=False, adapter=True, run_name="r")
+    assert 'from_pretrained("/models/x", gguf_file="m.Q8_0.gguf")' in card and "loss_type ipo" in card

@@ -299,3 +299,38 @@ def test_unknown_eval_metric_is_refused_before_the_model_loads(tmp_path, capsys,
                        evaluation={"metrics": ["reward_accuracy", "spiral_score"]})
     assert main(["train", str(cfg), "--quiet"]) == 2
     assert "unknown metric 'spiral_score'" in capsys.readouterr().err
+
+
+def test_prospect_eval_cli_on_a_kto_run_agrees_with_the_training_evaluation(tmp_path, capsys):
+    """`prospect eval RUN --json` on the run's own held-out rows (one batch: the same mismatched pairs and z0
+    as the Trainer's last evaluation) gives the Trainer's held-out loss; without --json a table."""
+    data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
+    val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))
+    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val)},
+                       training={"eval_steps": 4, "eval_batch_size": 8, "learning_rate": 1e-2},
+                       evaluation={"num_generation_samples": 1, "max_new_tokens": 4})
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    run = tmp_path / "runs" / "t"
+    trained = json.loads((run / "results.json").read_text())["metrics"]
+    capsys.readouterr()
+    assert main(["eval", str(run), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["kind"] == "unpaired" and res["n_examples"] == 6 and res["n_generations"] == 1
+    m = res["metrics"]
+    assert m["loss"] == pytest.approx(trained["eval_loss"], rel=1e-4)
+    assert m["z0"] == pytest.approx(trained["eval_kl"], rel=1e-4, abs=1e-6)
+    assert m["perplexity"] == pytest.approx(trained["eval_perplexity"], rel=1e-4)
+    assert main(["eval", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "reward_accuracy" in out and "perplexity" in out and "{" not in out
+
+
+def test_progress_bars_show_training_figures_and_evaluation(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
+    val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))
+    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val)},
+                       training={"eval_steps": 2, "eval_batch_size": 2})
+    assert main(["train", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "Training: 100%" in err and "loss=" in err and "r+=" in err
+    assert "Evaluating" in err and "eval @ step 2:" in err

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from prospect.errors import ProspectError
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a finished run on a data file")
     p.add_argument("run_dir")
     p.add_argument("--data", default=None, help="data file (default: the run's validation data)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object (default: a table)")
 
     p = sub.add_parser("export", help="export a run's adapter or merged model")
     p.add_argument("run_dir")
@@ -160,8 +161,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _setup_logging()
     from prospect.eval.evaluate import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, data_file=args.data)
-    print(json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
+    result = evaluate_run(args.run_dir, data_file=args.data)
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['run']} on {result['data_file']} ({result['n_examples']} {result['kind']} examples)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result["metrics"].items():
+        table.add_row(k, "-" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v))
+    console = Console()
+    console.print(table)
+    eval_dir = Path(args.run_dir) / "eval"
+    console.print(f"metrics: {eval_dir / 'metrics.json'}; {result['n_generations']} generation samples: "
+                  f"{Path(args.run_dir) / result['generations_file']}")
     return 0
 
 

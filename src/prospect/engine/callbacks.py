@@ -1,7 +1,8 @@
-"""Trainer callbacks: metrics.jsonl on every log, and a progress bar showing loss and rewards."""
+"""Trainer callbacks: metrics.jsonl on every log, and progress bars (training: loss and rewards; evaluation)."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class RichProgressCallback(TrainerCallback):
 
     def __init__(self) -> None:
         self.bar = None
+        self.eval_bar = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if state.is_world_process_zero:
@@ -85,7 +87,24 @@ class RichProgressCallback(TrainerCallback):
             shown = {k: v for k, v in logs.items() if k.startswith("eval_") and isinstance(v, (int, float))
                      and not k.endswith(("runtime", "per_second"))}
             self.bar.write("eval @ step %d: %s" % (state.global_step,
-                                                    ", ".join(f"{k[5:]}={v:.4g}" for k, v in shown.items())))
+                                                    ", ".join(f"{k[5:]}={v:.4g}" for k, v in shown.items())),
+                           file=sys.stderr)  # beside the bars; stdout is left for results
+
+    def on_prediction_step(self, args: Any, state: Any, control: Any, eval_dataloader: Any = None, **kw: Any) -> None:
+        """A second bar, with ETA, for each evaluation pass (removed when it ends)."""
+        if not state.is_world_process_zero or eval_dataloader is None or not hasattr(eval_dataloader, "__len__"):
+            return
+        if self.eval_bar is None:
+            from tqdm.auto import tqdm
+
+            self.eval_bar = tqdm(total=len(eval_dataloader), desc="Evaluating", unit="batch", leave=False,
+                                 dynamic_ncols=True)
+        self.eval_bar.update(1)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.eval_bar is not None:
+            self.eval_bar.close()
+            self.eval_bar = None
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.bar is not None:

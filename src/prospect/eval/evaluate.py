@@ -250,13 +250,11 @@ def _loss(cfg: RunConfig, logps: Any) -> Optional[float]:
 
 
 def _z0(cfg: RunConfig, kl_policy: torch.Tensor, kl_reference: torch.Tensor) -> torch.Tensor:
-    """The run's reference-point estimator on the mismatched pairs (KTO: max(0, mean r))."""
-    try:
-        from prospect.losses import build_reference_point
+    """The run's reference-point estimator on all the mismatched pairs of the data at once
+    (KTO: max(0, mean r)); a running estimate starts afresh here, so it is that same mean."""
+    from prospect.losses import build_reference_point
 
-        return build_reference_point(cfg).estimate(kl_policy.float(), kl_reference.float()).detach().float()
-    except Exception:  # noqa: BLE001 - fall back to the KTO paper's estimate
-        return torch.clamp((kl_policy - kl_reference).mean(), min=0).float()
+    return build_reference_point(cfg.kto.reference_point).estimate(kl_policy.float(), kl_reference.float()).detach().float()
 
 
 def evaluate_records(cfg: RunConfig, models: EvalModels, records: Sequence[Any], kind: str) -> dict[str, Any]:

@@ -46,6 +46,17 @@ METHOD_SUMMARY = {
 }
 
 
+def _method_summary(cfg: RunConfig) -> str:
+    loss_type = cfg.method_section.loss_type
+    if cfg.method.name == "dpo" and loss_type != "sigmoid":
+        return (f"DPO family with loss_type {loss_type} (TRL 1.16's formula; see Prospect's docs/methods.md), "
+                "on r = log pi(y|x) - log pi_ref(y|x) of chosen and rejected completions.")
+    if cfg.method.name == "kto" and loss_type != "kto":
+        return (f"KTO family with loss_type {loss_type} (see Prospect's docs/methods.md), on "
+                "r = log pi(y|x) - log pi_ref(y|x) and the reference point z0.")
+    return METHOD_SUMMARY.get(cfg.method.name, cfg.method.name)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -72,6 +83,10 @@ def _method_settings(cfg: RunConfig) -> dict[str, Any]:
     if cfg.method.name == "kto":
         out.update(desirable_weight=cfg.kto.desirable_weight, undesirable_weight=cfg.kto.undesirable_weight,
                    reference_point=cfg.kto.reference_point)
+        if cfg.kto.loss_type == "prospect":
+            k = cfg.kto
+            out.update(kto_alpha=k.kto_alpha, kto_beta_s=k.kto_beta_s, kto_gamma=k.kto_gamma, kto_lambda=k.kto_lambda,
+                       use_weighting=k.use_weighting, weighting_temperature=k.weighting_temperature)
     o = cfg.optimization
     if o.use_lora:
         out.update(lora_rank=o.lora_rank, lora_alpha=o.lora_alpha if o.lora_alpha is not None else 2 * o.lora_rank,
@@ -100,13 +115,31 @@ def _hub_id(name: str) -> Optional[str]:
     return None
 
 
+def _base_model(cfg: RunConfig) -> tuple[str, str]:
+    """(the base model's name for the card, the from_pretrained arguments that load it with plain transformers).
+
+    Prospect's short name for the bundled SmolLM2 is the hub model; a GGUF base loads with `gguf_file`.
+    """
+    from prospect.engine.model import SMOLLM2_HUB_ID, SMOLLM2_NAMES
+
+    name, gguf = cfg.model.name, cfg.model.gguf_file
+    if name.lower() in SMOLLM2_NAMES and not gguf:
+        return SMOLLM2_HUB_ID, f'"{SMOLLM2_HUB_ID}"'
+    if name.lower().endswith(".gguf"):
+        path = Path(name)
+        return name, f'"{path.parent}", gguf_file="{path.name}"'
+    if gguf:
+        return name, f'"{name}", gguf_file="{gguf}"'
+    return name, f'"{name}"'
+
+
 def model_card(cfg: RunConfig, results: dict[str, Any], report: dict[str, Any], *, merged: bool, adapter: bool,
                run_name: str) -> str:
     """README.md text for an export (no secrets: the config is redacted, reports pass `redact_secrets`)."""
     from prospect.config.loader import redact_secrets
 
     results, report = redact_secrets(results), redact_secrets(report)
-    base = cfg.model.name
+    base, load_base = _base_model(cfg)
     library = "peft" if adapter and not merged else "transformers"
     front = ["---", f"library_name: {library}"]
     if _hub_id(base):
@@ -118,7 +151,7 @@ def model_card(cfg: RunConfig, results: dict[str, Any], report: dict[str, Any], 
         f"# {run_name}", "",
         f"This is {kind} trained with [Prospect](https://pypi.org/project/prospect/) "
         f"by **{cfg.method.name}** on top of the base model **{base}**.", "",
-        "## Method", "", METHOD_SUMMARY.get(cfg.method.name, cfg.method.name), "",
+        "## Method", "", _method_summary(cfg), "",
         "| setting | value |", "|---|---|",
     ]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in _method_settings(cfg).items()]
@@ -143,7 +176,7 @@ def model_card(cfg: RunConfig, results: dict[str, Any], report: dict[str, Any], 
     if adapter and not merged:
         lines += ["from peft import PeftModel",
                   "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-                  f'base = AutoModelForCausalLM.from_pretrained("{base}")',
+                  f"base = AutoModelForCausalLM.from_pretrained({load_base})",
                   'model = PeftModel.from_pretrained(base, "path/to/this/directory")',
                   'tokenizer = AutoTokenizer.from_pretrained("path/to/this/directory")']
     else:
