@@ -81,6 +81,21 @@ def test_disk_cache_round_trip(tmp_path):
     assert len(KTODataLoader(cfg).load_dataset("train")) < len(first)
 
 
+def test_damaged_disk_cache_is_rebuilt(tmp_path):
+    p = write_jsonl(tmp_path / "t.jsonl", ROWS)
+    cfg = KTODataConfig(train_file=str(p), cache_dir=str(tmp_path / "cache"), validation_split_percentage=0.25)
+    first = KTODataLoader(cfg).load_dataset("train").to_list()
+    entry = next((tmp_path / "cache" / "prospect-data").iterdir()) / "train"
+    arrow = next(entry.glob("*.arrow"))
+    data = bytearray(arrow.read_bytes())
+    data[data.index(first[0]["completion"].encode()[:8])] ^= 0x01  # one changed character; the file still loads
+    arrow.write_bytes(bytes(data))
+    loader = KTODataLoader(cfg)
+    assert loader.load_dataset("train").to_list() == first
+    assert loader._loaded is not None  # read from the file again, not from the damaged cache
+    assert KTODataLoader(cfg).load_dataset("train").to_list() == first
+
+
 def test_streaming_iterable_dataset(tmp_path):
     p = write_jsonl(tmp_path / "t.jsonl", ROWS + [{"prompt": "Q", "chosen": "A", "rejected": "B"}])
     cfg = KTODataConfig(train_file=str(p), streaming=True, validation_split_percentage=0.3)

@@ -9,6 +9,7 @@ try hundreds of inputs in seconds.
 from __future__ import annotations
 
 import io
+import gzip
 import json
 import tempfile
 import warnings
@@ -188,6 +189,9 @@ BAD_FILES = {
     "jsonl_named_parquet": ("train.parquet", GOOD.encode()),
     "one_class_kto": ("train.jsonl", GOOD.replace("false", "true").encode()),
     "all_rows_filtered": ("train.jsonl", GOOD.encode()),
+    "truncated_gzip_jsonl": ("train.jsonl.gz", gzip.compress((GOOD * 200).encode())[:300]),
+    "corrupt_gzip_csv": ("train.csv.gz", gzip.compress(b"prompt,completion,label\na,b,true\n" * 50)[:-12] + bytes(12)),
+    "not_gzip_named_gz": ("train.jsonl.gz", GOOD.encode()),
 }
 
 
@@ -236,7 +240,8 @@ def test_truncated_last_row_is_rejected_with_a_reason_and_counted(tmp_path):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(max_size=300), suffix=st.sampled_from([".jsonl", ".json", ".csv", ".parquet", ".txt", ""]))
+@given(data=st.binary(max_size=300),
+       suffix=st.sampled_from([".jsonl", ".json", ".csv", ".parquet", ".txt", "", ".jsonl.gz", ".csv.gz"]))
 def test_arbitrary_data_bytes_through_train(tmp_path, no_model, data, suffix):
     path = tmp_path / f"train{suffix}"
     path.write_bytes(data)

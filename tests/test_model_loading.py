@@ -418,6 +418,24 @@ def test_convert_gguf_writes_plain_model_once_and_reuses_it(tiny_dir, tmp_path, 
     assert convert_gguf(str(src), "tiny.gguf", cache_dir=tmp_path / "c") != out
 
 
+def test_damaged_conversion_is_converted_again(tiny_dir, tmp_path, monkeypatch):
+    calls: list[str] = []
+    _fake_gguf_loaders(monkeypatch, tiny_dir, calls)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "tiny.gguf").write_bytes(b"GGUF fake v1")
+    out = convert_gguf(str(src), "tiny.gguf", cache_dir=tmp_path / "c")
+    good = (out / "model.safetensors").read_bytes()
+    damaged = bytearray(good)
+    damaged[-5] ^= 0x01  # one flipped bit in the weights: the file still loads
+    (out / "model.safetensors").write_bytes(bytes(damaged))
+    assert convert_gguf(str(src), "tiny.gguf", cache_dir=tmp_path / "c") == out
+    assert calls == ["tiny.gguf", "tiny.gguf"] and (out / "model.safetensors").read_bytes() == good
+    (out / "tokenizer.json").unlink()  # a missing file
+    convert_gguf(str(src), "tiny.gguf", cache_dir=tmp_path / "c")
+    assert len(calls) == 3 and (out / "tokenizer.json").is_file()
+
+
 def test_failed_conversion_leaves_nothing_behind(tiny_dir, tmp_path, monkeypatch):
     from transformers import PreTrainedModel
 

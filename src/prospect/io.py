@@ -68,3 +68,39 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+# --- checksummed cache directories ---------------------------------------------------
+MANIFEST = "checksums.json"  # written last: the sha256 of every other file of the directory
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _digests(directory: Path) -> dict[str, str]:
+    return {f.relative_to(directory).as_posix(): file_sha256(f)
+            for f in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)}
+
+
+def write_manifest(directory: str | os.PathLike[str]) -> None:
+    """Record the sha256 of every file under `directory` (call it once the directory is complete)."""
+    d = Path(directory)
+    atomic_write_json(d / MANIFEST, _digests(d))
+
+
+def manifest_intact(directory: str | os.PathLike[str]) -> bool:
+    """Whether `directory` holds exactly the files its manifest lists, each with its sha256.
+    False for a missing or unreadable manifest (a writer killed before it finished)."""
+    d = Path(directory)
+    try:
+        recorded = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and bool(recorded) and recorded == _digests(d)

