@@ -125,6 +125,24 @@ def test_pickle_weights_are_refused_unless_trusted(tmp_path):
     assert not marker.exists()
 
 
+def test_pickle_adapters_are_refused_unless_trusted(tmp_path):
+    """An adapter directory (model.name pointing at a PEFT adapter) stored as adapter_model.bin is refused."""
+    adapter = tmp_path / "pickled-adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "base_model_name_or_path": str(tiny_model_dir()), "task_type": "CAUSAL_LM", "r": 2,
+        "lora_alpha": 4, "target_modules": ["q_proj"]}))
+    marker = tmp_path / "UNPICKLED"
+    with open(adapter / "adapter_model.bin", "wb") as fh:
+        pickle.dump(_Payload(marker), fh)
+    cfg = write_config(tmp_path / "run.yaml", model={"name": str(adapter)}, data={"train_file": str(_data(tmp_path))})
+    rc, _, err = run_cli(["train", str(cfg), "--quiet"])
+    assert rc == 1
+    line = one_error_line(err)
+    assert "adapter_model.bin" in line and "model.use_safetensors: false" in line
+    assert not marker.exists()
+
+
 # ------------------------------------------------------------------ run and sweep names
 NASTY_NAMES = ["../../etc", "/etc/passwd", "..", ".", "...", "", " ", "a/../../b", "~root", "\x00", "a\\..\\..\\b",
                "C:\\Windows", "..／..／etc", "-rf", ".hidden", "x" * 500, "ok\n../..", "%2e%2e%2f"]

@@ -405,6 +405,18 @@ def _safetensors_arg(name: str, path: str, use_safetensors: Optional[bool]) -> O
     return True
 
 
+def check_adapter_weights(adapter_dir: str | os.PathLike[str], use_safetensors: Optional[bool]) -> None:
+    """The pickle policy for PEFT adapters: an adapter stored only as `adapter_model.bin` is
+    refused unless `model.use_safetensors: false` (PEFT would unpickle it)."""
+    if use_safetensors is False:
+        return
+    d = Path(adapter_dir)
+    if (d / "adapter_model.bin").is_file() and not (d / "adapter_model.safetensors").is_file():
+        raise ModelLoadError(
+            f"adapter '{d}' holds only pickle weights (adapter_model.bin), which can run code when loaded; "
+            "convert them to safetensors, or set model.use_safetensors: false if you trust this directory")
+
+
 def _dtype_arg(torch_dtype: str) -> Any:
     if torch_dtype == "auto":
         return "auto"
@@ -452,6 +464,7 @@ def load_causal_lm(
     base = _adapter_base(path)
     if base is not None:
         adapter_dir, path = path, base
+        check_adapter_weights(adapter_dir, model_cfg.use_safetensors)  # before anything loads
     if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
         raise ModelLoadError(f"model '{name}' could not be loaded: the directory has no config.json (is it a model directory?)")
     kwargs: dict[str, Any] = {

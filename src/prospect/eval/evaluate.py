@@ -86,7 +86,7 @@ class EvalModels:
 
 def load_for_eval(cfg: RunConfig, model_dir: Path) -> EvalModels:
     """Load the model in `model_dir` and its reference under the run's config."""
-    from prospect.engine.model import disable_dropout, freeze, load_causal_lm, load_tokenizer
+    from prospect.engine.model import check_adapter_weights, disable_dropout, freeze, load_causal_lm, load_tokenizer
 
     sec = cfg.method_section
     tokenizer = load_tokenizer(cfg.model.model_copy(update={"name": str(model_dir), "gguf_file": None,
@@ -98,6 +98,7 @@ def load_for_eval(cfg: RunConfig, model_dir: Path) -> EvalModels:
         from peft import PeftModel
 
         base = load_causal_lm(cfg.model.name, cfg.model, cfg.model.gguf_file, _init_kwargs(cfg))
+        check_adapter_weights(model_dir, cfg.model.use_safetensors)
         policy = PeftModel.from_pretrained(base, str(model_dir))
         if sec.reference_model_name and not sec.reference_free:
             reference = load_causal_lm(sec.reference_model_name, cfg.model, None, sec.ref_model_init_kwargs)

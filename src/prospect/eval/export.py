@@ -255,8 +255,9 @@ def _merge_into(cfg: RunConfig, adapter_dir: Path, out: Path) -> None:
     """Load the base, apply the adapter, merge_and_unload, save model + tokenizer to `out`."""
     from peft import PeftModel
 
-    from prospect.engine.model import load_causal_lm
+    from prospect.engine.model import check_adapter_weights, load_causal_lm
 
+    check_adapter_weights(adapter_dir, cfg.model.use_safetensors)
     init = {**(cfg.method_section.model_init_kwargs or {}), **(cfg.model.model_init_kwargs or {})}
     base = load_causal_lm(cfg.model.name, cfg.model, cfg.model.gguf_file, init)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
