@@ -51,6 +51,34 @@ def test_z0_is_averaged_across_processes_before_the_clamp(tmp_path):
         assert got["z0"] == pytest.approx(3.0) and got["neg"] == 0.0
 
 
+def _stop_worker(rank: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from prospect.engine.signals import StopOnSignalCallback, StopRequest
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        request = StopRequest()
+        if rank == 1:  # the signal reached one process only
+            request.signum = 15
+        control = type("C", (), {"should_save": False, "should_training_stop": False})()
+        StopOnSignalCallback(request).on_step_end(type("A", (), {"device": "cpu"})(),
+                                                  type("S", (), {"global_step": 7})(), control)
+        with open(os.path.join(out_dir, f"stop{rank}.json"), "w") as fh:
+            json.dump({"save": control.should_save, "stop": control.should_training_stop,
+                       "at": request.stopped_at_step}, fh)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_signal_to_one_process_stops_every_process_after_the_same_step(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_stop_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"stop{rank}.json").read_text()) == {"save": True, "stop": True, "at": 7}
+
+
 def _config(tmp_path, name, batch, reference_point):
     data = tmp_path / "train.jsonl"
     if not data.exists():

@@ -98,14 +98,32 @@ def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[StopReque
         restore()
 
 
+def _any_process(flag: bool, device: Any) -> bool:
+    """Whether `flag` is set on any data-parallel process (the flag itself in a single process).
+
+    A signal may reach the processes of a run on different sides of a step boundary; each
+    step's stop decision is shared, so all of them save and stop after the same step instead
+    of some waiting in the next step's all-reduce forever.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 class StopOnSignalCallback(TrainerCallback):
-    """At the end of the optimizer step during which a stop was requested: save a checkpoint, stop training."""
+    """At the end of the optimizer step during which a stop was requested on any process: save a
+    checkpoint, stop training."""
 
     def __init__(self, request: StopRequest) -> None:
         self.request = request
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        if self.request.requested and self.request.stopped_at_step is None:
+        if self.request.stopped_at_step is None and _any_process(self.request.requested, getattr(args, "device", "cpu")):
             self.request.stopped_at_step = state.global_step
             control.should_save = True
             control.should_training_stop = True
