@@ -197,3 +197,18 @@ def test_inspect_and_load_agree(tmp_path):
         assert rep["pairs"] == len(pa.train)
         assert rep["accepted"] + len(rep["rejected"]) == rep["rows_read"] == 41
         assert inspect_file(p, cfg, streaming=True)["labels"] == rep["labels"]
+
+
+def test_a_row_missing_only_its_label_is_told_so(tmp_path):
+    """In a KTO file, a row with prompt and completion but no label is a label error, not an unknown format;
+    in a paired file a row without `rejected` names that field."""
+    p = write_jsonl(tmp_path / "u.jsonl", UNPAIRED[:4] + [{"prompt": "P9", "completion": "c9"}])
+    report = inspect_file(str(p), cfg_for(p))
+    assert report["rejected"] == [{"row": 5, "field": "label", "code": "missing_label",
+                                   "reason": "label: missing (no label, kto_tag, score, rating or preference column)"}]
+    with pytest.raises(KTOLabelError, match=r"u.jsonl:5: label: missing"):
+        load_records(cfg_for(p, strict=True), kind="unpaired")
+    pairs = [{"prompt": f"Q{i}", "chosen": "a", "rejected": "b"} for i in range(3)] + [{"prompt": "Q9", "chosen": "a"}]
+    p2 = write_jsonl(tmp_path / "p.jsonl", pairs)
+    rejected = inspect_file(str(p2), cfg_for(p2))["rejected"]
+    assert [(r["row"], r["field"]) for r in rejected] == [(4, "rejected")]

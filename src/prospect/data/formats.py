@@ -197,6 +197,13 @@ class RowParser:
         fams = self._families(row, _present)
         return fams or self._families(row, _has_key)
 
+    def partly_fits(self, row: dict[str, Any], family: str) -> bool:
+        """Whether `row` has some of `family`'s columns (a completion, chosen or rejected, responses)."""
+        sets = self._sets
+        wanted = {"unpaired": ("completion", "conversation"), "paired": ("chosen", "rejected"),
+                  "ranking": ("responses",)}[family]
+        return any(_has_key(row, sets[w]) for w in wanted)
+
     def _families(self, row: dict[str, Any], has: Any) -> list[str]:
         fams = []
         sets = self._sets
@@ -453,6 +460,9 @@ class FormatResolver:
         fams = self.parser.families(row)
         if len(fams) == 1:
             return fams[0]
+        if not fams and self.file_family is not None and self.parser.partly_fits(row, self.file_family):
+            # A row of the file's own format with a column missing: parsing names it ("label: missing").
+            return self.file_family
         if not fams:
             raise FieldError(
                 "row", "unknown_format",
