@@ -334,3 +334,17 @@ def test_progress_bars_show_training_figures_and_evaluation(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Training: 100%" in err and "loss=" in err and "r+=" in err
     assert "Evaluating" in err and "eval @ step 2:" in err
+
+
+def test_generate_during_eval_writes_samples_at_every_evaluation(tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
+    val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))
+    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val),
+                                                     "generate_during_eval": True},
+                       training={"eval_steps": 2}, evaluation={"num_generation_samples": 2, "max_new_tokens": 3})
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    run = tmp_path / "runs" / "t"
+    assert sorted(p.name for p in (run / "generations").iterdir()) == ["step-2.jsonl", "step-4.jsonl"]
+    rows = read_jsonl(run / "generations" / "step-2.jsonl")
+    assert len(rows) == 2 and all("generation" in r and "reference_generation" in r for r in rows)
+    assert len(read_jsonl(run / "generations.jsonl")) == 2  # and the final samples

@@ -5,7 +5,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from transformers import TrainerCallback
 
@@ -110,3 +110,18 @@ class RichProgressCallback(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class SamplesAtEvaluation(TrainerCallback):
+    """data.generate_during_eval: after every evaluation, `write(step)` writes generation samples
+    (generations/step-<N>.jsonl) and returns user metrics, which are logged like eval metrics."""
+
+    def __init__(self, trainer: Any, write: Callable[[int], dict[str, float]]) -> None:
+        self.trainer = trainer
+        self.write = write
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.is_world_process_zero:
+            user = self.write(state.global_step)
+            if user:
+                self.trainer.log(dict(user))

@@ -368,6 +368,11 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     )
     metrics_cb = MetricsFileCallback(run_dir / "metrics.jsonl")
     trainer.add_callback(metrics_cb)
+    if cfg.data.generate_during_eval and eval_ds is not None:
+        from prospect.engine.callbacks import SamplesAtEvaluation
+
+        trainer.add_callback(SamplesAtEvaluation(trainer, lambda step: _generation_samples(
+            cfg, trainer, ref_model, tokenizer, loaded.validation, run_dir / "generations" / f"step-{step}.jsonl")))
     if not quiet:
         from transformers.trainer_callback import ProgressCallback
 
@@ -399,7 +404,8 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     final_dir = run_dir / "final"
     _save_final(trainer, tokenizer, final_dir)
     if is_main and loaded.validation:
-        final_metrics.update(_generation_samples(cfg, trainer, ref_model, tokenizer, loaded.validation, run_dir))
+        final_metrics.update(_generation_samples(cfg, trainer, ref_model, tokenizer, loaded.validation,
+                                                 run_dir / "generations.jsonl"))
     results = {
         "run_name": run_dir.name, "method": cfg.method.name, "model": cfg.model.name,
         "global_step": trainer.state.global_step, "wall_time_s": round(time.time() - t_start, 2),
@@ -425,10 +431,9 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
 
 
 def _generation_samples(cfg: RunConfig, trainer: Any, ref_model: Any, tokenizer: Any, records: list[Any],
-                        run_dir: Path) -> dict[str, float]:
-    """generations.jsonl (policy and reference, a few held-out prompts) and the user metrics on them.
-
-    Returns the user metrics as eval_<name>. Skipped where the weights are sharded across
+                        path: Path) -> dict[str, float]:
+    """`path` (JSONL: policy and reference generations for a few held-out prompts) and the user
+    metrics on them, returned as eval_<name>. Skipped where the weights are sharded across
     processes (FSDP, DeepSpeed ZeRO-3), since one process cannot generate alone there.
     """
     import contextlib
@@ -453,9 +458,13 @@ def _generation_samples(cfg: RunConfig, trainer: Any, ref_model: Any, tokenizer:
         def reference() -> Any:
             with policy.disable_adapter():
                 yield policy
+    was_training = policy.training
     policy.eval()
-    _, user = samples_and_user_metrics(cfg, EvalModels(policy, reference, tokenizer, ""), records,
-                                       run_dir / "generations.jsonl", search_dirs=[Path.cwd()])
+    try:
+        _, user = samples_and_user_metrics(cfg, EvalModels(policy, reference, tokenizer, ""), records, path,
+                                           search_dirs=[Path.cwd()])
+    finally:
+        policy.train(was_training)
     return {f"eval_{k}": v for k, v in user.items()}
 
 
