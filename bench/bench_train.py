@@ -8,12 +8,20 @@ Every trainer runs in its own subprocess (peak RSS = that process's ru_maxrss), 
 other, on the same token ids, batch 8, LoRA r=16 on q/k/v/o with a non-zero initialisation
 (PEFT init_lora_weights=False, same seed), float32, the same sequential batch order:
 
-  prospect        Prospect's defaults: rows grouped by length, shared prompts, reference log-probs
-                  precomputed (under inference_mode, sorted by length, cached), mismatched pass without autograd
+  prospect        Prospect's defaults: rows grouped by length, reference log-probs precomputed (under
+                  inference_mode, sorted by length, cached), mismatched pass without autograd; the same
+                  rows as TRL, in length-grouped batches
   prospect-seq    the same in TRL's batch order: its first-step loss is compared with TRL's (must agree to 1e-5)
   trl-gc / trl    TRL with its defaults (gradient checkpointing on) / with it off; the faster is the peer
   ablations       prospect with share_prompt on, with padding_free packing, and in bfloat16 (frozen base in
                   bf16, adapters in float32) with its loss drift against prospect-seq (float32)
+
+Throughput is given twice: over the timed steps only, and over the whole run including the
+reference log-prob precompute (Prospect pays it once, before step 1; TRL computes the
+reference inside every step), so neither side's way of spending time is left out.
+
+`--memory` adds one Prospect KTO step on SmolLM2 at batch 8 with 1024-token sequences (512 prompt
++ 512 completion tokens) and reports its peak RSS.
 
 Achieved GFLOP/s counts the same nominal work for both (the passes TRL's algorithm needs on
 the real, unpadded tokens: 2 FLOPs per parameter per token forward, 2 more for a backward
@@ -94,7 +102,7 @@ def make_data(tok: Any, method: str, n_rows: int, seed: int, prompt_range=(32, 2
 
 
 def tiny_model_dir(tok: Any, root: Path) -> Path:
-    """A 2-layer Llama with the real tokenizer's vocabulary, built from a config (random weights)."""
+    """A 4-layer Llama (hidden 128) with the real tokenizer's vocabulary, built from a config (random weights)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -319,6 +327,8 @@ def run_trl(spec: dict, data: dict) -> dict:
 def worker(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     data = json.loads(Path(spec["data_file"]).read_text())
+    if spec.get("n_rows"):  # the rows of the timed comparison; the drift runs use more
+        data["rows"] = data["rows"][: spec["n_rows"]]
     import torch
 
     torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
@@ -389,8 +399,13 @@ def spawn(spec: dict, tmp: Path, name: str) -> dict:
 def summarize(res: dict, warm: int, samples_per_step: int, tokens: list[int], flops: list[float]) -> dict:
     t = res["times"][warm:]
     tt = sum(t)
+    # The whole run: every step (warm-up included) plus the reference precompute, if any.
+    precompute = res.get("reference_precompute", {}).get("run1", {}).get("seconds", 0.0)
+    total = sum(res["times"]) + precompute
     return {"samples_s": samples_per_step * len(t) / tt, "tokens_s": sum(tokens[warm:warm + len(t)]) / tt,
-            "gflops": sum(flops[warm:warm + len(t)]) / tt / 1e9, "rss_mb": res["peak_rss_mb"], "step_s": tt / len(t)}
+            "gflops": sum(flops[warm:warm + len(t)]) / tt / 1e9, "rss_mb": res["peak_rss_mb"], "step_s": tt / len(t),
+            "samples_s_with_reference": samples_per_step * len(res["times"]) / total,
+            "reference_precompute_s": precompute}
 
 
 def main() -> None:
@@ -400,7 +415,8 @@ def main() -> None:
     ap.add_argument("--cases", default="tiny-kto,tiny-dpo,smol-kto,smol-dpo")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 5 tiny, 3 smol)")
     ap.add_argument("--warm", type=int, default=None, help="warm steps (default 2 tiny, 1 smol)")
-    ap.add_argument("--drift-steps", type=int, default=20, help="steps of the bf16 vs float32 drift run (tiny)")
+    ap.add_argument("--drift-steps", type=int, default=20, help="steps of the bf16 vs float32 drift run")
+    ap.add_argument("--memory", action="store_true", help="also: peak RSS of a SmolLM2 KTO step at 1024 tokens")
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--out", default="bench/results_train.json")
@@ -424,7 +440,7 @@ def main() -> None:
         steps = a.steps or (3 if a.quick else (5 if which == "tiny" else 3))
         warm = a.warm if a.warm is not None else (2 if which == "tiny" else 1)
         n_steps = warm + steps
-        drift = max(a.drift_steps, n_steps) if which == "tiny" else n_steps
+        drift = max(a.drift_steps, n_steps)
         data = make_data(tok, method, BATCH * max(n_steps, drift), seed=1234)
         data_file = tmp / f"{case}.json"
         data_file.write_text(json.dumps(data))
@@ -434,13 +450,16 @@ def main() -> None:
         print(f"\n== {case} ({model_dir.name}): batch {BATCH}, {warm} warm + {steps} timed steps", flush=True)
         runs: dict[str, dict] = {}
         # Interleaved: Prospect, TRL, Prospect, TRL, ... so slow drifts of the machine hit both.
+        # The timed comparison runs train on exactly the same BATCH x n_steps rows (one epoch; the
+        # grouped runs in length-grouped batches); the drift runs (prospect-seq, prospect-bf16) on more.
+        same = {"n_rows": BATCH * n_steps}
         order = [("prospect-seq", {"impl": "prospect", "order": "sequential", "steps": max(steps, drift - warm)}),
-                 ("trl-gc", {"impl": "trl", "gc": True}),
-                 ("prospect", {"impl": "prospect", "order": "grouped"}),
-                 ("trl", {"impl": "trl", "gc": False})]
+                 ("trl-gc", {"impl": "trl", "gc": True, **same}),
+                 ("prospect", {"impl": "prospect", "order": "grouped", **same}),
+                 ("trl", {"impl": "trl", "gc": False, **same})]
         if not a.no_ablations:
-            order += [("prospect-share", {"impl": "prospect", "order": "grouped", "share_prompt": True}),
-                      ("prospect-packed", {"impl": "prospect", "order": "grouped", "padding_free": True}),
+            order += [("prospect-share", {"impl": "prospect", "order": "grouped", "share_prompt": True, **same}),
+                      ("prospect-packed", {"impl": "prospect", "order": "grouped", "padding_free": True, **same}),
                       ("prospect-bf16", {"impl": "prospect", "order": "sequential", "bf16": True,
                                          "steps": max(steps, drift - warm)})]
         for name, extra in order:
@@ -459,7 +478,7 @@ def main() -> None:
             if res.get("failed"):
                 continue
             if "prospect" in name and name != "prospect-seq" and name != "prospect-bf16":
-                # grouped runs train on a length-sorted subset of the same rows: use the mean over all rows
+                # grouped runs train on the same rows as TRL in other batches: use the mean per step
                 mt, mf = sum(toks[:n_steps]) / n_steps, sum(flops[:n_steps]) / n_steps
                 row[name] = summarize(res, warm, BATCH, [mt] * n_steps, [mf] * n_steps)
             else:
@@ -473,6 +492,8 @@ def main() -> None:
             peer = max(peers, key=lambda n: row[n]["samples_s"])
             row["peer"] = peer
             row["ratio_samples"] = row["prospect"]["samples_s"] / row[peer]["samples_s"]
+            row["ratio_samples_with_reference"] = (row["prospect"]["samples_s_with_reference"]
+                                                   / row[peer]["samples_s_with_reference"])
             row["ratio_rss"] = row["prospect"]["rss_mb"] / row[peer]["rss_mb"]
         p1, t1 = runs.get("prospect-seq", {}), runs.get("trl-gc", {})
         if p1.get("losses") and t1.get("losses"):
@@ -488,11 +509,32 @@ def main() -> None:
                                  "fp32_last": p1["losses"][k - 1], "bf16_last": b16["losses"][k - 1]}
         table.append(row)
         print_row(row)
+    memory = memory_check(tok, tmp, a.lr) if a.memory else None
     out = {"machine": machine(), "matmul_peak_gflops": {"float32": peak32, "bfloat16": peak16},
-           "threads": torch.get_num_threads(), "table": table}
+           "threads": torch.get_num_threads(), "table": table, "memory_1024": memory}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1))
     print(f"\nwrote {a.out}")
+
+
+def memory_check(tok: Any, tmp: Path, lr: float) -> dict:
+    """Peak RSS of Prospect training SmolLM2-135M + LoRA r16 at batch 8, 1024 tokens per sequence (1 step)."""
+    smol = smol_model_dir()
+    data = make_data(tok, "kto", BATCH, seed=99, prompt_range=(512, 512), completion_range=(511, 511))
+    data_file = tmp / "memory-1024.json"
+    data_file.write_text(json.dumps(data))
+    lengths = sorted({len(r["prompt_ids"]) + len(r["completion_ids"]) for r in data["rows"]})
+    spec = {"impl": "prospect", "order": "sequential", "model_dir": str(smol), "data_file": str(data_file), "seed": 0,
+            "lr": lr, "warm": 0, "steps": 1, "pad_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            "ref_cache_dir": str(tmp / "refcache-memory"), "out_dir": str(tmp / "memory-1024")}
+    print(f"\n== memory: SmolLM2 KTO, batch {BATCH}, sequences of {lengths[0]}-{lengths[-1]} tokens, 1 step", flush=True)
+    res = spawn(spec, tmp, "memory-1024")
+    if res.get("failed"):
+        return {"failed": True}
+    out = {"batch": BATCH, "tokens_per_sequence": [lengths[0], lengths[-1]], "peak_rss_mb": res["peak_rss_mb"],
+           "step_s": res["times"][0]}
+    print(f"peak RSS {res['peak_rss_mb'] / 1024:.2f} GiB, step {res['times'][0]:.1f} s", flush=True)
+    return out
 
 
 def machine() -> str:
@@ -512,10 +554,13 @@ def print_row(row: dict) -> None:
             print(f"{name:18s} {r['samples_s']:10.3f} {r['tokens_s']:10.1f} {r['step_s']:8.2f} {r['gflops']:8.1f} "
                   f"{100 * r['gflops_vs_peak']:5.1f}% {r['rss_mb']:8.0f}")
     if "ratio_samples" in row:
-        print(f"Prospect/TRL ({row['peer']}): samples/s x{row['ratio_samples']:.2f}, peak RSS x{row['ratio_rss']:.2f}")
+        print(f"Prospect/TRL ({row['peer']}): samples/s x{row['ratio_samples']:.2f} (timed steps), "
+              f"x{row['ratio_samples_with_reference']:.2f} (whole run incl. reference precompute), "
+              f"peak RSS x{row['ratio_rss']:.2f}")
     if "first_loss" in row:
         f = row["first_loss"]
-        print(f"first-step loss: prospect {f['prospect']:.8f}  trl {f['trl']:.8f}  |diff| {f['abs_diff']:.2e}"
+        verdict = "OK (< 1e-5)" if f["abs_diff"] < 1e-5 else "MISMATCH (>= 1e-5)"
+        print(f"first-step loss: prospect {f['prospect']:.8f}  trl {f['trl']:.8f}  |diff| {f['abs_diff']:.2e} {verdict}"
               f"  (token ids match: {f['token_ids_match']}, same initial adapter: {f['same_adapter']})")
     if "bf16_drift" in row:
         d = row["bf16_drift"]
