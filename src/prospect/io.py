@@ -70,6 +70,21 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
     return out
 
 
+def replace_directory(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Move the finished directory `new` to `target`; an existing `target` is removed only after
+    the new one is in place, so a process killed half-way leaves one of the two, never half."""
+    import shutil
+
+    new, target = Path(new), Path(target)
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 # --- checksummed cache directories ---------------------------------------------------
 MANIFEST = "checksums.json"  # written last: the sha256 of every other file of the directory
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -24,7 +23,7 @@ from typing import Any, Optional
 from prospect.config.schema import RunConfig
 from prospect.engine.rundir import config_changes, finished_step, mixing_changes, saved_config
 from prospect.errors import ConfigError, KTODataError
-from prospect.io import atomic_write_json, read_jsonl
+from prospect.io import atomic_write_json, replace_directory
 
 log = logging.getLogger("prospect")
 
@@ -233,13 +232,7 @@ def _save_final(trainer: Any, tokenizer: Any, final_dir: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     (tmp / "training_args.bin").unlink(missing_ok=True)
-    old = None
-    if final_dir.exists():
-        old = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")
-        os.replace(final_dir, old)
-    os.replace(tmp, final_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_directory(tmp, final_dir)
 
 
 def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False) -> RunResult:

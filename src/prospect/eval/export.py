@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -26,6 +25,7 @@ from typing import Any, Optional
 
 from prospect.config.schema import RunConfig
 from prospect.errors import ProspectError
+from prospect.io import replace_directory
 
 log = logging.getLogger("prospect")
 
@@ -198,17 +198,6 @@ def _prepare_target(output: Path) -> None:
                             "choose another output directory")
 
 
-def _place(tmp: Path, output: Path) -> None:
-    """Move the finished export into place; an earlier export is removed only after that."""
-    old = None
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        os.replace(output, old)
-    os.replace(tmp, output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_run(run_dir: str | Path, output: str | Path, merge: bool = False) -> Path:
     """Export the run in `run_dir` to `output` (adapter, merged model or full model + tokenizer + card)."""
     from prospect.config.loader import load_config
@@ -244,7 +233,7 @@ def export_run(run_dir: str | Path, output: str | Path, merge: bool = False) -> 
                                          "base_model": cfg.model.name, "adapter": adapter and not merge,
                                          "merged": adapter and merge,
                                          "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        _place(tmp, output)
+        replace_directory(tmp, output)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
