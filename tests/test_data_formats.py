@@ -243,5 +243,5 @@ def test_forced_format_rejects_rows_of_another_family(tmp_path):
     p = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Q", "completion": "A", "label": True}])
     rep = inspect_file(p, fmt="paired")
     assert rep["accepted"] == 0 and rep["rejected"][0]["field"] == "chosen"
-    with pytest.raises(KTODataError, match="invalid data setting"):
+    with pytest.raises(KTODataError, match="unknown data format 'bogus'; valid formats: auto, unpaired, "):
         inspect_file(p, fmt="bogus")

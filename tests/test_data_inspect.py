@@ -1,13 +1,17 @@
-"""`prospect data inspect` logic: JSON keys, rich rendering, length plot, streaming mode."""
+"""`prospect data inspect`: JSON keys, rich rendering, length plot, streaming mode, CLI flags and errors."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
+import pytest
 from rich.console import Console
 
+from prospect.cli import main
 from prospect.config.schema import KTODataConfig
 from prospect.data import inspect_file, plot_lengths, render_report
+from prospect.errors import KTODataError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 
@@ -64,3 +68,47 @@ def test_streaming_mode_gives_the_same_report(tmp_path):
     # rows i, i+40, i+80 share prompt and completion; 40 = 1 (mod 3) so exactly one of them has
     # i % 3 == 0 (desirable) and the other two are identical undesirable rows: 40 duplicates
     assert a["accepted"] == 80 and a["rejected_by_reason"] == {"duplicate": 40, "invalid_json": 1}
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_streaming_flag_reads_with_bounded_memory(tmp_path, capsys):
+    rows = [{"prompt": f"q{i % 5}", "completion": f"a{i % 7}", "label": i % 2 == 0} for i in range(30)] + ["{"]
+    p = write_jsonl(tmp_path / "d.jsonl", rows)
+    rc, out, _ = run_cli(["data", "inspect", str(p), "--json"], capsys)
+    plain = json.loads(out)
+    rc2, out2, _ = run_cli(["data", "inspect", str(p), "--json", "--streaming"], capsys)
+    streamed = json.loads(out2)
+    assert rc == rc2 == 0 and plain["streaming"] is False and streamed["streaming"] is True
+    for key in ("rows_read", "accepted", "rejected", "labels", "pairs", "suggested_weights"):
+        assert plain[key] == streamed[key], key
+
+
+def test_cli_unknown_format_is_one_line_listing_the_valid_formats(tmp_path, capsys):
+    p = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "q", "completion": "a", "label": True}])
+    rc, out, err = run_cli(["data", "inspect", str(p), "--format", "foo"], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 1 and out == "" and len(lines) == 1
+    valid = get_args(KTODataConfig.model_fields["format"].annotation)
+    assert lines[0] == f"prospect: error: unknown data format 'foo'; valid formats: {', '.join(valid)}"
+    # any other invalid override is one line too
+    with pytest.raises(KTODataError) as e:
+        inspect_file(p, streaming="sometimes")
+    assert len(str(e.value).splitlines()) == 1 and str(e.value).startswith("invalid data setting: streaming: ")
+
+
+def test_cli_config_reads_the_file_for_the_runs_method(tmp_path, capsys):
+    p = write_jsonl(tmp_path / "mix.jsonl", [{"prompt": "P1", "completion": "d1", "label": True},
+                                             {"prompt": "P2", "chosen": "c2", "rejected": "r2"}])
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("method: kto\ndata:\n  convert_pairwise_to_binary: false\n", encoding="utf-8")
+    rc, out, _ = run_cli(["data", "inspect", str(p), "--json", "--config", str(cfg)], capsys)
+    rep = json.loads(out)
+    assert rc == 0 and rep["rejected_by_reason"] == {"pair_not_converted": 1} and rep["accepted"] == 1
+    cfg.write_text("method: dpo\ndata:\n  convert_pairwise_to_binary: false\n", encoding="utf-8")
+    rc, out, _ = run_cli(["data", "inspect", str(p), "--json", "--config", str(cfg), "--strict"], capsys)
+    assert rc == 0 and json.loads(out)["rejected"] == []

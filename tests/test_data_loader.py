@@ -108,3 +108,75 @@ def test_streaming_iterable_dataset(tmp_path):
     assert sorted({r["source_row"] for r in train} | {r["source_row"] for r in val}) == list(range(1, 22))
     assert not {r["source_row"] for r in train} & {r["source_row"] for r in val}
     assert list(loader.load_dataset("train")) == train  # deterministic
+
+
+def test_constructor_cache_dir_is_the_disk_cache(tmp_path):
+    p = write_jsonl(tmp_path / "t.jsonl", ROWS)
+    cfg = KTODataConfig(train_file=str(p), validation_split_percentage=0.25)  # no data.cache_dir
+    first = KTODataLoader(cfg, cache_dir=str(tmp_path / "mine")).load_dataset("train")
+    entries = list((tmp_path / "mine" / "prospect-data").iterdir())
+    assert len(entries) == 1 and (entries[0] / "train").is_dir()
+    again = KTODataLoader(cfg, cache_dir=tmp_path / "mine")
+    assert again.load_dataset("train").to_list() == first.to_list() and again._loaded is None  # from the cache
+    # the constructor's directory wins over data.cache_dir
+    both = KTODataLoader(cfg.model_copy(update={"cache_dir": str(tmp_path / "cfg")}), cache_dir=str(tmp_path / "ctor"))
+    both.load_dataset("train")
+    assert (tmp_path / "ctor" / "prospect-data").is_dir() and not (tmp_path / "cfg").exists()
+    # enable_cache=False writes nothing, wherever the directory comes from
+    KTODataLoader(cfg, enable_cache=False, cache_dir=str(tmp_path / "off")).load_dataset("train")
+    assert not (tmp_path / "off").exists()
+
+
+def test_seed001_caching_example_with_cache_compression(tmp_path, monkeypatch):
+    """Seed 001's caching example as written; cache_compression is accepted and warns that it does nothing."""
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "t.jsonl", ROWS)
+    config = KTOConfig()
+    config.data.train_file = "t.jsonl"
+    with pytest.warns(UserWarning, match=r"cache_compression=True\) has no effect"):
+        loader = KTODataLoader(config=config.data, enable_cache=True, cache_dir=".cache/kto_data", cache_compression=True)
+    train_dataset = loader.load_dataset("train")
+    assert (tmp_path / ".cache" / "kto_data" / "prospect-data").is_dir()
+    with pytest.warns(UserWarning):
+        second = KTODataLoader(config=config.data, enable_cache=True, cache_dir=".cache/kto_data", cache_compression=True)
+    assert second.load_dataset("train").to_list() == train_dataset.to_list() and second._loaded is None
+
+
+def test_seed001_loader_examples(tmp_path, monkeypatch):
+    """Seed 001's binary-feedback, pairwise, streaming and memory examples, with their data files."""
+    import datasets
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    fb = [{"prompt": f"q{i}", "completion": f"answer {i}", "feedback": "good" if i % 3 else "ضعيف"} for i in range(30)]
+    write_jsonl(tmp_path / "data" / "kto_binary_train.jsonl", fb)
+    write_jsonl(tmp_path / "data" / "kto_binary_val.jsonl", fb[:6])
+    data_config = KTODataConfig(train_file="data/kto_binary_train.jsonl", validation_file="data/kto_binary_val.jsonl",
+                                label_column="feedback", response_column="completion", balance_labels=True,
+                                label_imbalance_tolerance=0.05)
+    train_dataset = KTODataLoader(config=data_config).load_dataset("train")
+    labels = [sample["label"] for sample in train_dataset]
+    # 20 good, 10 bad: balance_labels keeps int(10 * 1.05) = 10 of the majority
+    assert (sum(labels), len(labels) - sum(labels)) == (10, 10)
+
+    write_jsonl(tmp_path / "data" / "dpo_train.jsonl", [{"prompt": f"p{i}", "chosen": f"c{i}", "rejected": f"r{i}"}
+                                                       for i in range(10)])
+    data_config = KTODataConfig(train_file="data/dpo_train.jsonl", convert_pairwise_to_binary=True,
+                                pairwise_sampling_strategy="balanced", balance_labels=True, validation_split_percentage=0)
+    converted = KTODataLoader(config=data_config).load_dataset("train")
+    assert len(converted) == 10 and set(converted["origin"]) == {"pair:chosen", "pair:rejected"}
+
+    write_jsonl(tmp_path / "data" / "large_kto_train.jsonl", ROWS)
+    with pytest.warns(UserWarning, match="buffer_size"):
+        data_config = KTODataConfig(train_file="data/large_kto_train.jsonl", streaming=True, buffer_size=10000,
+                                    balance_labels=True, preprocessing_num_workers=8)
+    streamed = KTODataLoader(config=data_config).load_dataset("train")
+    assert isinstance(streamed, datasets.IterableDataset) and len(list(streamed)) > 0
+
+    write_jsonl(tmp_path / "data" / "kto_train.jsonl", ROWS)
+    with pytest.warns(UserWarning, match="max_samples_in_memory"):
+        data_config = KTODataConfig(train_file="data/kto_train.jsonl", max_samples_in_memory=30000, streaming=True,
+                                    lazy_loading=True, balance_labels=True, label_imbalance_tolerance=0.1)
+    lazy = KTODataLoader(config=data_config).load_dataset("train")
+    assert isinstance(lazy, datasets.IterableDataset)
+    assert [r["source_row"] for r in lazy] == [r["source_row"] for r in streamed]  # the same rows, in file order

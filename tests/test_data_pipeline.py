@@ -52,7 +52,8 @@ def test_paired_file_for_kto_all_strategy(tmp_path):
     loaded = load_records(cfg_for(p), kind="unpaired")
     assert len(loaded.train) == 10
     assert loaded.report.records["train"] == {"rows": 10, "desirable": 5, "undesirable": 5}
-    assert loaded.report.conversions["pairs_to_unpaired"] == {"strategy": "all", "pairs": 5, "desirable": 5, "undesirable": 5}
+    assert loaded.report.conversions["pairs_to_unpaired"] == {"strategy": "all", "converted": True, "pairs": 5,
+                                                              "desirable": 5, "undesirable": 5}
     one = load_records(cfg_for(p, pairwise_sampling_strategy="balanced"), kind="unpaired")
     assert len(one.train) == 5 and {one.report.records["train"]["desirable"], one.report.records["train"]["undesirable"]} == {2, 3}
 
@@ -212,3 +213,94 @@ def test_a_row_missing_only_its_label_is_told_so(tmp_path):
     p2 = write_jsonl(tmp_path / "p.jsonl", pairs)
     rejected = inspect_file(str(p2), cfg_for(p2))["rejected"]
     assert [(r["row"], r["field"]) for r in rejected] == [(4, "rejected")]
+
+
+MIXED = [
+    {"prompt": "P1", "completion": "d1", "label": True},
+    {"prompt": "P2", "chosen": "c2", "rejected": "r2"},
+    {"prompt": "P3", "completion": "u3", "label": False},
+    {"prompt": "P4", "chosen": "c4", "rejected": "r4"},
+]
+
+
+def test_convert_pairwise_to_binary_false_rejects_pairs_for_kto(tmp_path):
+    p = write_jsonl(tmp_path / "mix.jsonl", MIXED)
+    on = load_records(cfg_for(p), kind="unpaired")
+    assert len(on.train) == 6 and not on.report.rejected  # default: 2 native rows + 2 rows per pair
+    off = load_records(cfg_for(p, convert_pairwise_to_binary=False), kind="unpaired")
+    assert [(r.completion, r.label) for r in off.train] == [("d1", True), ("u3", False)]
+    rep = off.report
+    assert [(r["row"], r["code"]) for r in rep.rejected] == [(2, "pair_not_converted"), (4, "pair_not_converted")]
+    assert "data.convert_pairwise_to_binary is false" in rep.rejected[0]["reason"]
+    assert rep.accepted + len(rep.rejected) == rep.rows_read == 4 and rep.reconciles
+    assert rep.labels == {"desirable": 1, "undesirable": 1}
+    assert rep.conversions["pairs_to_unpaired"]["pairs"] == 0
+    # paired training reads the same pairs regardless of the flag
+    assert len(load_records(cfg_for(p, convert_pairwise_to_binary=False), kind="paired").train) == 2
+    # inspect for no particular method keeps the pairs but leaves them out of the unpaired view;
+    # inspect for KTO (as `prospect data inspect --config` does) rejects them like training
+    cfg = cfg_for(p, convert_pairwise_to_binary=False)
+    neutral = inspect_file(p, cfg)
+    assert neutral["accepted"] == 4 and neutral["labels"] == {"desirable": 1, "undesirable": 1}
+    assert neutral["conversions"]["pairs_to_unpaired"]["converted"] is False
+    assert inspect_file(p, cfg, kind="unpaired")["rejected_by_reason"] == {"pair_not_converted": 2}
+    # the streaming loader and the validation file follow the same rule
+    from prospect.data import KTODataLoader
+
+    streamed = KTODataLoader(cfg.model_copy(update={"streaming": True}))
+    assert [r["completion"] for r in streamed.load_dataset("train")] == ["d1", "u3"]
+    assert streamed.report["rejected_by_reason"] == {"pair_not_converted": 2}
+    v = write_jsonl(tmp_path / "v.jsonl", MIXED[1:3])
+    with_val = load_records(cfg_for(p, convert_pairwise_to_binary=False, validation_file=str(v)), kind="unpaired")
+    assert [r.completion for r in with_val.validation] == ["u3"]
+    assert with_val.report.validation.rejected_by_reason == {"pair_not_converted": 1}
+
+
+def test_a_pair_file_without_conversion_is_refused_naming_the_setting(tmp_path):
+    p = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": f"P{i}", "chosen": "a", "rejected": "b"} for i in range(3)])
+    with pytest.raises(KTODataError) as e:
+        load_records(cfg_for(p, convert_pairwise_to_binary=False), kind="unpaired")
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: all 3 rows were rejected") and "3 pair_not_converted (e.g. row 1: row: " in msg
+    assert "data.convert_pairwise_to_binary is false" in msg
+
+
+def test_all_rows_rejected_names_count_reasons_and_an_example(tmp_path):
+    rows = [{"prompt": "q", "completion": "a", "label": "meh"}, {"prompt": "q", "completion": "b", "label": "meh\nh"},
+            "{oops", {"prompt": "q", "completion": "c", "label": "so-so"}, {"prompt": "", "completion": "d", "label": 1}]
+    p = write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(KTODataError) as e:
+        load_records(cfg_for(p), kind="unpaired")
+    msg = str(e.value)
+    assert type(e.value) is KTODataError and len(msg.splitlines()) == 1
+    assert msg.startswith(f"{p}: all 5 rows were rejected, none is left to train on: ")
+    # most common first, each with the first row that had it
+    assert "3 unknown_label (e.g. row 1: label: unknown label 'meh'" in msg
+    top = msg.split(": ", 2)[2]
+    assert top.index("3 unknown_label") < top.index("1 empty_text") < top.index("1 invalid_json")
+    assert "(e.g. row 3: row: invalid JSON" in msg and f"prospect data inspect {p}" in msg
+    with pytest.raises(DPODataError, match=r"all 5 rows were rejected.*3 unknown_label"):
+        load_records(cfg_for(p), kind="paired")
+    # some rows accepted but one label short: the reasons are named too (was only "rejected rows: 2")
+    q = write_jsonl(tmp_path / "short.jsonl", rows[:2] + [{"prompt": "q", "completion": "x", "label": True}])
+    with pytest.raises(KTOLabelError, match=r"rejected rows: 2: 2 unknown_label \(e\.g\. row 1: label: unknown label 'meh'"):
+        load_records(cfg_for(q), kind="unpaired")
+
+
+def test_one_line_escapes_every_line_break():
+    from prospect.data.report import one_line
+
+    text = one_line("a\nb\rc\x0bd\x0ce\x1cf\x85g\u2028h\u2029i")
+    assert len(text.splitlines()) == 1 and text.startswith("a\\nb\\rc")
+    assert one_line("plain, ünïcode: مرحبا") == "plain, ünïcode: مرحبا"
+
+
+def test_streaming_load_records_keeps_indexes_on_disk_with_the_same_result(tmp_path):
+    rows = [{"prompt": f"q{i % 5}", "completion": f"a{i % 40}", "label": i % 3 == 0} for i in range(120)]
+    rows += [{"prompt": "p", "chosen": "c", "rejected": "r"}] * 2  # the second pair is a duplicate
+    p = write_jsonl(tmp_path / "d.jsonl", rows)
+    plain = load_records(cfg_for(p), kind="unpaired")
+    streamed = load_records(cfg_for(p, streaming=True), kind="unpaired")
+    assert streamed.report.streaming is True and plain.report.streaming is False
+    assert streamed.train == plain.train and streamed.report.rejected == plain.report.rejected
+    assert load_records(cfg_for(p, lazy_loading=True), kind="paired").report.streaming is True

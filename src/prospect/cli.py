@@ -2,7 +2,7 @@
 
     prospect train CONFIG [--set a.b=v ...] [--lr X] [--beta X] [--kto_lambda X] [--lambda X] ...
     prospect sweep CONFIG [--dry-run]
-    prospect data inspect FILE [--format F] [--json] [--plot PNG] [--strict]
+    prospect data inspect FILE [--format F] [--json] [--plot PNG] [--strict] [--streaming] [--config CONFIG]
     prospect eval RUN_DIR [--data FILE]
     prospect export RUN_DIR [--merge] -o DIR
     prospect config show CONFIG [--set a.b=v ...]
@@ -56,11 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = p.add_subparsers(dest="data_command")
     pi = dsub.add_parser("inspect", help="report what Prospect makes of a data file")
     pi.add_argument("file")
-    pi.add_argument("--format", default=None, help="force the input format (default: detect)")
+    pi.add_argument("--format", default=None, metavar="FORMAT",
+                    help="force the input format: auto (detect, the default), unpaired, binary, score, paired, "
+                         "pairwise, ranking, conversation, hh")
     pi.add_argument("--json", action="store_true", help="print one JSON object")
     pi.add_argument("--plot", default=None, metavar="PNG", help="write a length histogram")
     pi.add_argument("--strict", action="store_true", help="stop at the first bad row")
-    pi.add_argument("--config", default=None, help="take column names and label settings from this run config")
+    pi.add_argument("--streaming", action="store_true",
+                    help="read with bounded memory (as data.streaming: true): duplicate and pairing indexes on disk")
+    pi.add_argument("--config", default=None,
+                    help="take the data settings from this run config, and read the file for its method")
 
     p = sub.add_parser("eval", help="evaluate a finished run on a data file")
     p.add_argument("run_dir")
@@ -133,19 +138,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command != "inspect":
-        raise ProspectError("usage: prospect data inspect FILE [--format F] [--json] [--plot PNG] [--strict]")
+        raise ProspectError("usage: prospect data inspect FILE [--format F] [--json] [--plot PNG] [--strict] "
+                            "[--streaming] [--config CONFIG]")
     from prospect.data.inspect import inspect_file, plot_lengths, render_report
 
-    data_cfg = None
+    data_cfg, kind = None, None
     if args.config:
         from prospect.config.loader import load_config
 
-        data_cfg = load_config(args.config, []).data
-    if args.strict:
-        from prospect.config.schema import KTODataConfig
-
-        data_cfg = (data_cfg or KTODataConfig()).model_copy(update={"strict": True})
-    report = inspect_file(args.file, data_config=data_cfg, fmt=args.format)
+        run = load_config(args.config, [])
+        data_cfg, kind = run.data, ("unpaired" if run.is_unpaired else "paired")
+    # Flags only ever switch a setting on; without them the config's (or default) value stands.
+    report = inspect_file(args.file, data_config=data_cfg, fmt=args.format, strict=True if args.strict else None,
+                          streaming=True if args.streaming else None, kind=kind)
     if args.plot:
         plot_lengths(report, args.plot)
     if args.json:

@@ -149,7 +149,8 @@ ALIASES: tuple[Alias, ...] = (
     Alias("optimization", "target_modules", "optimization.lora_target_modules", "peft"),
     Alias("optimization", "load_in_4bit", "optimization.use_quantization", "seed 004 (QLoRA)"),
     Alias("optimization", "gradient_checkpointing", "optimization.use_gradient_checkpointing", "transformers"),
-    # --- dpo ---------------------------------------------------------------------
+    # --- kto / dpo ---------------------------------------------------------------
+    Alias("kto", "max_completion_length", "kto.max_target_length", "TRL KTOConfig"),
     Alias("dpo", "max_completion_length", "dpo.max_target_length", "TRL DPOConfig"),
 )
 
@@ -315,6 +316,8 @@ def _move(result: Canonical, written_by: dict[Path, Path], src: Path, dst: Path,
                              f"{_dotted(dst[: i + 1])} is not a mapping")
         node = child
     leaf = dst[-1]
+    if value is None and leaf in node:
+        return  # a null alias (e.g. the `max_completion_length: null` a resolved config holds) sets nothing
     if leaf in node and node[leaf] != value:
         other = written_by.get(dst, dst)
         raise AliasError(src, f"conflicts with {_dotted(other)}: both set {_dotted(dst)} "

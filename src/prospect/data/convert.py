@@ -7,6 +7,9 @@ pairs -> unpaired (`data.pairwise_sampling_strategy`):
   (seed, pair index);
 - `balanced`: every pair gives one row, alternating chosen / rejected in pair order
   (the first side picked by a seeded coin), so the label counts differ by at most one.
+With `data.convert_pairwise_to_binary: false` pairs are not converted: reading for unpaired
+training rejects them (`pair_not_converted`, pipeline.py), and the report's unpaired view
+(labels) leaves them out.
 
 unpaired -> pairs (the pairing rule): rows are grouped by (system, prompt); within a group
 the k-th desirable row (in file order) is paired with the k-th undesirable row, so each
@@ -143,13 +146,14 @@ def reorient_factual_pairs(pairs: list[PairedRecord]) -> tuple[list[PairedRecord
 class ViewCounter:
     """Counts both views of the accepted items without keeping them (used for the report).
 
-    labels: desirable/undesirable rows in the unpaired view (native rows, pairs and rankings
-    converted as above); pairs: pairs in the paired view (native pairs, unpaired rows paired
-    by the pairing rule, rankings by ranking_strategy).
+    labels: desirable/undesirable rows in the unpaired view (native rows, pairs (unless
+    convert_pairwise_to_binary is false) and rankings converted as above); pairs: pairs in the
+    paired view (native pairs, unpaired rows paired by the pairing rule, rankings by ranking_strategy).
     """
 
     def __init__(self, cfg: Any, seed: int, on_disk: bool = False) -> None:
         self.strategy = cfg.pairwise_sampling_strategy
+        self.convert_pairs = bool(getattr(cfg, "convert_pairwise_to_binary", True))
         self.ranking_strategy = cfg.ranking_strategy
         self.seed = seed
         self.groups = LabelGroups(on_disk)
@@ -163,8 +167,9 @@ class ViewCounter:
             self.unpaired["desirable" if item.label else "undesirable"] += 1
             self.groups.add(group_key(item), item.label)
         elif isinstance(item, PairedRecord):
-            for rec in unpair_pair(item, self.from_pairs["pairs"], self.strategy, self.seed):
-                self.from_pairs["desirable" if rec.label else "undesirable"] += 1
+            if self.convert_pairs:
+                for rec in unpair_pair(item, self.from_pairs["pairs"], self.strategy, self.seed):
+                    self.from_pairs["desirable" if rec.label else "undesirable"] += 1
             self.from_pairs["pairs"] += 1
         else:
             r = self.from_rankings
@@ -182,7 +187,7 @@ class ViewCounter:
         u, p, r = self.unpaired, self.from_pairs, self.from_rankings
         labels = {k: u[k] + p[k] + r[k] for k in ("desirable", "undesirable")}
         conversions = {
-            "pairs_to_unpaired": {"strategy": self.strategy, **p},
+            "pairs_to_unpaired": {"strategy": self.strategy, "converted": self.convert_pairs, **p},
             "unpaired_to_pairs": {"rule": PAIRING_RULE, "rows": u["rows"], "pairs": grouped, "unused": u["rows"] - 2 * grouped},
             "ranking_to_pairs": {"strategy": self.ranking_strategy, "rows": r["rows"], "pairs": r["pairs"]},
             "ranking_to_unpaired": {"strategy": self.ranking_strategy, "rows": r["rows"], "desirable": r["desirable"],

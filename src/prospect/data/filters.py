@@ -7,7 +7,9 @@
   (system, prompt, completion(s), label) equals an earlier accepted row's;
 - quality/utility heuristic (`filter_low_utility`, off by default; seed 001), see
   `response_quality` and `kto_utility`: rows whose utility lies outside
-  [`min_utility_threshold`, `max_utility_threshold`] are rejected.
+  [`min_utility_threshold`, `max_utility_threshold`] are rejected. The value function's
+  alpha and lambda are `data.kto_specific.alpha` / `data.kto_specific.lambda_param`
+  (defaults 0.88 / 2.25), never the loss's `kto.kto_alpha` / `kto.kto_lambda`.
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ from prospect.data.index import DigestIndex, digest
 from prospect.data.records import PairedRecord, Text, UnpairedRecord
 from prospect.data.text import FieldError, plain, stripped_chars, text_chars, text_key
 
-UTILITY_ALPHA = 0.88  # Tversky & Kahneman (1992) value-function curvature
-UTILITY_LAMBDA = 2.25  # Tversky & Kahneman (1992) loss aversion
+# Tversky & Kahneman (1992) estimates; only the defaults of `kto_utility` and of
+# data.kto_specific (schema.DataUtilityConfig): the filter reads the config's values.
+UTILITY_ALPHA = 0.88  # value-function curvature
+UTILITY_LAMBDA = 2.25  # loss aversion
 FILTER_CODES = ("prompt_too_short", "prompt_too_long", "response_too_short", "response_too_long", "duplicate", "utility_out_of_range")
 
 _SENTENCE_SPLIT = re.compile(r"[.!?\u061f\u06d4\n]+")
@@ -58,10 +62,12 @@ def kto_utility(quality: float, desirable: bool, alpha: float = UTILITY_ALPHA, l
     """Prospect-theory utility of a labelled response (seed 001).
 
     desirable: v = q ** alpha (concave gains); undesirable: v = -lambda * (1 - q) ** alpha
-    (convex, loss-averse losses). So v lies in [0, 1] for desirable rows and in
-    [-lambda, 0] for undesirable ones: with the seed's bounds [-1, 1], undesirable rows
-    with q < 1 - (1/lambda) ** (1/alpha) ~= 0.60 are filtered; widen `min_utility_threshold`
-    to -2.25 to keep them.
+    (convex, loss-averse losses), with alpha = `data.kto_specific.alpha` and lambda =
+    `data.kto_specific.lambda_param` when called by the filter (the arguments' defaults,
+    0.88 and 2.25, are the config's defaults). So v lies in [0, 1] for desirable rows and in
+    [-lambda, 0] for undesirable ones: with the seed's bounds [-1, 1] and the default
+    parameters, undesirable rows with q < 1 - (1/lambda) ** (1/alpha) ~= 0.60 are filtered;
+    widen `min_utility_threshold` to -lambda (-2.25) to keep them.
     """
     q = min(max(quality, 0.0), 1.0)
     return q**alpha if desirable else -loss_aversion * (1.0 - q) ** alpha
@@ -90,6 +96,8 @@ class RowFilters:
     def __init__(self, cfg: Any, *, on_disk: bool = False) -> None:
         self.cfg = cfg
         self.dedup: Optional[DigestIndex] = DigestIndex(on_disk) if cfg.drop_duplicates else None
+        params = getattr(cfg, "kto_specific", None)  # data configs from before data.kto_specific existed
+        self.utility_params = (params.alpha, params.lambda_param) if params is not None else (UTILITY_ALPHA, UTILITY_LAMBDA)
 
     def check(self, item: Item) -> None:
         cfg = self.cfg
@@ -119,9 +127,10 @@ class RowFilters:
         else:
             scored = [("chosen", item.chosen, True), ("rejected", item.rejected, False)]
         lo, hi = self.cfg.min_utility_threshold, self.cfg.max_utility_threshold
+        alpha, loss_aversion = self.utility_params
         for name, text, desirable in scored:
             q = response_quality(plain(text))
-            u = kto_utility(q, desirable)
+            u = kto_utility(q, desirable, alpha, loss_aversion)
             if not lo <= u <= hi:
                 raise FieldError(name, "utility_out_of_range", f"utility {u:.3f} outside [{lo}, {hi}] (quality {q:.3f})")
 

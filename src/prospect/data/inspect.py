@@ -8,15 +8,36 @@ in a temporary SQLite file, so memory does not grow with the file.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, get_args
+
+from pydantic import ValidationError
 
 from prospect.data.pipeline import count_views, scan
 from prospect.data.readers import open_source
-from prospect.data.report import DataReport
+from prospect.data.report import DataReport, one_line
 from prospect.errors import KTODataError
 from prospect.io import atomic_path
 
 MAX_REJECTED_SHOWN = 20
+
+
+def data_formats() -> tuple[str, ...]:
+    """The values data.format accepts (from the schema, so the list cannot drift)."""
+    from prospect.config.schema import KTODataConfig
+
+    return tuple(get_args(KTODataConfig.model_fields["format"].annotation))
+
+
+def _one_line_errors(exc: ValidationError) -> str:
+    """A pydantic error as "field: message, got value; ..." on one line (the CLI prints one line)."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err["loc"]) or "data"
+        text = f"{where}: {err['msg']}"
+        if not isinstance(err.get("input"), (dict, list)):
+            text += f", got {err.get('input')!r}"
+        parts.append(text)
+    return one_line("; ".join(parts))
 
 
 def _config(data_config: Any, fmt: Optional[str], strict: Optional[bool], streaming: Optional[bool]) -> Any:
@@ -25,6 +46,9 @@ def _config(data_config: Any, fmt: Optional[str], strict: Optional[bool], stream
     cfg = data_config if data_config is not None else KTODataConfig()
     updates: dict[str, Any] = {}
     if fmt is not None:
+        valid = data_formats()
+        if fmt not in valid:
+            raise KTODataError(f"unknown data format {one_line(str(fmt))!r}; valid formats: {', '.join(valid)}")
         updates["format"] = fmt
     if strict is not None:
         updates["strict"] = strict
@@ -34,8 +58,8 @@ def _config(data_config: Any, fmt: Optional[str], strict: Optional[bool], stream
         return cfg
     try:  # validate (model_copy(update=...) would not)
         return type(cfg).model_validate({**cfg.model_dump(), **updates})
-    except ValueError as e:
-        raise KTODataError(f"invalid data setting {updates}: {e}") from None
+    except ValidationError as e:
+        raise KTODataError(f"invalid data setting: {_one_line_errors(e)}") from None
 
 
 def inspect_file(
@@ -46,18 +70,26 @@ def inspect_file(
     strict: Optional[bool] = None,
     streaming: Optional[bool] = None,
     seed: int = 42,
+    kind: Optional[str] = None,
 ) -> dict[str, Any]:
     """Read `path` and return its report dict (format, rows_read, accepted, rejected, labels,
     pairs, suggested_weights, lengths, conversions, filters, ...).
 
-    `fmt` overrides data.format; `strict`/`streaming` override data.strict/data.streaming.
+    `fmt` overrides data.format (an unknown one is a one-line KTODataError listing the valid
+    formats); `strict`/`streaming` override data.strict/data.streaming.
     Raises KTODataError for an unreadable file, an undecidable format, or (strict) a bad row.
+    `kind` ("unpaired"/"paired", e.g. from a run config's method) reads the file as training
+    would; None reads it for no particular method, so pair rows are kept even with
+    data.convert_pairwise_to_binary: false (they then count in `pairs`, not in `labels`).
     """
+    if kind not in (None, "unpaired", "paired"):
+        raise ValueError(f"kind must be None, 'unpaired' or 'paired', got {kind!r}")
     cfg = _config(data_config, fmt, strict, streaming)
     source = open_source(path, split="train", streaming=cfg.streaming)
     report = DataReport(source=source.name)
     on_disk = bool(cfg.streaming)
-    for _ in count_views(scan(source, cfg, report, on_disk=on_disk), cfg, report, seed, on_disk=on_disk):
+    for _ in count_views(scan(source, cfg, report, on_disk=on_disk, kind=kind), cfg, report, seed,  # type: ignore[arg-type]
+                         on_disk=on_disk):
         pass
     return report.to_dict()
 

@@ -10,7 +10,10 @@ Accepted values (seed 001 table, extended):
   great, desirable, chosen, thumbs_up, and Arabic جيد، ممتاز، مقبول، جيد جدا، نعم;
   undesirable: bad, negative, false, no, n, f, 0, reject(ed), not_preferred, dispreferred,
   low, poor, terrible, undesirable, thumbs_down, and Arabic سيء (also سيئ، سئ)، ضعيف، مرفوض، لا;
-- `data.label_mapping` entries (word -> 1/0), which take precedence over the built-in table.
+- `data.label_mapping` entries, then `data.arabic_label_mapping` entries (seed 001; by default
+  the six words جيد، ممتاز، مقبول -> good and سيء، ضعيف، مرفوض -> bad), both consulted before the
+  built-in table; label_mapping wins over arabic_label_mapping. A mapping value is true/false,
+  1/0 or a label word of the built-in table ("good", "bad", "نعم", ...): see `mapping_value`.
 
 Where the label comes from (first present, non-null column wins): `label_column`,
 `label`, `kto_tag` (LLaMA-Factory), `score_column`/`score`, `rating_column`/`rating`,
@@ -54,11 +57,49 @@ def clean_label_text(text: str) -> str:
     return _SEPARATORS.sub("_", s).strip("_")
 
 
+def mapping_value(value: Any, where: str = "label_mapping", *, key: Any = None) -> bool:
+    """A label mapping's value as True/False: a boolean, 0/1, or a word of the built-in table.
+
+    Words are resolved through the built-in table only (not through other mapping entries), so
+    `{"ok": "good"}` means desirable and a chain of user words cannot loop. Raises ValueError
+    naming `where` (pydantic turns it into a config error) for anything else, and for a `key`
+    that is empty once cleaned (it could never match a label).
+    """
+    if key is not None and not clean_label_text(str(key)):
+        raise ValueError(f"{where}: the key is empty once cleaned (spaces, marks), so it can never match a label")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = clean_label_text(value)
+        if word in DESIRABLE_WORDS or word == "1":
+            return True
+        if word in UNDESIRABLE_WORDS or word == "0":
+            return False
+    raise ValueError(
+        f"{where}: {show(value)!r} is not a label: use true/false, 1/0 or a label word such as good/bad "
+        "(desirable/undesirable, positive/negative, ...)"
+    )
+
+
 class CleanMapping(dict):
-    """A user label mapping with cleaned keys and boolean values (built once per scan)."""
+    """A user label mapping with cleaned keys and boolean values (built once per scan).
+
+    Values go through `mapping_value`, so a raw mapping such as {"meh": "bad"} means
+    undesirable (a plain `bool("bad")` would have said desirable).
+    """
 
     def __init__(self, mapping: Mapping[str, Any]) -> None:
-        super().__init__((clean_label_text(str(k)), bool(v)) for k, v in mapping.items())
+        super().__init__((clean_label_text(str(k)), mapping_value(v, f"label mapping[{k!r}]")) for k, v in mapping.items())
+
+
+def user_mapping(cfg: Any) -> CleanMapping:
+    """label_mapping over arabic_label_mapping, cleaned (configs without the Arabic field work too)."""
+    merged: dict[str, Any] = {}
+    merged.update(getattr(cfg, "arabic_label_mapping", None) or {})
+    merged.update(cfg.label_mapping or {})
+    return CleanMapping(merged)
 
 
 def _number(value: float, field: str, threshold: float) -> bool:
@@ -77,7 +118,7 @@ def normalize_label(
     """Map one label value to True (desirable) / False (undesirable), or raise FieldError(label=True).
 
     Numbers (and numeric strings) are desirable when >= `threshold`; NaN and infinities
-    are rejected. `mapping` (word -> 1/0 or bool) is consulted before the built-in words.
+    are rejected. `mapping` (word -> bool, 1/0 or a built-in label word) is consulted before the built-in words.
     """
     if value is None:
         raise FieldError(field, "null_label", "null label", label=True)
@@ -139,7 +180,7 @@ class LabelReader:
     def __init__(self, cfg: Any) -> None:
         self.sources = label_sources(cfg)
         self.columns = frozenset(col for col, _ in self.sources)
-        self.mapping = CleanMapping(cfg.label_mapping or {})
+        self.mapping = user_mapping(cfg)
 
     def __call__(self, row: Mapping[str, Any]) -> bool:
         return label_from_row(row, self)

@@ -1,4 +1,4 @@
-"""Seed 001's API: `KTODataLoader(config, tokenizer, enable_cache).load_dataset(split)`.
+"""Seed 001's API: `KTODataLoader(config, tokenizer, enable_cache, cache_dir=..., cache_compression=...).load_dataset(split)`.
 
 `load_dataset` returns a `datasets.Dataset` of canonical text records (tokenization is
 the trainer's job):
@@ -15,10 +15,16 @@ Splits: "train" and "validation" come from one `load_records` call (see pipeline
 "test" reads `data.test_file` (converted, not split or balanced).
 
 Caching: with `enable_cache` the loaded records are kept on the loader (train and
-validation come from one read), and with `data.cache_dir` each split is also saved with
-`save_to_disk` under `<cache_dir>/prospect-data/<key>/`, where the key hashes the data
-config, kind, seed, method and the size and modification time of every input file; a
-later loader with the same key loads it back without reading the source.
+validation come from one read), and with a cache directory (the constructor's `cache_dir`,
+else `data.cache_dir`) each split is also saved with `save_to_disk` under
+`<cache directory>/prospect-data/<key>/`, where the key hashes the data config, kind, seed,
+method and the size and modification time of every input file; a later loader with the
+same key loads it back without reading the source (each split's files are checksummed; a
+damaged split is removed and rebuilt). `enable_cache=False` turns both off. Streaming
+datasets are never cached. `cache_compression` is accepted for seed 001 and has no effect
+(a warning says so): the cache is the Arrow files `save_to_disk` writes, which
+`load_from_disk` memory-maps; compressed Arrow buffers would have to be decompressed into
+memory instead.
 
 Streaming (`data.streaming: true`): `load_dataset` returns a `datasets.IterableDataset`
 that reads the source as it is iterated (bounded memory): pairs and rankings are
@@ -34,8 +40,9 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 from prospect.data.convert import unpair_pair
 from prospect.data.formats import DETECT_ROWS
@@ -130,17 +137,26 @@ class KTODataLoader:
 
     `config` is a KTODataConfig (or a whole run config, whose `data`, training seed and
     method are then used). `tokenizer` is kept for API compatibility; records are not
-    tokenized here.
+    tokenized here. `cache_dir` (if given) is the disk cache directory, in place of
+    `data.cache_dir`; `cache_compression` has no effect (module doc).
     """
 
     kind = "unpaired"
 
-    def __init__(self, config: Any, tokenizer: Any = None, enable_cache: bool = True, *, seed: Optional[int] = None,
-                 method: Optional[str] = None, delta_reorient: Optional[bool] = None, **kwargs: Any) -> None:
+    def __init__(self, config: Any, tokenizer: Any = None, enable_cache: bool = True, *,
+                 cache_dir: Optional[str | os.PathLike[str]] = None, cache_compression: Union[bool, str, None] = None,
+                 seed: Optional[int] = None, method: Optional[str] = None, delta_reorient: Optional[bool] = None,
+                 **kwargs: Any) -> None:
         run = config if hasattr(config, "data") and hasattr(config, "training") else None
         self.config = run.data if run is not None else config
         self.tokenizer = tokenizer
         self.enable_cache = enable_cache
+        self._cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
+        self.cache_compression = cache_compression
+        if cache_compression:
+            warnings.warn(f"{type(self).__name__}(cache_compression={cache_compression!r}) has no effect: the disk cache "
+                          "is the Arrow files of datasets.save_to_disk, which are memory-mapped when loaded back, and "
+                          "compressed Arrow buffers cannot be", UserWarning, stacklevel=2)
         self.seed = seed if seed is not None else (run.training.seed if run is not None else 42)
         self.method = method or (run.method.name if run is not None else ("kto" if self.kind == "unpaired" else "dpo"))
         self.delta_reorient = delta_reorient if delta_reorient is not None else bool(run is not None and run.method.delta > 0)
@@ -149,6 +165,13 @@ class KTODataLoader:
         self._report: Optional[dict[str, Any]] = None
 
     # ---- public ----------------------------------------------------------
+    @property
+    def cache_dir(self) -> Optional[Path]:
+        """The disk cache directory: the constructor's `cache_dir`, else `data.cache_dir`, else None (no disk cache)."""
+        if self._cache_dir is not None:
+            return self._cache_dir
+        return Path(self.config.cache_dir).expanduser() if self.config.cache_dir else None
+
     @property
     def report(self) -> Optional[dict[str, Any]]:
         """The data report (dict) of the last load, or None before loading."""
@@ -194,14 +217,15 @@ class KTODataLoader:
     def _test_records(self) -> tuple[list[Any], bool]:
         if not self.config.test_file:
             raise KTODataError("no test data: set data.test_file")
-        items, report = read_items(self.config.test_file, self.config, seed=self.seed)
+        items, report = read_items(self.config.test_file, self.config, seed=self.seed, kind=self.kind)  # type: ignore[arg-type]
         if self._report is not None:
             self._report["test"] = report.to_dict()
         records: list[Any] = to_unpaired(items, self.config, self.seed) if self.kind == "unpaired" else to_paired(items, self.config)[0]
         return records, is_conversational(records)
 
     def _cache_path(self, split: str) -> Optional[Path]:
-        if not (self.enable_cache and self.config.cache_dir):
+        root = self.cache_dir
+        if not self.enable_cache or root is None:
             return None
         cfg = self.config
         key_src = json.dumps({
@@ -210,7 +234,7 @@ class KTODataLoader:
             "files": [_fingerprint(cfg.train_file), _fingerprint(cfg.validation_file), _fingerprint(cfg.test_file)],
         }, sort_keys=True, default=str)
         key = hashlib.sha256(key_src.encode("utf-8")).hexdigest()[:20]
-        return Path(cfg.cache_dir).expanduser() / "prospect-data" / f"{self.kind}-{key}"
+        return root / "prospect-data" / f"{self.kind}-{key}"
 
     def _load_cached(self, cache_dir: Path, split: str) -> Any:
         """The cached split if its files match their checksums; else None (removed, to be rebuilt)."""
@@ -265,7 +289,7 @@ class KTODataLoader:
             source = open_source(location, split=source_split, streaming=True)
             report.source = source.name
             pair_index = 0
-            for item in count_views(scan(source, cfg, report, on_disk=True), cfg, report, seed, on_disk=True):
+            for item in count_views(scan(source, cfg, report, on_disk=True, kind=kind), cfg, report, seed, on_disk=True):
                 index = pair_index
                 if isinstance(item, PairedRecord):
                     pair_index += 1

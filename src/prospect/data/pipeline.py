@@ -5,10 +5,13 @@ RankingItem) of one source in file order and fills `report` as it goes: every ra
 ends accepted or rejected. In strict mode (`data.strict`) the first malformed row raises
 `KTODataError` / `KTOLabelError` (`DPODataError` / `DPOLabelError` for paired rows) with
 "file:row: field: reason"; the policy filters (length, duplicates, utility) only ever reject.
+With `kind="unpaired"` and `data.convert_pairwise_to_binary: false`, pair rows are policy
+rejections too (code `pair_not_converted`), so accepted + rejected == rows_read still holds.
 
 `load_records(cfg, kind=...)` reads the training source (and the validation source when
 given), converts everything to `kind`, re-orients Factual-DPO pairs, splits off
-validation, balances, and returns `LoadedData` with the report.
+validation, balances, and returns `LoadedData` with the report. A training source whose
+every row is rejected is an error that names the count and the most common reasons.
 """
 from __future__ import annotations
 
@@ -26,11 +29,11 @@ from prospect.data.convert import (
     reorient_factual_pairs,
     unpair_pair,
 )
-from prospect.data.filters import FILTER_CODES, RowFilters
+from prospect.data.filters import FILTER_CODES, UTILITY_ALPHA, UTILITY_LAMBDA, RowFilters
 from prospect.data.formats import DETECT_ROWS, FAMILIES, FormatResolver, Item, RankingItem, RowParser
 from prospect.data.readers import RawRow, Source, open_source, read_rows
 from prospect.data.records import PairedRecord, UnpairedRecord
-from prospect.data.report import DataReport
+from prospect.data.report import DataReport, one_line
 from prospect.data.split import split_records
 from prospect.data.text import FieldError, text_chars
 from prospect.errors import DPODataError, DPOLabelError, KTODataError, KTOLabelError
@@ -56,6 +59,12 @@ def strict_error(source: str, raw: RawRow, err: FieldError, family: Optional[str
     return KTOLabelError(msg) if err.label else KTODataError(msg)
 
 
+PAIR_NOT_CONVERTED = (
+    "a chosen/rejected pair, not used for unpaired (KTO) training because data.convert_pairwise_to_binary is "
+    "false (set it to true to split each pair into a desirable and an undesirable row)"
+)
+
+
 def _record_lengths(report: DataReport, item: Item) -> None:
     report.length("prompt", text_chars(item.prompt))
     if isinstance(item, UnpairedRecord):
@@ -79,7 +88,16 @@ def filter_settings(cfg: Any) -> dict[str, Any]:
         "drop_duplicates": cfg.drop_duplicates,
         "filter_low_utility": cfg.filter_low_utility,
         "utility_range": [cfg.min_utility_threshold, cfg.max_utility_threshold] if cfg.filter_low_utility else None,
+        "utility_params": _utility_params(cfg) if cfg.filter_low_utility else None,
     }
+
+
+def _utility_params(cfg: Any) -> dict[str, float]:
+    """The value function's parameters the utility filter used (data.kto_specific)."""
+    params = getattr(cfg, "kto_specific", None)
+    if params is None:
+        return {"alpha": UTILITY_ALPHA, "lambda_param": UTILITY_LAMBDA}
+    return {"alpha": params.alpha, "lambda_param": params.lambda_param}
 
 
 def scan(
@@ -89,13 +107,17 @@ def scan(
     *,
     on_disk: bool = False,
     strict: Optional[bool] = None,
+    kind: Optional[Kind] = None,
 ) -> Iterator[Item]:
     """Yield accepted items of `source` in file order, accounting for every row in `report`.
 
     `on_disk`: keep the duplicate index in a temporary SQLite file (bounded memory).
+    `kind`: what the rows are read for; "unpaired" with data.convert_pairwise_to_binary false
+    rejects pair rows (`pair_not_converted`). None (inspect) keeps every family.
     The report's format, shapes, notes and filters are final once the generator is exhausted.
     """
     strict = cfg.strict if strict is None else strict
+    reject_pairs = kind == "unpaired" and not getattr(cfg, "convert_pairwise_to_binary", True)
     parser = RowParser(cfg)
     resolver = FormatResolver(cfg, parser, source.name)
     filters = RowFilters(cfg, on_disk=on_disk)
@@ -123,6 +145,9 @@ def scan(
                 if strict:
                     raise strict_error(source.name, raw, err, family) from None
                 report.reject(raw.row, err.field, err.code, err.reason, line=raw.line, file=raw.file)
+                continue
+            if reject_pairs and isinstance(item, PairedRecord):
+                report.reject(raw.row, "row", "pair_not_converted", PAIR_NOT_CONVERTED, line=raw.line, file=raw.file)
                 continue
             try:
                 filters.check(item)
@@ -164,12 +189,24 @@ def count_views(items: Iterator[Item], cfg: Any, report: DataReport, seed: int, 
 
 
 def read_items(location: str, cfg: Any, *, split: str = "train", seed: int = 42,
-               report: Optional[DataReport] = None) -> tuple[list[Item], DataReport]:
-    """All accepted items of one source, with its report."""
+               report: Optional[DataReport] = None, kind: Optional[Kind] = None) -> tuple[list[Item], DataReport]:
+    """All accepted items of one source, with its report (`kind` as in `scan`)."""
     source = open_source(location, split=split, streaming=cfg.streaming)
     report = report or DataReport(source=source.name)
-    items = list(count_views(scan(source, cfg, report), cfg, report, seed))
+    on_disk = bool(cfg.streaming)  # bounded memory: duplicate and pairing indexes in SQLite
+    items = list(count_views(scan(source, cfg, report, kind=kind, on_disk=on_disk), cfg, report, seed, on_disk=on_disk))
     return items, report
+
+
+def nothing_accepted_error(report: DataReport, kind: str) -> KTODataError:
+    """The error for a training source none of whose rows can be used: count, top reasons, examples."""
+    cls = KTODataError if kind == "unpaired" else DPODataError
+    if not report.rows_read:
+        return cls(f"{report.source}: no rows to train on (the source is empty)")
+    return cls(one_line(
+        f"{report.source}: all {report.rows_read} rows were rejected, none is left to train on: "
+        f"{report.reasons_summary()}; `prospect data inspect {report.source}` lists every row"
+    ))
 
 
 # ---- conversion to the training kind ---------------------------------------
@@ -245,7 +282,8 @@ def load_records(
     Validation: `validation_file`, else the source's own "validation" split (dataset
     directories), else `validation_split_percentage` of the training records (split.py).
     Balancing (unpaired, training split only) by balance.py; suggested weights are computed
-    on the final training split. Raises KTOLabelError when either label has fewer than
+    on the final training split. With data.streaming the reading indexes live on disk, but
+    the accepted records are returned as lists (they are what training iterates over). Raises KTOLabelError when either label has fewer than
     `min_samples_per_label` training rows, DPODataError when no pair is usable.
     """
     if kind not in ("unpaired", "paired"):
@@ -255,14 +293,18 @@ def load_records(
         raise KTODataError("no training data: set data.train_file")
     train_source = open_source(cfg.train_file, split="train", streaming=cfg.streaming)
     report = DataReport(source=train_source.name)
-    items = list(count_views(scan(train_source, cfg, report), cfg, report, seed))
+    on_disk = bool(cfg.streaming)  # bounded memory: duplicate and pairing indexes in SQLite
+    items = list(count_views(scan(train_source, cfg, report, kind=kind, on_disk=on_disk), cfg, report, seed,
+                             on_disk=on_disk))
+    if not report.accepted:
+        raise nothing_accepted_error(report, kind)
     train, unused = _convert(items, kind, cfg, seed)
 
     val_location, val_split = cfg.validation_file, "train"
     if not val_location and "validation" in train_source.splits():
         val_location, val_split = cfg.train_file, "validation"
     if val_location:
-        val_items, val_report = read_items(val_location, cfg, split=val_split, seed=seed)
+        val_items, val_report = read_items(val_location, cfg, split=val_split, seed=seed, kind=kind)
         report.validation = val_report
         validation, val_unused = _convert(val_items, kind, cfg, seed)
         split_info: dict[str, Any] = {"source": "validation_file" if cfg.validation_file else "validation split"}
@@ -285,20 +327,22 @@ def load_records(
                           "validation": {"rows": len(validation), **label_counts(validation)}}
         short = [name for name, n in counts.items() if n < cfg.min_samples_per_label]
         if short:
-            raise KTOLabelError(
+            raise KTOLabelError(one_line(
                 f"{train_source.name}: {' and '.join(short)} rows: {', '.join(str(counts[s]) for s in short)} in the training "
                 f"split, fewer than data.min_samples_per_label={cfg.min_samples_per_label} "
-                f"(labels after conversion: {report.labels}; rejected rows: {len(report.rejected)})"
-            )
+                f"(labels after conversion: {report.labels}; rejected rows: {len(report.rejected)}"
+                + (f": {report.reasons_summary()})" if report.rejected else ")")
+            ))
     else:
         suggested = {}
         report.records = {"train": {"pairs": len(train), "unused_unpaired_rows": unused},
                           "validation": {"pairs": len(validation), "unused_unpaired_rows": val_unused}}
         if not train:
-            raise DPODataError(
-                f"{train_source.name}: no usable pairs (accepted rows: {report.accepted}, rejected: {len(report.rejected)}, "
-                f"unpaired rows that found no partner: {unused})"
-            )
+            raise DPODataError(one_line(
+                f"{train_source.name}: no usable pairs (accepted rows: {report.accepted}, rejected: {len(report.rejected)}"
+                + (f": {report.reasons_summary()}" if report.rejected else "")
+                + f", unpaired rows that found no partner: {unused})"
+            ))
     split_info.update({"train": len(train), "validation": len(validation)})
     report.split = split_info
     if kind == "unpaired":

@@ -20,6 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 RESERVOIR = 10_000
+MAX_EXAMPLE_CHARS = 160  # of one example reason in an error message
+
+
+def one_line(text: str) -> str:
+    """`text` with every line break (as str.splitlines sees them) escaped: for one-line messages."""
+    return "".join(ch if len(f"a{ch}b".splitlines()) == 1 else repr(ch)[1:-1] for ch in text)
 
 
 class LengthStats:
@@ -151,6 +157,25 @@ class DataReport:
         """accepted + rejected == rows read (for this source and the validation source)."""
         ok = self.accepted + len(self.rejected) == self.rows_read
         return ok and (self.validation is None or self.validation.reconciles)
+
+    def reasons_summary(self, limit: int = 3) -> str:
+        """The most common rejection reasons, each with its count and first example, on one line:
+        "2 unknown_label (e.g. row 3: label: unknown label 'meh' ...), 1 duplicate (e.g. row 4: ...)"."""
+        by_reason = self.rejected_by_reason
+        first: dict[str, dict[str, Any]] = {}
+        for entry in self.rejected:
+            first.setdefault(entry["code"], entry)
+        parts = []
+        for code, n in list(by_reason.items())[:limit]:
+            entry = first[code]
+            where = (f"{entry['file']}:" if "file" in entry else "") + f"row {entry['row']}"
+            reason = entry["reason"]
+            if len(reason) > MAX_EXAMPLE_CHARS:
+                reason = reason[: MAX_EXAMPLE_CHARS - 3] + "..."
+            parts.append(f"{n} {code} (e.g. {where}: {reason})")
+        if len(by_reason) > limit:
+            parts.append(f"{len(by_reason) - limit} more reason{'s' if len(by_reason) - limit > 1 else ''}")
+        return one_line(", ".join(parts))
 
     def summary_line(self) -> str:
         """One line for the console: what was read, kept and rejected."""

@@ -27,16 +27,34 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def saved_config(run_dir: Path) -> Optional[dict[str, Any]]:
-    """The flattened config.yaml of `run_dir` (None if absent; {"<unreadable>": ...} if damaged)."""
+    """The flattened config.yaml of `run_dir`, read through the current schema (None if absent;
+    {"<unreadable>": ...} if damaged).
+
+    Reading it through the schema and writing it out again puts it on the same footing as the
+    config it is compared with: a field added to Prospect since (with its default) or a renamed
+    alias is not a change of the run's settings.
+    """
     import yaml
+
+    from prospect.config.loader import loads_config
+    from prospect.errors import ConfigError
 
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         return None
     try:
-        return _flat(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text) or {}
     except (OSError, yaml.YAMLError):
         return {"config.yaml (unreadable)": object()}
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _flat(yaml.safe_load(loads_config(text, source=str(path)).to_yaml()) or {})
+    except ConfigError:  # written by another version, no longer valid: compare it as written
+        return _flat(raw)
 
 
 def config_changes(old: Optional[dict[str, Any]], cfg: RunConfig) -> list[str]:
