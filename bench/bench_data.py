@@ -2,7 +2,7 @@
 
 Generates a JSONL file of unpaired feedback rows in a temporary directory (English and
 Arabic text, mixed label spellings, shared prompts, ~0.1% broken or bad rows), runs
-`inspect_file` on it in streaming mode in a fresh child process per size, and prints
+`prospect data inspect FILE --json --streaming` on it in a fresh child process per size, and prints
 rows/s and the child's peak RSS (resource.getrusage ru_maxrss). With `--compare M` a
 second, smaller size runs too, so you can see that peak memory does not grow with the file.
 
@@ -50,19 +50,27 @@ def generate(path: str, rows: int, seed: int = 0) -> None:
 
 
 def child(path: str, streaming: bool) -> None:
-    """Run inspect_file once and print one JSON line with the numbers."""
-    from prospect.data import inspect_file
+    """Run `prospect data inspect PATH --json [--streaming]` (the CLI's own entry point, in this
+    process) once and print one JSON line with the numbers."""
+    import contextlib
+    import io
 
+    from prospect.cli import main as cli
+
+    out = io.StringIO()
     t0 = time.perf_counter()
-    report = inspect_file(path, streaming=streaming)
+    with contextlib.redirect_stdout(out):
+        rc = cli(["data", "inspect", path, "--json"] + (["--streaming"] if streaming else []))
     dt = time.perf_counter() - t0
+    assert rc == 0, rc
+    report = json.loads(out.getvalue())
     assert report["accepted"] + len(report["rejected"]) == report["rows_read"]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({
         "rows": report["rows_read"], "seconds": round(dt, 2), "rows_per_s": round(report["rows_read"] / dt),
-        "cpu_seconds": round(resource.getrusage(resource.RUSAGE_SELF).ru_utime + resource.getrusage(resource.RUSAGE_SELF).ru_stime, 2),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "accepted": report["accepted"], "rejected": len(report["rejected"]), "labels": report["labels"],
-        "pairs": report["pairs"], "suggested_weights": report["suggested_weights"],
+        "pairs": report["pairs"], "suggested_weights": report["suggested_weights"], "streaming": streaming,
     }))
 
 

@@ -589,7 +589,10 @@ def load_policy_and_reference(cfg: RunConfig) -> tuple[Any, Optional[Any], Any]:
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=opt.use_gradient_checkpointing)
     elif opt.use_gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5 (the old name warns)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if opt.use_gradient_checkpointing:
         model.config.use_cache = False
         if opt.use_lora:

@@ -116,7 +116,10 @@ def supports_prompt_sharing(model: Any) -> bool:
     for attr in ("get_base_model",):
         if hasattr(base, attr):
             base = getattr(base, attr)()
-    if getattr(base, "is_gradient_checkpointing", False):
+    # transformers 5 renamed is_gradient_checkpointing (deprecated, warns) to is_activation_checkpointing
+    checkpointing = (base.is_activation_checkpointing if hasattr(type(base), "is_activation_checkpointing")
+                     else getattr(base, "is_gradient_checkpointing", False))
+    if checkpointing:
         return False
     cfg = getattr(base, "config", None)
     if cfg is None or getattr(cfg, "is_encoder_decoder", False):
