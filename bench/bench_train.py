@@ -8,12 +8,13 @@ Every trainer runs in its own subprocess (peak RSS = that process's ru_maxrss), 
 other, on the same token ids, batch 8, LoRA r=16 on q/k/v/o with a non-zero initialisation
 (PEFT init_lora_weights=False, same seed), float32, the same sequential batch order:
 
-  prospect        Prospect's defaults: rows grouped by length, reference log-probs precomputed (under
+  prospect        Prospect's defaults: rows grouped by length, prompts run once (shared by KTO's
+                  mismatched pass, by DPO's chosen and rejected), reference log-probs precomputed (under
                   inference_mode, sorted by length, cached), mismatched pass without autograd; the same
                   rows as TRL, in length-grouped batches
   prospect-seq    the same in TRL's batch order: its first-step loss is compared with TRL's (must agree to 1e-5)
   trl-gc / trl    TRL with its defaults (gradient checkpointing on) / with it off; the faster is the peer
-  ablations       prospect with share_prompt on, with padding_free packing, and in bfloat16 (frozen base in
+  ablations       prospect with share_prompt off, with padding_free packing, and in bfloat16 (frozen base in
                   bf16, adapters in float32) with its loss drift against prospect-seq (float32)
 
 Throughput is given twice: over the timed steps only, and over the whole run including the
@@ -249,7 +250,8 @@ def run_prospect(spec: dict, data: dict) -> dict:
                           zip(cols["prompt_ids"], cols["chosen_ids"], cols["rejected_ids"])]
     ds = Dataset.from_dict(cols)
 
-    share = spec.get("share_prompt", False) and not spec.get("padding_free") and supports_prompt_sharing(model)
+    # Prospect's default (training.share_prompt: true) unless the spec turns it off
+    share = spec.get("share_prompt", True) and not spec.get("padding_free") and supports_prompt_sharing(model)
     collator_cls = UnpairedCollator if method == "kto" else PairedCollator
     collator = collator_cls(pad_id=pad_id, packed=bool(spec.get("padding_free")), max_length=1024,
                             build_mismatched=method == "kto", share_prompt=share)
@@ -420,6 +422,7 @@ def main() -> None:
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--out", default="bench/results_train.json")
+    ap.add_argument("--merge", action="store_true", help="keep the rows of other cases already in --out")
     a = ap.parse_args()
     if a.worker:
         return worker(a.worker)
@@ -458,7 +461,7 @@ def main() -> None:
                  ("prospect", {"impl": "prospect", "order": "grouped", **same}),
                  ("trl", {"impl": "trl", "gc": False, **same})]
         if not a.no_ablations:
-            order += [("prospect-share", {"impl": "prospect", "order": "grouped", "share_prompt": True, **same}),
+            order += [("prospect-noshare", {"impl": "prospect", "order": "grouped", "share_prompt": False, **same}),
                       ("prospect-packed", {"impl": "prospect", "order": "grouped", "padding_free": True, **same}),
                       ("prospect-bf16", {"impl": "prospect", "order": "sequential", "bf16": True,
                                          "steps": max(steps, drift - warm)})]
@@ -509,12 +512,27 @@ def main() -> None:
                                  "fp32_last": p1["losses"][k - 1], "bf16_last": b16["losses"][k - 1]}
         table.append(row)
         print_row(row)
+        save(a, table, peak32, peak16, None)  # after every case: a long run stopped later keeps what it measured
     memory = memory_check(tok, tmp, a.lr) if a.memory else None
-    out = {"machine": machine(), "matmul_peak_gflops": {"float32": peak32, "bfloat16": peak16},
-           "threads": torch.get_num_threads(), "table": table, "memory_1024": memory}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1))
+    save(a, table, peak32, peak16, memory)
     print(f"\nwrote {a.out}")
+
+
+def save(a: argparse.Namespace, table: list[dict], peak32: float, peak16: float, memory: Any) -> None:
+    """Write the results so far to --out; with --merge, rows of other cases already in --out are kept."""
+    import torch
+
+    path = Path(a.out)
+    kept: list[dict] = []
+    old_memory = None
+    if a.merge and path.is_file():
+        old = json.loads(path.read_text())
+        kept = [r for r in old.get("table", []) if r.get("case") not in {r2["case"] for r2 in table}]
+        old_memory = old.get("memory_1024")
+    out = {"machine": machine(), "matmul_peak_gflops": {"float32": peak32, "bfloat16": peak16},
+           "threads": torch.get_num_threads(), "table": kept + table, "memory_1024": memory or old_memory}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
 
 
 def memory_check(tok: Any, tmp: Path, lr: float) -> dict:
@@ -548,7 +566,8 @@ def machine() -> str:
 
 def print_row(row: dict) -> None:
     print(f"{'run':18s} {'samples/s':>10s} {'tokens/s':>10s} {'step s':>8s} {'GFLOP/s':>8s} {'%peak':>6s} {'RSS MB':>8s}")
-    for name in ("prospect", "prospect-seq", "prospect-share", "prospect-packed", "prospect-bf16", "trl-gc", "trl"):
+    for name in ("prospect", "prospect-seq", "prospect-noshare", "prospect-share", "prospect-packed", "prospect-bf16",
+                 "trl-gc", "trl"):
         r = row.get(name)
         if r:
             print(f"{name:18s} {r['samples_s']:10.3f} {r['tokens_s']:10.1f} {r['step_s']:8.2f} {r['gflops']:8.1f} "

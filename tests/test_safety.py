@@ -260,3 +260,17 @@ def test_secret_in_a_bad_override_is_not_echoed(tmp_path, override):
     rc, _, err = run_cli(["config", "show", str(cfg), "--set", override])
     assert rc == 2 and "unknown key" in err
     assert override.split("=", 1)[1] not in err
+
+
+def test_a_saved_config_never_hands_redacted_secrets_back(tmp_path):
+    """eval/export reload config.yaml: a REDACTED token is dropped (the environment's applies), not used."""
+    from prospect.config.loader import REDACTED, load_saved_config
+    from prospect.config.schema import RunConfig
+
+    cfg = RunConfig.model_validate({"method": "kto", "model": {"name": "m", "model_init_kwargs": {
+        "token": SECRETS["HF_TOKEN"], "revision": "main"}}, "kto": {"beta": 0.3}})
+    path = tmp_path / "config.yaml"
+    cfg.to_yaml(str(path))
+    assert REDACTED in path.read_text() and SECRETS["HF_TOKEN"] not in path.read_text()
+    back = load_saved_config(path)
+    assert back.model.model_init_kwargs == {"revision": "main"} and back.kto.beta == 0.3

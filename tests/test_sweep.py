@@ -308,3 +308,48 @@ def test_interrupted_sweep_resumes_from_the_last_checkpoint(tmp_path: Path, env:
     assert res["global_step"] == 4
     steps = [r["step"] for r in read_jsonl(sweep_dir / first / "metrics.jsonl") if "loss" in r]
     assert steps == [1, 2, 3, 4]  # steps 1-2 before the interruption, 3-4 after resuming (none repeated)
+
+
+def test_runs_that_differ_in_lora_settings_share_the_reference_cache(tmp_path: Path, monkeypatch) -> None:
+    """The reference is the base model (adapter disabled): a sweep over LoRA ranks computes its log-probs once."""
+    from prospect.sweep import run_sweep
+
+    monkeypatch.setenv("PROSPECT_CACHE", str(tmp_path / "fresh-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    a, _ = tiny_models()
+    write_pairs(tmp_path / "train.jsonl", PAIRS)
+    write_pairs(tmp_path / "val.jsonl", VALIDATION)
+    cfg = load(base_config(tmp_path, method={"name": "dpo"}, models=[{"id": str(a), "short": "tiny"}],
+                           sweep={"optimization.lora_rank": [2, 4]}, evaluation={"num_generation_samples": 0}))
+    assert run_sweep(cfg, quiet=True) == 0
+    runs = sorted(p for p in (tmp_path / "out").glob("*/tiny_dpo_*") if p.is_dir())
+    caches = [json.loads((r / "results.json").read_text())["reference"]["cache"] for r in runs]
+    assert caches == [{"train": "miss", "validation": "miss"}, {"train": "hit", "validation": "hit"}]
+
+
+def test_reference_cache_key_covers_what_defines_the_reference(tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from prospect.data.tokenize import tokenizer_fingerprint
+    from prospect.engine.model import base_weights_fingerprint
+    from prospect.engine.reference import reference_cache_key
+    from prospect.testing import load_tiny_tokenizer
+
+    a, b = tiny_models()
+    base = AutoModelForCausalLM.from_pretrained(str(a))
+    fp = base_weights_fingerprint(base)
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(str(a)),
+                          LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    assert base_weights_fingerprint(lora) == fp  # the adapter is not the reference
+    assert base_weights_fingerprint(AutoModelForCausalLM.from_pretrained(str(b))) != fp
+    tok = load_tiny_tokenizer()
+    tk = tokenizer_fingerprint(tok)
+    tok.chat_template = tok.chat_template.replace("<|im_start|>", "<|im_start|> ")
+    assert tokenizer_fingerprint(tok) != tk  # another chat template renders other ids
+    key = dict(base_fingerprint=fp, tokenizer_key=tk, data_key="d1", settings={"max_length": 64})
+    ref = reference_cache_key(**key)
+    assert reference_cache_key(**key) == ref
+    for change in ({"tokenizer_key": "other"}, {"data_key": "d2"}, {"settings": {"max_length": 65}},
+                   {"base_fingerprint": "other"}):
+        assert reference_cache_key(**{**key, **change}) != ref, change

@@ -348,3 +348,29 @@ def test_generate_during_eval_writes_samples_at_every_evaluation(tmp_path):
     rows = read_jsonl(run / "generations" / "step-2.jsonl")
     assert len(rows) == 2 and all("generation" in r and "reference_generation" in r for r in rows)
     assert len(read_jsonl(run / "generations.jsonl")) == 2  # and the final samples
+
+
+def test_precomputed_eval_mismatched_reference_gives_the_on_the_fly_numbers(tmp_path):
+    """The held-out KTO loss and z0 with the eval loader's mismatched pairs precomputed (the default) equal those
+    computed in each eval step (precompute_ref_log_probs: false), also with a last, shorter eval batch."""
+    # Mostly desirable rows and a high learning rate: the policy's mismatched log-probs rise above the
+    # reference's, so z0 (clamped at 0) is positive and the comparison means something.
+    rows = [r for r in learnable_unpaired(8, seed=1) if r["label"]] + learnable_unpaired(2, seed=3)
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))  # 6 rows: batches of 4, 2
+    out = {}
+    for name, pre in (("pre", True), ("fly", False)):
+        cfg = write_config(tmp_path / f"{name}.yaml", data={"train_file": str(data), "validation_file": str(val)},
+                           training={"eval_steps": 2, "eval_batch_size": 4, "learning_rate": 3e-2, "num_epochs": 2,
+                                     "run_name": name},
+                           kto={"precompute_ref_log_probs": pre})
+        assert main(["train", str(cfg), "--quiet"]) == 0
+        out[name] = [r for r in read_jsonl(tmp_path / "runs" / name / "metrics.jsonl") if "eval_loss" in r]
+    assert len(out["pre"]) == len(out["fly"]) >= 2
+    assert any(r["eval_kl"] > 1e-4 for r in out["fly"])  # z0 is not trivially 0
+    for a, b in zip(out["pre"], out["fly"]):
+        for k in ("eval_loss", "eval_kl", "eval_rewards/margins"):
+            # log-probs of ~-150 in float32, padded into other batches: ~1e-5 apart
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-4), k
+    results = json.loads((tmp_path / "runs" / "pre" / "results.json").read_text())
+    assert results["reference"]["mode"] == "precomputed"

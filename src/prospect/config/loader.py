@@ -58,6 +58,7 @@ __all__ = [
     "parse_cli_shortcuts",
     "resolve_shortcuts",
     "redact_secrets",
+    "load_saved_config",
     "valid_keys",
 ]
 
@@ -542,6 +543,29 @@ def load_config(path: Union[str, os.PathLike[str]], overrides: Sequence[str] = (
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read config file: {exc.strerror or exc}") from None
     return loads_config(text, overrides, config_cls, source=source, shortcuts=shortcuts)
+
+
+def load_saved_config(path: Union[str, os.PathLike[str]], config_cls: type[RunConfig] = RunConfig) -> RunConfig:
+    """A run directory's config.yaml, for `prospect eval` and `export`: values written as
+    REDACTED are dropped (their defaults apply, e.g. a token read from the environment again)
+    instead of being used as the secret."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8-sig") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    tree, _ = _parse_yaml(text, source)
+
+    def drop(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: drop(v) for k, v in node.items() if v != REDACTED}
+        if isinstance(node, list):
+            return [drop(v) for v in node if v != REDACTED]
+        return node
+
+    return loads_config(yaml.dump(drop(tree or {}), Dumper=_Dumper, allow_unicode=True), config_cls=config_cls,
+                        source=source)
 
 
 def loads_config(text: str, overrides: Sequence[str] = (), config_cls: type[RunConfig] = RunConfig, *,

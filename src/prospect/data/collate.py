@@ -22,6 +22,32 @@ def mismatched_order(n: int) -> list[int]:
     return [(i - 1) % n for i in range(n)]
 
 
+def eval_order(lengths: Sequence[int]) -> list[int]:
+    """The order the evaluation loader takes rows in (one process): longest first, ties in file order.
+
+    Fixed and seed-free, so the in-batch mismatched pairs of every eval batch are known before
+    training (their reference log-probs are precomputed) and padding stays low.
+    """
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+def eval_mismatched_pairs(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                          batch_size: int, max_length: int | None,
+                          order: Sequence[int]) -> list[tuple[list[int], list[int]]]:
+    """The mismatched (prompt, completion) pair of every row, in row order, when a loader takes the
+    rows in `order`, `batch_size` at a time: in each batch the i-th row's prompt with the
+    completion of row (i - 1) mod n, cut to `max_length` as `layout` cuts it."""
+    out: list[tuple[list[int], list[int]] | None] = [None] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        rows = list(order[start:start + batch_size])
+        for i, j in enumerate(mismatched_order(len(rows))):
+            p, c = list(prompts[rows[i]]), list(completions[rows[j]])
+            if max_length is not None and len(p) + len(c) > max_length:
+                c = c[: max(max_length - len(p), 0)]
+            out[rows[i]] = (p, c)
+    return [pair for pair in out if pair is not None]
+
+
 def layout(
     prompts: Sequence[Sequence[int]],
     completions: Sequence[Sequence[int]],
@@ -98,6 +124,8 @@ class UnpairedCollator:
         batch["weight"] = torch.tensor([float(r.get("weight", 1.0)) for r in rows], dtype=torch.float32)
         if "ref_logps" in rows[0]:
             batch["ref_logps"] = torch.tensor([r["ref_logps"] for r in rows], dtype=torch.float32)
+        if "ref_kl_logps" in rows[0] and self.build_mismatched:
+            batch["ref_kl_logps"] = torch.tensor([r["ref_kl_logps"] for r in rows], dtype=torch.float32)
         batch["n"] = len(rows)
         return batch
 

@@ -327,16 +327,23 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ref_note: dict[str, Any] = {"mode": "reference_free" if sec.reference_free else
                                 ("precomputed" if sec.precompute_ref_log_probs else "on_the_fly")}
+    eval_ds = _with_length(eval_ds) if eval_ds is not None else None
     if sec.precompute_ref_log_probs and not sec.reference_free:
+        # The eval loader's order is fixed (collate.eval_order), so its in-batch mismatched pairs are
+        # known now: their reference log-probs are precomputed too (one process only: several pad
+        # the last batch).
+        eval_pairs_batch = (args.per_device_eval_batch_size if kind == "unpaired" and z0_estimator is not None
+                            and cfg.kto.reference_point != "zero" and int(os.environ.get("WORLD_SIZE", "1") or 1) == 1
+                            else None)
         train_ds, eval_ds, ref_note["cache"] = _attach_reference(cfg, model, ref_model, tokenizer, tok_key,
-                                                                  settings, train_ds, eval_ds, kind, pad_id)
+                                                                  settings, train_ds, eval_ds, kind, pad_id,
+                                                                  eval_pairs_batch)
 
     # [curriculum] seed 003 track A: pairs easy-to-hard (data/curriculum.py), sampled in that order.
     train_ds, curriculum_note = apply_curriculum(train_ds, cfg)
 
     # 6. The Trainer.
     train_ds = _with_length(train_ds)
-    eval_ds = _with_length(eval_ds) if eval_ds is not None else None
     if curriculum_note is not None:  # [curriculum] keep the easy-to-hard order
         args.train_sampling_strategy = "sequential"
     build_mismatched = z0_estimator is not None and cfg.kto.reference_point != "zero"
@@ -563,13 +570,20 @@ def _has_accelerator(torch: Any) -> bool:  # [window]
 
 
 def _attach_reference(cfg: RunConfig, model: Any, ref_model: Any, tokenizer: Any, tok_key: str, settings: Any,
-                      train_ds: Any, eval_ds: Any, kind: str, pad_id: int) -> tuple[Any, Any, dict[str, str]]:
-    """Add precomputed reference log-prob columns to the datasets (cached on disk)."""
+                      train_ds: Any, eval_ds: Any, kind: str, pad_id: int,
+                      eval_pairs_batch: Optional[int] = None) -> tuple[Any, Any, dict[str, str]]:
+    """Add precomputed reference log-prob columns to the datasets (cached on disk).
+
+    With `eval_pairs_batch`, the validation rows also get `ref_kl_logps`: the reference
+    log-prob of the mismatched pair the collator gives each row when the eval loader takes
+    the rows in `collate.eval_order`, `eval_pairs_batch` at a time (`collate.eval_mismatched_pairs`).
+    """
     import contextlib
     from dataclasses import asdict
 
     import torch
 
+    from prospect.data.collate import eval_mismatched_pairs, eval_order
     from prospect.engine.model import base_weights_fingerprint
     from prospect.engine.reference import cached_reference_logps, compute_reference_logps, dataset_fingerprint, \
         reference_cache_key
@@ -589,15 +603,24 @@ def _attach_reference(cfg: RunConfig, model: Any, ref_model: Any, tokenizer: Any
             out.append(None)
             continue
         cols = ["prompt_ids", "completion_ids"] if kind == "unpaired" else ["prompt_ids", "chosen_ids", "rejected_ids"]
-        key = reference_cache_key(base_fingerprint=base_fp, tokenizer_key=tok_key,
-                                  data_key=dataset_fingerprint(ds, cols), settings=asdict(settings))
 
-        def compute(ds: Any = ds, split: str = split) -> dict[str, torch.Tensor]:
+        with_kl = split == "validation" and eval_pairs_batch is not None
+        extra = {"eval_pairs_batch": eval_pairs_batch} if with_kl else {}
+        key = reference_cache_key(base_fingerprint=base_fp, tokenizer_key=tok_key,
+                                  data_key=dataset_fingerprint(ds, cols), settings={**asdict(settings), **extra})
+
+        def compute(ds: Any = ds, split: str = split, with_kl: bool = with_kl) -> dict[str, torch.Tensor]:
             with ctx():
                 if kind == "unpaired":
                     seqs = [(r["prompt_ids"], r["completion_ids"]) for r in ds]
-                    return {"ref_logps": compute_reference_logps(ref_src, seqs, pad_id=pad_id,
-                                                                 desc=f"Reference log-probs ({split})")}
+                    out = {"ref_logps": compute_reference_logps(ref_src, seqs, pad_id=pad_id,
+                                                                desc=f"Reference log-probs ({split})")}
+                    if with_kl:
+                        pairs = eval_mismatched_pairs([p for p, _ in seqs], [c for _, c in seqs], eval_pairs_batch,
+                                                      settings.max_length, eval_order(ds["length"]))
+                        out["ref_kl_logps"] = compute_reference_logps(
+                            ref_src, pairs, pad_id=pad_id, desc=f"Reference log-probs ({split}, mismatched pairs)")
+                    return out
                 seqs = [(r["prompt_ids"], r["chosen_ids"]) for r in ds] + [(r["prompt_ids"], r["rejected_ids"]) for r in ds]
                 both = compute_reference_logps(ref_src, seqs, pad_id=pad_id, desc=f"Reference log-probs ({split})")
                 return {"ref_chosen_logps": both[: len(ds)], "ref_rejected_logps": both[len(ds):]}

@@ -169,6 +169,16 @@ class PreferenceTrainer(Trainer):
         return (loss, {"loss": loss.detach()}) if return_outputs else loss
 
     # -- data order --------------------------------------------------------------
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        """One process: rows longest first (`collate.eval_order`), a fixed order whatever the seed or
+        the training order, so the eval batches, hence KTO's in-batch mismatched pairs, are known
+        when their reference log-probs are precomputed. Several processes: the stock sampler."""
+        if self.args.world_size <= 1 and eval_dataset is not None and "length" in getattr(eval_dataset, "column_names", ()):
+            from prospect.data.collate import eval_order
+
+            return eval_order(eval_dataset["length"])
+        return super()._get_eval_sampler(eval_dataset)
+
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         """The stock sampler, except that length-grouped batches are drawn from (seed, epoch) alone.
 

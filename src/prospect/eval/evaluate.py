@@ -46,7 +46,7 @@ log = logging.getLogger("prospect")
 # --------------------------------------------------------------------------- config and models
 def load_run_config(run_dir: Path) -> tuple[RunConfig, Path, bool]:
     """(config, model directory, is_run_dir) for a run directory or a bare model/adapter directory."""
-    from prospect.config.loader import load_config
+    from prospect.config.loader import load_saved_config
 
     cfg_path = run_dir / "config.yaml"
     if cfg_path.is_file():
@@ -54,7 +54,7 @@ def load_run_config(run_dir: Path) -> tuple[RunConfig, Path, bool]:
         if not final.is_dir():
             raise ProspectError(f"{run_dir}: no final/ model (the run has not finished); "
                                 "train it to the end first (prospect train resumes it)")
-        return load_config(str(cfg_path)), final, True
+        return load_saved_config(cfg_path), final, True
     if (run_dir / "adapter_config.json").is_file():
         base = json.loads((run_dir / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
         if not base:

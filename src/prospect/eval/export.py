@@ -200,7 +200,7 @@ def _prepare_target(output: Path) -> None:
 
 def export_run(run_dir: str | Path, output: str | Path, merge: bool = False) -> Path:
     """Export the run in `run_dir` to `output` (adapter, merged model or full model + tokenizer + card)."""
-    from prospect.config.loader import load_config
+    from prospect.config.loader import load_saved_config
     from prospect.io import atomic_write_json, atomic_write_text
 
     run_dir, output = Path(run_dir).resolve(), Path(output).resolve()
@@ -212,7 +212,7 @@ def export_run(run_dir: str | Path, output: str | Path, merge: bool = False) -> 
     if output == final or final in output.parents:
         raise ProspectError(f"{output}: choose an output directory outside the run's final/ model")
     _prepare_target(output)
-    cfg = load_config(str(run_dir / "config.yaml"))
+    cfg = load_saved_config(run_dir / "config.yaml")
     adapter = (final / "adapter_config.json").is_file()
     if merge and not adapter:
         log.info("%s holds a full model; --merge has nothing to merge", final)
