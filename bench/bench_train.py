@@ -213,6 +213,10 @@ def run_prospect(spec: dict, data: dict) -> dict:
     torch.manual_seed(spec["seed"])
     method, rows = data["method"], data["rows"]
     model = _load_lora_model(spec["model_dir"], spec["seed"], "bfloat16" if spec.get("bf16") else "float32")
+    if spec.get("gc"):  # as engine/model.py does for optimization.use_gradient_checkpointing (turns sharing off)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+        model.enable_input_require_grads()
     pad_id = spec["pad_id"]
     if method == "kto":
         cfg = KTOConfig.model_validate({"method": {"name": "kto"}, "kto": {"beta": 0.1, "desirable_weight": 1.0,
@@ -383,7 +387,7 @@ def nominal_flops(model_dir: Path, data: dict, step_rows: list[list[int]]) -> li
 
 
 def spawn(spec: dict, tmp: Path, name: str) -> dict:
-    spec_path = tmp / f"{name}.json"
+    spec_path = tmp / f"spec-{name}.json"  # not f"{name}.json": that may be the run's data file
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
     t0 = time.perf_counter()
@@ -430,7 +434,7 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    cases = ["tiny-kto", "tiny-dpo"] if a.quick else a.cases.split(",")
+    cases = ["tiny-kto", "tiny-dpo"] if a.quick else [c for c in a.cases.split(",") if c]  # "" with --memory: memory only
     tmp = Path(tempfile.mkdtemp(prefix="prospect-bench-"))
     peak32, peak16 = matmul_peak("float32"), matmul_peak("bfloat16")
     print(f"matmul peak: float32 {peak32:.1f} GFLOP/s, bfloat16 {peak16:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
@@ -536,22 +540,26 @@ def save(a: argparse.Namespace, table: list[dict], peak32: float, peak16: float,
 
 
 def memory_check(tok: Any, tmp: Path, lr: float) -> dict:
-    """Peak RSS of Prospect training SmolLM2-135M + LoRA r16 at batch 8, 1024 tokens per sequence (1 step)."""
+    """Peak RSS of Prospect training SmolLM2-135M + LoRA r16 at batch 8, 1024 tokens per sequence (1 step),
+    with the defaults and with gradient checkpointing (which turns prompt sharing off)."""
     smol = smol_model_dir()
     data = make_data(tok, "kto", BATCH, seed=99, prompt_range=(512, 512), completion_range=(511, 511))
     data_file = tmp / "memory-1024.json"
     data_file.write_text(json.dumps(data))
     lengths = sorted({len(r["prompt_ids"]) + len(r["completion_ids"]) for r in data["rows"]})
-    spec = {"impl": "prospect", "order": "sequential", "model_dir": str(smol), "data_file": str(data_file), "seed": 0,
-            "lr": lr, "warm": 0, "steps": 1, "pad_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-            "ref_cache_dir": str(tmp / "refcache-memory"), "out_dir": str(tmp / "memory-1024")}
-    print(f"\n== memory: SmolLM2 KTO, batch {BATCH}, sequences of {lengths[0]}-{lengths[-1]} tokens, 1 step", flush=True)
-    res = spawn(spec, tmp, "memory-1024")
-    if res.get("failed"):
-        return {"failed": True}
-    out = {"batch": BATCH, "tokens_per_sequence": [lengths[0], lengths[-1]], "peak_rss_mb": res["peak_rss_mb"],
-           "step_s": res["times"][0]}
-    print(f"peak RSS {res['peak_rss_mb'] / 1024:.2f} GiB, step {res['times'][0]:.1f} s", flush=True)
+    base = {"impl": "prospect", "order": "sequential", "model_dir": str(smol), "data_file": str(data_file), "seed": 0,
+            "lr": lr, "warm": 0, "steps": 1, "pad_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id}
+    out: dict[str, Any] = {"batch": BATCH, "tokens_per_sequence": [lengths[0], lengths[-1]]}
+    for name, extra in (("default", {}), ("gradient_checkpointing", {"gc": True})):
+        spec = {**base, **extra, "ref_cache_dir": str(tmp / f"refcache-memory-{name}"), "out_dir": str(tmp / f"memory-{name}")}
+        print(f"\n== memory ({name}): SmolLM2 KTO, batch {BATCH}, sequences of {lengths[0]}-{lengths[-1]} tokens, 1 step",
+              flush=True)
+        res = spawn(spec, tmp, f"memory-1024-{name}")
+        if res.get("failed"):
+            out[name] = {"failed": True}
+            continue
+        out[name] = {"peak_rss_mb": res["peak_rss_mb"], "step_s": res["times"][0]}
+        print(f"peak RSS {res['peak_rss_mb'] / 1024:.2f} GiB, step {res['times'][0]:.1f} s", flush=True)
     return out
 
 

@@ -395,14 +395,20 @@ def _fake_gguf_loaders(monkeypatch, tiny_dir, calls):
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake_tok)
 
 
+def _fake_gguf_source(tmp_path):
+    """A directory holding tiny.gguf (fake bytes: the loaders are patched by _fake_gguf_loaders)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "tiny.gguf").write_bytes(b"GGUF fake v1")
+    return src
+
+
 def test_convert_gguf_writes_plain_model_once_and_reuses_it(tiny_dir, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
     calls: list[str] = []
     _fake_gguf_loaders(monkeypatch, tiny_dir, calls)
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "tiny.gguf").write_bytes(b"GGUF fake v1")
+    src = _fake_gguf_source(tmp_path)
     out = convert_gguf(str(src), "tiny.gguf", cache_dir=tmp_path / "c")
     assert out.parent == tmp_path / "c" / "models" and (out / CONVERSION_MARKER).is_file()
     config = json.loads((out / "config.json").read_text())
@@ -421,9 +427,7 @@ def test_convert_gguf_writes_plain_model_once_and_reuses_it(tiny_dir, tmp_path, 
 def test_damaged_conversion_is_converted_again(tiny_dir, tmp_path, monkeypatch):
     calls: list[str] = []
     _fake_gguf_loaders(monkeypatch, tiny_dir, calls)
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "tiny.gguf").write_bytes(b"GGUF fake v1")
+    src = _fake_gguf_source(tmp_path)
     out = convert_gguf(str(src), "tiny.gguf", cache_dir=tmp_path / "c")
     good = (out / "model.safetensors").read_bytes()
     damaged = bytearray(good)

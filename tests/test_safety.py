@@ -117,12 +117,17 @@ def test_pickle_weights_are_refused_unless_trusted(tmp_path):
     assert marker.exists()
     marker.unlink()
 
-    cfg = write_config(tmp_path / "run.yaml", model={"name": str(model)}, data={"train_file": str(_data(tmp_path))})
-    rc, _, err = run_cli(["train", str(cfg), "--quiet"])
-    assert rc == 1
-    line = one_error_line(err)
+    line = _train_refused(tmp_path, model)
     assert "pickle" in line and "model.use_safetensors: false" in line
     assert not marker.exists()
+
+
+def _train_refused(tmp_path, model_name):
+    """`prospect train` on model.name = model_name: exit 1 with one error line, returned."""
+    cfg = write_config(tmp_path / "run.yaml", model={"name": str(model_name)}, data={"train_file": str(_data(tmp_path))})
+    rc, _, err = run_cli(["train", str(cfg), "--quiet"])
+    assert rc == 1
+    return one_error_line(err)
 
 
 def test_pickle_adapters_are_refused_unless_trusted(tmp_path):
@@ -135,10 +140,7 @@ def test_pickle_adapters_are_refused_unless_trusted(tmp_path):
     marker = tmp_path / "UNPICKLED"
     with open(adapter / "adapter_model.bin", "wb") as fh:
         pickle.dump(_Payload(marker), fh)
-    cfg = write_config(tmp_path / "run.yaml", model={"name": str(adapter)}, data={"train_file": str(_data(tmp_path))})
-    rc, _, err = run_cli(["train", str(cfg), "--quiet"])
-    assert rc == 1
-    line = one_error_line(err)
+    line = _train_refused(tmp_path, adapter)
     assert "adapter_model.bin" in line and "model.use_safetensors: false" in line
     assert not marker.exists()
 

@@ -173,7 +173,8 @@ class PreferenceTrainer(Trainer):
         """One process: rows longest first (`collate.eval_order`), a fixed order whatever the seed or
         the training order, so the eval batches, hence KTO's in-batch mismatched pairs, are known
         when their reference log-probs are precomputed. Several processes: the stock sampler."""
-        if self.args.world_size <= 1 and eval_dataset is not None and "length" in getattr(eval_dataset, "column_names", ()):
+        columns = getattr(eval_dataset, "column_names", None) or ()
+        if self.args.world_size <= 1 and "length" in columns:
             from prospect.data.collate import eval_order
 
             return eval_order(eval_dataset["length"])
