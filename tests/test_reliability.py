@@ -394,7 +394,7 @@ def _records():
 
 
 def test_tokenization_cache_ignores_what_a_killed_writer_left(tmp_path, monkeypatch):
-    from prospect.data.tokenize import cache_root
+    from prospect.io import cache_root
 
     monkeypatch.setenv("PROSPECT_CACHE", str(tmp_path))
     fresh, status = _tokenize(_records())
@@ -411,7 +411,7 @@ def test_tokenization_cache_ignores_what_a_killed_writer_left(tmp_path, monkeypa
 
 @pytest.mark.parametrize("damage", ["bit_flip", "truncated", "stats_torn"])
 def test_damaged_tokenization_cache_entry_is_recomputed(tmp_path, monkeypatch, damage):
-    from prospect.data.tokenize import cache_root
+    from prospect.io import cache_root
 
     monkeypatch.setenv("PROSPECT_CACHE", str(tmp_path))
     fresh, _ = _tokenize(_records())

@@ -14,6 +14,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def cache_root() -> Path:
+    """Prospect's cache directory (converted models, tokenized data, reference log-probs):
+    ``$PROSPECT_CACHE`` or ``~/.cache/prospect``."""
+    env = os.environ.get("PROSPECT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "prospect"
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path` atomically."""

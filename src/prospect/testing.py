@@ -81,9 +81,10 @@ def make_tiny_model_dir(
 
 
 def _default_root() -> Path:
-    env = os.environ.get("PROSPECT_CACHE")
-    if env:
-        return Path(env).expanduser() / "testing"
+    if os.environ.get("PROSPECT_CACHE"):
+        from prospect.io import cache_root
+
+        return cache_root() / "testing"
     return Path(tempfile.gettempdir()) / f"prospect-testing-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 

