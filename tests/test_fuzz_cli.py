@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import learnable_unpaired, write_config, write_jsonl
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import prospect.engine.model
@@ -98,6 +98,7 @@ def _check_config_cli(argv: list[str]) -> None:
 
 @FUZZ
 @given(text=YAML_TEXT)
+@example(text="? 008\n? '\n\n'\n09:\n080:\n08:\n0: 0")  # a key that is a newline: shown escaped, on its line
 def test_arbitrary_yaml_files_exit_0_or_2_with_one_line(text):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "run.yaml"

@@ -391,7 +391,13 @@ def _line(path: Path, message: str, origins: Mapping[Path, _Origin], source: str
     if is_override and where.startswith(f"--set {canonical}="):
         return f"{where}: {message}"  # the key is already in the option as typed
     key = written if written == canonical or not canonical else f"{written} (= {canonical})"
+    where, key = _visible(where), _visible(key)
     return f"{where}: {key}: {message}" if key else f"{where}: {message}"
+
+
+def _visible(text: str) -> str:
+    """`text` with control characters escaped (a YAML key may hold a newline): one problem, one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _short_repr(value: Any) -> str:
