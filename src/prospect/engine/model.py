@@ -19,7 +19,7 @@ its chat template) to ``<cache>/models/<stem>-<hash>``, where ``<cache>`` is
 ``$PROSPECT_CACHE`` or ``~/.cache/prospect`` and ``<hash>`` covers the GGUF file's bytes.
 The directory is built under a temporary name and renamed into place, so a killed
 conversion never leaves a directory that a later run would trust. Later runs load the
-converted directory directly (about 1 s instead of about 20 s).
+converted directory directly (about 1 s instead of about 30 s).
 
 Pickle weights. transformers 5 prefers ``model.safetensors`` and, without
 ``use_safetensors=True``, falls back to ``pytorch_model.bin``, read with
@@ -250,7 +250,7 @@ def convert_gguf(
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     started = time.perf_counter()
-    logger.warning("converting GGUF %s once into %s (about 20 s; cached for later runs)", local if local.is_file() else f"{source}/{gguf_file}", target)
+    logger.warning("converting GGUF %s once into %s (about 30 s; cached for later runs)", local if local.is_file() else f"{source}/{gguf_file}", target)
     common: dict[str, Any] = {"gguf_file": gguf_file, "trust_remote_code": trust_remote_code}
     if revision:
         common["revision"] = revision
