@@ -22,6 +22,15 @@ def mismatched_order(n: int) -> list[int]:
     return [(i - 1) % n for i in range(n)]
 
 
+def cut_to_length(prompt: Sequence[int], completion: Sequence[int],
+                  max_length: int | None) -> tuple[list[int], list[int]]:
+    """(prompt, completion) as lists, the completion cut so that len(prompt) + len(completion) <= max_length."""
+    p, c = list(prompt), list(completion)
+    if max_length is not None and len(p) + len(c) > max_length:
+        c = c[: max(max_length - len(p), 0)]
+    return p, c
+
+
 def eval_order(lengths: Sequence[int]) -> list[int]:
     """The order the evaluation loader takes rows in (one process): longest first, ties in file order.
 
@@ -36,15 +45,12 @@ def eval_mismatched_pairs(prompts: Sequence[Sequence[int]], completions: Sequenc
                           order: Sequence[int]) -> list[tuple[list[int], list[int]]]:
     """The mismatched (prompt, completion) pair of every row, in row order, when a loader takes the
     rows in `order`, `batch_size` at a time: in each batch the i-th row's prompt with the
-    completion of row (i - 1) mod n, cut to `max_length` as `layout` cuts it."""
+    completion of row (i - 1) mod n, cut to `max_length` (`cut_to_length`, as `layout` cuts it)."""
     out: list[tuple[list[int], list[int]] | None] = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
         rows = list(order[start:start + batch_size])
         for i, j in enumerate(mismatched_order(len(rows))):
-            p, c = list(prompts[rows[i]]), list(completions[rows[j]])
-            if max_length is not None and len(p) + len(c) > max_length:
-                c = c[: max(max_length - len(p), 0)]
-            out[rows[i]] = (p, c)
+            out[rows[i]] = cut_to_length(prompts[rows[i]], completions[rows[j]], max_length)
     return [pair for pair in out if pair is not None]
 
 
@@ -63,9 +69,7 @@ def layout(
     """
     seqs, owners = [], []
     for i, (p, c) in enumerate(zip(prompts, completions)):
-        p, c = list(p), list(c)
-        if max_length is not None and len(p) + len(c) > max_length:
-            c = c[: max(max_length - len(p), 0)]
+        p, c = cut_to_length(p, c, max_length)
         seqs.append(p + c)
         owners.append([-1] * len(p) + [i] * len(c))
     if packed:

@@ -63,12 +63,9 @@ def suffix_layout(
     sequence number (first_index + b), -1 elsewhere. With max_length, a completion is cut so
     that len(x) + len(y) <= max_length (as `collate.layout`).
     """
-    rows = []
-    for p, c in zip(prompts, completions):
-        p, c = list(p), list(c)
-        if max_length is not None and len(p) + len(c) > max_length:
-            c = c[: max(max_length - len(p), 0)]
-        rows.append((p, c))
+    from prospect.data.collate import cut_to_length
+
+    rows = [cut_to_length(p, c, max_length) for p, c in zip(prompts, completions)]
     width = max(1 + len(c) for _, c in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

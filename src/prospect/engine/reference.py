@@ -17,9 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from prospect.data.collate import layout
-from prospect.io import cache_root
 from prospect.engine.logprobs import sequence_logps
-from prospect.io import atomic_path
+from prospect.io import atomic_path, cache_root
 
 log = logging.getLogger("prospect")
 

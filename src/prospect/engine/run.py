@@ -333,7 +333,7 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
         # known now: their reference log-probs are precomputed too (one process only: several pad
         # the last batch).
         eval_pairs_batch = (args.per_device_eval_batch_size if kind == "unpaired" and z0_estimator is not None
-                            and cfg.kto.reference_point != "zero" and int(os.environ.get("WORLD_SIZE", "1") or 1) == 1
+                            and cfg.kto.reference_point != "zero" and _world_size() == 1
                             else None)
         train_ds, eval_ds, ref_note["cache"] = _attach_reference(cfg, model, ref_model, tokenizer, tok_key,
                                                                   settings, train_ds, eval_ds, kind, pad_id,
@@ -413,7 +413,7 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
         "z0_estimator": cfg.kto.reference_point if z0_estimator is not None else None,
         # [window] rows whose mismatched pairs make one z0 estimate (over all processes)
         "z0_rows_per_estimate": (None if z0_estimator is None or cfg.kto.reference_point == "zero" else
-                                 cfg.training.batch_size * int(os.environ.get("WORLD_SIZE", "1") or 1) *
+                                 cfg.training.batch_size * _world_size() *
                                  (cfg.training.gradient_accumulation_steps
                                   if cfg.kto.reference_point == "window_mismatch" else 1)),
         "nonfinite_steps": trainer.nonfinite_total,
@@ -480,6 +480,11 @@ def _final_eval(trainer: Any) -> dict[str, Any]:
     if last is not None and last.get("step") == trainer.state.global_step and not trainer.args.load_best_model_at_end:
         return {k: v for k, v in last.items() if k.startswith("eval_")}
     return trainer.evaluate()
+
+
+def _world_size() -> int:
+    """Processes of this run, as the launcher (torchrun / accelerate launch) tells them; 1 when run directly."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 def _with_length(ds: Any) -> Any:
@@ -553,7 +558,7 @@ def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, TrainingArgume
         disable_tqdm=False,
         log_level="warning",
     )
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and not _has_accelerator(torch):
+    if _world_size() > 1 and not _has_accelerator(torch):
         # [window] several processes and no GPU (`accelerate launch --multi_gpu` or `torchrun` on a CPU
         # machine): data-parallel over gloo; without use_cpu, transformers would run each process alone
         kwargs["use_cpu"] = True

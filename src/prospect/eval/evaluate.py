@@ -228,13 +228,9 @@ def _both(policy: Any, ref_ctx: Optional[Callable[[], ContextManager[Any]]], seq
 
 def _mismatched(prompts: Sequence[list[int]], completions: Sequence[list[int]], max_length: int) -> list[tuple[list[int], list[int]]]:
     """(x_i, y_(i-1 mod n)) cut to max_length (TRL's rotation, as the training collator builds it)."""
-    from prospect.data.collate import mismatched_order
+    from prospect.data.collate import eval_mismatched_pairs
 
-    out = []
-    for i, j in enumerate(mismatched_order(len(prompts))):
-        p, c = list(prompts[i]), list(completions[j])
-        out.append((p, c[: max(max_length - len(p), 0)]))
-    return out
+    return eval_mismatched_pairs(prompts, completions, len(prompts), max_length, range(len(prompts)))
 
 
 # --------------------------------------------------------------------------- metrics
