@@ -10,6 +10,7 @@ second, smaller size runs too, so you can see that peak memory does not grow wit
     python bench/bench_data.py --rows 200000 --compare 20000
     python bench/bench_data.py --no-streaming       # in-memory indexes, for comparison
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,7 @@ def generate(path: str, rows: int, seed: int = 0) -> None:
             prompt = f"{' '.join(words[(j + k) % len(words)] for k in range(6))} #{j}"
             response = " ".join(rng.choices(words, k=rng.randint(5, 60))) + f" {i}"
             label = LABELS[(i + i // 50_000) % len(LABELS)]  # even index: desirable; a prompt's repeats alternate
-            fh.write(json.dumps({"prompt": prompt, "response": response, "label": label},
-                                ensure_ascii=False) + "\n")
+            fh.write(json.dumps({"prompt": prompt, "response": response, "label": label}, ensure_ascii=False) + "\n")
             if i % 50_000 == 0:
                 fh.write("\n")
 
@@ -66,12 +66,23 @@ def child(path: str, streaming: bool) -> None:
     report = json.loads(out.getvalue())
     assert report["accepted"] + len(report["rejected"]) == report["rows_read"]
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({
-        "rows": report["rows_read"], "seconds": round(dt, 2), "rows_per_s": round(report["rows_read"] / dt),
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-        "accepted": report["accepted"], "rejected": len(report["rejected"]), "labels": report["labels"],
-        "pairs": report["pairs"], "suggested_weights": report["suggested_weights"], "streaming": streaming,
-    }))
+    print(
+        json.dumps(
+            {
+                "rows": report["rows_read"],
+                "seconds": round(dt, 2),
+                "rows_per_s": round(report["rows_read"] / dt),
+                "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+                "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+                "accepted": report["accepted"],
+                "rejected": len(report["rejected"]),
+                "labels": report["labels"],
+                "pairs": report["pairs"],
+                "suggested_weights": report["suggested_weights"],
+                "streaming": streaming,
+            }
+        )
+    )
 
 
 def run(rows: int, streaming: bool, tmp: str) -> dict:
@@ -79,8 +90,12 @@ def run(rows: int, streaming: bool, tmp: str) -> dict:
     t0 = time.perf_counter()
     generate(path, rows)
     gen_s = time.perf_counter() - t0
-    out = subprocess.run([sys.executable, __file__, "--child", path] + ([] if streaming else ["--no-streaming"]),
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", path] + ([] if streaming else ["--no-streaming"]),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["file_mib"] = round(os.path.getsize(path) / 2**20, 1)
     result["generate_seconds"] = round(gen_s, 2)
@@ -101,9 +116,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="prospect-bench-") as tmp:
         for n in [x for x in (args.compare, args.rows) if x]:
             r = run(n, not args.no_streaming, tmp)
-            print(f"{r['rows']:>9} rows ({r['file_mib']} MiB): {r['seconds']:.1f} s wall ({r['cpu_seconds']:.1f} s CPU), {r['rows_per_s']:,} rows/s, "
-                  f"peak RSS {r['peak_rss_mib']} MiB, accepted {r['accepted']}, rejected {r['rejected']}, "
-                  f"labels {r['labels']}, weights {r['suggested_weights']}")
+            print(
+                f"{r['rows']:>9} rows ({r['file_mib']} MiB): {r['seconds']:.1f} s wall ({r['cpu_seconds']:.1f} s CPU), {r['rows_per_s']:,} rows/s, "
+                f"peak RSS {r['peak_rss_mib']} MiB, accepted {r['accepted']}, rejected {r['rejected']}, "
+                f"labels {r['labels']}, weights {r['suggested_weights']}"
+            )
             print(json.dumps(r))
 
 

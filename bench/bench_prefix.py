@@ -2,6 +2,7 @@
 interleaved in one process (so machine noise hits both). Usage:
     HF_HUB_OFFLINE=1 python bench/bench_prefix.py [--reps 3] [--model smol|tiny]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_train import BATCH, _load_lora_model, make_data, smol_model_dir, tiny_model_dir  # noqa: E402
-
 from prospect.data.collate import PairedCollator, UnpairedCollator  # noqa: E402
 from prospect.engine.logprobs import sequence_logps  # noqa: E402
 from prospect.engine.prefix import prompt_states, suffix_logps  # noqa: E402
@@ -48,8 +48,10 @@ def main():
     ap.add_argument("--model", default="smol")
     ap.add_argument("--methods", default="kto,dpo")
     a = ap.parse_args()
-    from transformers import AutoTokenizer
     import tempfile
+
+    from transformers import AutoTokenizer
+
     smol = smol_model_dir()
     tok = AutoTokenizer.from_pretrained(smol)
     d = smol if a.model == "smol" else tiny_model_dir(tok, Path(tempfile.mkdtemp()))
@@ -71,9 +73,11 @@ def main():
                 if rep:
                     times[shared].append(time.perf_counter() - t0)
         u, s = sum(times[False]) / len(times[False]), sum(times[True]) / len(times[True])
-        print(f"{method}: unshared {u:.2f}s shared {s:.2f}s  speedup x{u / s:.2f}  "
-              f"(per rep unshared {[round(t, 2) for t in times[False]]}, shared {[round(t, 2) for t in times[True]]})",
-              flush=True)
+        print(
+            f"{method}: unshared {u:.2f}s shared {s:.2f}s  speedup x{u / s:.2f}  "
+            f"(per rep unshared {[round(t, 2) for t in times[False]]}, shared {[round(t, 2) for t in times[True]]})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

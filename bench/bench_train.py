@@ -29,6 +29,7 @@ the real, unpadded tokens: 2 FLOPs per parameter per token forward, 2 more for a
 through activations, plus the LM head on completion tokens), so it is a throughput expressed
 in matmul units, set against this machine's float32 matmul peak measured in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,7 +69,9 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def make_data(tok: Any, method: str, n_rows: int, seed: int, prompt_range=(32, 256), completion_range=(16, 256)) -> dict:
+def make_data(
+    tok: Any, method: str, n_rows: int, seed: int, prompt_range=(32, 256), completion_range=(16, 256)
+) -> dict:
     """Deterministic text rows of unequal lengths and their token ids, tokenized the way TRL 1.16 does
     (prompt alone; prompt+completion; the completion starts where the two diverge; EOS appended)."""
     rng = random.Random(seed)
@@ -90,15 +93,24 @@ def make_data(tok: Any, method: str, n_rows: int, seed: int, prompt_range=(32, 2
         if method == "kto":
             completion = text(*completion_range) + eos
             p, c = ids(prompt, completion)
-            rows.append({"prompt": prompt, "completion": completion, "label": i % 2 == 0,
-                         "prompt_ids": p, "completion_ids": c})
+            rows.append(
+                {"prompt": prompt, "completion": completion, "label": i % 2 == 0, "prompt_ids": p, "completion_ids": c}
+            )
         else:
             chosen, rejected = text(*completion_range) + eos, text(*completion_range) + eos
             p, c = ids(prompt, chosen)
             p2, r = ids(prompt, rejected)
             k = min(len(p), len(p2))
-            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "prompt_ids": p[:k],
-                         "chosen_ids": (p + c)[k:], "rejected_ids": (p2 + r)[k:]})
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "chosen": chosen,
+                    "rejected": rejected,
+                    "prompt_ids": p[:k],
+                    "chosen_ids": (p + c)[k:],
+                    "rejected_ids": (p2 + r)[k:],
+                }
+            )
     return {"method": method, "rows": rows}
 
 
@@ -110,9 +122,18 @@ def tiny_model_dir(tok: Any, root: Path) -> Path:
     d = root / "tiny-llama"
     if not (d / "config.json").exists():
         torch.manual_seed(0)
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                          tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        cfg = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
         LlamaForCausalLM(cfg).save_pretrained(d)
         tok.save_pretrained(d)
     return d
@@ -128,8 +149,14 @@ def smol_model_dir() -> Path:
 def _lora_config() -> Any:
     from peft import LoraConfig
 
-    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS, init_lora_weights=False,
-                      task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=16,
+        lora_alpha=32,
+        lora_dropout=0.0,
+        target_modules=LORA_TARGETS,
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
 
 
 def _load_base(model_dir: str, dtype: str) -> Any:
@@ -149,7 +176,9 @@ def _load_lora_model(model_dir: str, seed: int, dtype: str) -> Any:
 
 
 def _adapter_checksum(model: Any) -> float:
-    return float(sum(p.detach().double().sum() for n, p in model.named_parameters() if "lora_" in n and ".default." in n))
+    return float(
+        sum(p.detach().double().sum() for n, p in model.named_parameters() if "lora_" in n and ".default." in n)
+    )
 
 
 class _Timer:
@@ -219,10 +248,23 @@ def run_prospect(spec: dict, data: dict) -> dict:
         model.enable_input_require_grads()
     pad_id = spec["pad_id"]
     if method == "kto":
-        cfg = KTOConfig.model_validate({"method": {"name": "kto"}, "kto": {"beta": 0.1, "desirable_weight": 1.0,
-                                        "undesirable_weight": 1.0, "loss_type": "kto", "reference_point": "batch_mismatch"}})
-        cols = {"prompt_ids": [r["prompt_ids"] for r in rows], "completion_ids": [r["completion_ids"] for r in rows],
-                "label": [r["label"] for r in rows]}
+        cfg = KTOConfig.model_validate(
+            {
+                "method": {"name": "kto"},
+                "kto": {
+                    "beta": 0.1,
+                    "desirable_weight": 1.0,
+                    "undesirable_weight": 1.0,
+                    "loss_type": "kto",
+                    "reference_point": "batch_mismatch",
+                },
+            }
+        )
+        cols = {
+            "prompt_ids": [r["prompt_ids"] for r in rows],
+            "completion_ids": [r["completion_ids"] for r in rows],
+            "label": [r["label"] for r in rows],
+        }
         seqs = list(zip(cols["prompt_ids"], cols["completion_ids"]))
     else:
         cfg = DPOConfig.model_validate({"method": {"name": "dpo"}, "dpo": {"beta": 0.1, "loss_type": "sigmoid"}})
@@ -234,8 +276,12 @@ def run_prospect(spec: dict, data: dict) -> dict:
     cache_dir = Path(spec["ref_cache_dir"])
     for run in (1, 2):
         t0 = time.perf_counter()
-        key = reference_cache_key(base_fingerprint=base_weights_fingerprint(model), tokenizer_key="bench",
-                                  data_key=str(hash(json.dumps(seqs))), settings={"method": method})
+        key = reference_cache_key(
+            base_fingerprint=base_weights_fingerprint(model),
+            tokenizer_key="bench",
+            data_key=str(hash(json.dumps(seqs))),
+            settings={"method": method},
+        )
 
         def compute() -> dict:
             with model.disable_adapter():
@@ -250,24 +296,47 @@ def run_prospect(spec: dict, data: dict) -> dict:
     else:
         n = len(rows)
         cols["ref_chosen_logps"], cols["ref_rejected_logps"] = ref[:n], ref[n:]
-        cols["length"] = [len(p) + max(len(c), len(r)) for p, c, r in
-                          zip(cols["prompt_ids"], cols["chosen_ids"], cols["rejected_ids"])]
+        cols["length"] = [
+            len(p) + max(len(c), len(r))
+            for p, c, r in zip(cols["prompt_ids"], cols["chosen_ids"], cols["rejected_ids"])
+        ]
     ds = Dataset.from_dict(cols)
 
     # Prospect's default (training.share_prompt: true) unless the spec turns it off
     share = spec.get("share_prompt", True) and not spec.get("padding_free") and supports_prompt_sharing(model)
     collator_cls = UnpairedCollator if method == "kto" else PairedCollator
-    collator = collator_cls(pad_id=pad_id, packed=bool(spec.get("padding_free")), max_length=1024,
-                            build_mismatched=method == "kto", share_prompt=share)
+    collator = collator_cls(
+        pad_id=pad_id,
+        packed=bool(spec.get("padding_free")),
+        max_length=1024,
+        build_mismatched=method == "kto",
+        share_prompt=share,
+    )
     grouped = spec.get("order") == "grouped"
     args = TrainingArguments(
-        output_dir=spec["out_dir"], per_device_train_batch_size=BATCH, max_steps=spec["warm"] + spec["steps"],
-        learning_rate=spec["lr"], logging_steps=1, save_strategy="no", report_to="none", seed=spec["seed"],
-        remove_unused_columns=False, use_cpu=True, disable_tqdm=True,
-        train_sampling_strategy="group_by_length" if grouped else "sequential", length_column_name="length")
+        output_dir=spec["out_dir"],
+        per_device_train_batch_size=BATCH,
+        max_steps=spec["warm"] + spec["steps"],
+        learning_rate=spec["lr"],
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=spec["seed"],
+        remove_unused_columns=False,
+        use_cpu=True,
+        disable_tqdm=True,
+        train_sampling_strategy="group_by_length" if grouped else "sequential",
+        length_column_name="length",
+    )
     trainer_cls = PreferenceTrainer if grouped else _sequential(PreferenceTrainer)
-    trainer = trainer_cls(model=model, args=args, train_dataset=ds, data_collator=collator, loss_fn=build_loss(cfg),
-                          z0_estimator=build_reference_point("batch_mismatch") if method == "kto" else None)
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=ds,
+        data_collator=collator,
+        loss_fn=build_loss(cfg),
+        z0_estimator=build_reference_point("batch_mismatch") if method == "kto" else None,
+    )
     timer = _Timer()
     trainer.add_callback(timer)
     losses = _record_losses(trainer)
@@ -284,9 +353,14 @@ def run_prospect(spec: dict, data: dict) -> dict:
     trainer.reference_logps = timed_ref
     checksum = _adapter_checksum(model)
     trainer.train()
-    return {"times": timer.times, "losses": losses, "reference_precompute": ref_cost, "share_prompt": share,
-            "adapter_checksum": checksum,
-            "ref_mismatched_seconds": ref_time[0]}
+    return {
+        "times": timer.times,
+        "losses": losses,
+        "reference_precompute": ref_cost,
+        "share_prompt": share,
+        "adapter_checksum": checksum,
+        "ref_mismatched_seconds": ref_time[0],
+    }
 
 
 def run_trl(spec: dict, data: dict) -> dict:
@@ -300,10 +374,23 @@ def run_trl(spec: dict, data: dict) -> dict:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(spec["model_dir"])
-    common = dict(output_dir=spec["out_dir"], per_device_train_batch_size=BATCH, max_steps=spec["warm"] + spec["steps"],
-                  learning_rate=spec["lr"], logging_steps=1, save_strategy="no", report_to="none", seed=spec["seed"],
-                  bf16=False, use_cpu=True, disable_tqdm=True, gradient_checkpointing=bool(spec["gc"]), beta=0.1,
-                  max_length=1024, dataset_num_proc=None)
+    common = dict(
+        output_dir=spec["out_dir"],
+        per_device_train_batch_size=BATCH,
+        max_steps=spec["warm"] + spec["steps"],
+        learning_rate=spec["lr"],
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=spec["seed"],
+        bf16=False,
+        use_cpu=True,
+        disable_tqdm=True,
+        gradient_checkpointing=bool(spec["gc"]),
+        beta=0.1,
+        max_length=1024,
+        dataset_num_proc=None,
+    )
     if method == "kto":
         from trl import KTOConfig, KTOTrainer
 
@@ -317,8 +404,9 @@ def run_trl(spec: dict, data: dict) -> dict:
         args, cls = DPOConfig(**common), DPOTrainer
         id_cols = ("prompt_ids", "chosen_ids", "rejected_ids")
     torch.manual_seed(spec["seed"])
-    trainer = _sequential(cls)(model=model, args=args, train_dataset=ds, processing_class=tok,
-                               peft_config=_lora_config())
+    trainer = _sequential(cls)(
+        model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=_lora_config()
+    )
     # TRL tokenizes itself: check it sees exactly the ids Prospect gets.
     tds = trainer.train_dataset
     same = all(list(tds[i][c]) == rows[i][c] for i in range(len(rows)) for c in id_cols)
@@ -391,9 +479,10 @@ def spawn(spec: dict, tmp: Path, name: str) -> dict:
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--worker", str(spec_path)], capture_output=True, text=True,
-                          env=env)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", str(spec_path)], capture_output=True, text=True, env=env
+    )
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
         print(f"  {name}: FAILED (rc={proc.returncode})\n{proc.stderr[-3000:]}", flush=True)
         return {"failed": True}
@@ -408,10 +497,15 @@ def summarize(res: dict, warm: int, samples_per_step: int, tokens: list[int], fl
     # The whole run: every step (warm-up included) plus the reference precompute, if any.
     precompute = res.get("reference_precompute", {}).get("run1", {}).get("seconds", 0.0)
     total = sum(res["times"]) + precompute
-    return {"samples_s": samples_per_step * len(t) / tt, "tokens_s": sum(tokens[warm:warm + len(t)]) / tt,
-            "gflops": sum(flops[warm:warm + len(t)]) / tt / 1e9, "rss_mb": res["peak_rss_mb"], "step_s": tt / len(t),
-            "samples_s_with_reference": samples_per_step * len(res["times"]) / total,
-            "reference_precompute_s": precompute}
+    return {
+        "samples_s": samples_per_step * len(t) / tt,
+        "tokens_s": sum(tokens[warm : warm + len(t)]) / tt,
+        "gflops": sum(flops[warm : warm + len(t)]) / tt / 1e9,
+        "rss_mb": res["peak_rss_mb"],
+        "step_s": tt / len(t),
+        "samples_s_with_reference": samples_per_step * len(res["times"]) / total,
+        "reference_precompute_s": precompute,
+    }
 
 
 def main() -> None:
@@ -434,10 +528,14 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    cases = ["tiny-kto", "tiny-dpo"] if a.quick else [c for c in a.cases.split(",") if c]  # "" with --memory: memory only
+    cases = (
+        ["tiny-kto", "tiny-dpo"] if a.quick else [c for c in a.cases.split(",") if c]
+    )  # "" with --memory: memory only
     tmp = Path(tempfile.mkdtemp(prefix="prospect-bench-"))
     peak32, peak16 = matmul_peak("float32"), matmul_peak("bfloat16")
-    print(f"matmul peak: float32 {peak32:.1f} GFLOP/s, bfloat16 {peak16:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
+    print(
+        f"matmul peak: float32 {peak32:.1f} GFLOP/s, bfloat16 {peak16:.1f} GFLOP/s ({torch.get_num_threads()} threads)"
+    )
     smol = smol_model_dir() if any(c.startswith("smol") for c in cases) else None
     tok = AutoTokenizer.from_pretrained(smol or smol_model_dir())
     table = []
@@ -451,24 +549,37 @@ def main() -> None:
         data = make_data(tok, method, BATCH * max(n_steps, drift), seed=1234)
         data_file = tmp / f"{case}.json"
         data_file.write_text(json.dumps(data))
-        base = {"model_dir": str(model_dir), "data_file": str(data_file), "seed": 0, "lr": a.lr, "warm": warm,
-                "steps": steps, "pad_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-                "ref_cache_dir": str(tmp / f"refcache-{case}")}
+        base = {
+            "model_dir": str(model_dir),
+            "data_file": str(data_file),
+            "seed": 0,
+            "lr": a.lr,
+            "warm": warm,
+            "steps": steps,
+            "pad_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            "ref_cache_dir": str(tmp / f"refcache-{case}"),
+        }
         print(f"\n== {case} ({model_dir.name}): batch {BATCH}, {warm} warm + {steps} timed steps", flush=True)
         runs: dict[str, dict] = {}
         # Interleaved: Prospect, TRL, Prospect, TRL, ... so slow drifts of the machine hit both.
         # The timed comparison runs train on exactly the same BATCH x n_steps rows (one epoch; the
         # grouped runs in length-grouped batches); the drift runs (prospect-seq, prospect-bf16) on more.
         same = {"n_rows": BATCH * n_steps}
-        order = [("prospect-seq", {"impl": "prospect", "order": "sequential", "steps": max(steps, drift - warm)}),
-                 ("trl-gc", {"impl": "trl", "gc": True, **same}),
-                 ("prospect", {"impl": "prospect", "order": "grouped", **same}),
-                 ("trl", {"impl": "trl", "gc": False, **same})]
+        order = [
+            ("prospect-seq", {"impl": "prospect", "order": "sequential", "steps": max(steps, drift - warm)}),
+            ("trl-gc", {"impl": "trl", "gc": True, **same}),
+            ("prospect", {"impl": "prospect", "order": "grouped", **same}),
+            ("trl", {"impl": "trl", "gc": False, **same}),
+        ]
         if not a.no_ablations:
-            order += [("prospect-noshare", {"impl": "prospect", "order": "grouped", "share_prompt": False, **same}),
-                      ("prospect-packed", {"impl": "prospect", "order": "grouped", "padding_free": True, **same}),
-                      ("prospect-bf16", {"impl": "prospect", "order": "sequential", "bf16": True,
-                                         "steps": max(steps, drift - warm)})]
+            order += [
+                ("prospect-noshare", {"impl": "prospect", "order": "grouped", "share_prompt": False, **same}),
+                ("prospect-packed", {"impl": "prospect", "order": "grouped", "padding_free": True, **same}),
+                (
+                    "prospect-bf16",
+                    {"impl": "prospect", "order": "sequential", "bf16": True, "steps": max(steps, drift - warm)},
+                ),
+            ]
         for name, extra in order:
             spec = {**base, **extra, "out_dir": str(tmp / f"{case}-{name}")}
             if spec["impl"] == "prospect":
@@ -477,8 +588,14 @@ def main() -> None:
         # Per-step rows: sequential order for all but the grouped runs, whose steps hold other rows;
         # throughput uses the rows each run actually trained on (grouped = the same rows overall).
         seq_rows = [list(range(i * BATCH, (i + 1) * BATCH)) for i in range(max(n_steps, drift))]
-        toks = [sum(len(r["prompt_ids"]) + sum(len(r[c]) for c in ("completion_ids", "chosen_ids", "rejected_ids")
-                                                 if c in r) for r in (data["rows"][i] for i in idx)) for idx in seq_rows]
+        toks = [
+            sum(
+                len(r["prompt_ids"])
+                + sum(len(r[c]) for c in ("completion_ids", "chosen_ids", "rejected_ids") if c in r)
+                for r in (data["rows"][i] for i in idx)
+            )
+            for idx in seq_rows
+        ]
         flops = nominal_flops(model_dir, data, seq_rows)
         row: dict[str, Any] = {"case": case, "model": model_dir.name, "warm": warm, "steps": steps}
         for name, res in runs.items():
@@ -499,21 +616,30 @@ def main() -> None:
             peer = max(peers, key=lambda n: row[n]["samples_s"])
             row["peer"] = peer
             row["ratio_samples"] = row["prospect"]["samples_s"] / row[peer]["samples_s"]
-            row["ratio_samples_with_reference"] = (row["prospect"]["samples_s_with_reference"]
-                                                   / row[peer]["samples_s_with_reference"])
+            row["ratio_samples_with_reference"] = (
+                row["prospect"]["samples_s_with_reference"] / row[peer]["samples_s_with_reference"]
+            )
             row["ratio_rss"] = row["prospect"]["rss_mb"] / row[peer]["rss_mb"]
         p1, t1 = runs.get("prospect-seq", {}), runs.get("trl-gc", {})
         if p1.get("losses") and t1.get("losses"):
-            row["first_loss"] = {"prospect": p1["losses"][0], "trl": t1["losses"][0],
-                                 "abs_diff": abs(p1["losses"][0] - t1["losses"][0]),
-                                 "token_ids_match": t1.get("token_ids_match"),
-                                 "same_adapter": p1.get("adapter_checksum") == t1.get("adapter_checksum")}
+            row["first_loss"] = {
+                "prospect": p1["losses"][0],
+                "trl": t1["losses"][0],
+                "abs_diff": abs(p1["losses"][0] - t1["losses"][0]),
+                "token_ids_match": t1.get("token_ids_match"),
+                "same_adapter": p1.get("adapter_checksum") == t1.get("adapter_checksum"),
+            }
         b16 = runs.get("prospect-bf16", {})
         if p1.get("losses") and b16.get("losses"):
             k = min(len(p1["losses"]), len(b16["losses"]))
             diffs = [abs(x - y) for x, y in zip(p1["losses"][:k], b16["losses"][:k])]
-            row["bf16_drift"] = {"steps": k, "max_abs": max(diffs), "last_abs": diffs[-1],
-                                 "fp32_last": p1["losses"][k - 1], "bf16_last": b16["losses"][k - 1]}
+            row["bf16_drift"] = {
+                "steps": k,
+                "max_abs": max(diffs),
+                "last_abs": diffs[-1],
+                "fp32_last": p1["losses"][k - 1],
+                "bf16_last": b16["losses"][k - 1],
+            }
         table.append(row)
         print_row(row)
         save(a, table, peak32, peak16, None)  # after every case: a long run stopped later keeps what it measured
@@ -533,8 +659,13 @@ def save(a: argparse.Namespace, table: list[dict], peak32: float, peak16: float,
         old = json.loads(path.read_text())
         kept = [r for r in old.get("table", []) if r.get("case") not in {r2["case"] for r2 in table}]
         old_memory = old.get("memory_1024")
-    out = {"machine": machine(), "matmul_peak_gflops": {"float32": peak32, "bfloat16": peak16},
-           "threads": torch.get_num_threads(), "table": kept + table, "memory_1024": memory or old_memory}
+    out = {
+        "machine": machine(),
+        "matmul_peak_gflops": {"float32": peak32, "bfloat16": peak16},
+        "threads": torch.get_num_threads(),
+        "table": kept + table,
+        "memory_1024": memory or old_memory,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
 
@@ -547,13 +678,29 @@ def memory_check(tok: Any, tmp: Path, lr: float) -> dict:
     data_file = tmp / "memory-1024.json"
     data_file.write_text(json.dumps(data))
     lengths = sorted({len(r["prompt_ids"]) + len(r["completion_ids"]) for r in data["rows"]})
-    base = {"impl": "prospect", "order": "sequential", "model_dir": str(smol), "data_file": str(data_file), "seed": 0,
-            "lr": lr, "warm": 0, "steps": 1, "pad_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id}
+    base = {
+        "impl": "prospect",
+        "order": "sequential",
+        "model_dir": str(smol),
+        "data_file": str(data_file),
+        "seed": 0,
+        "lr": lr,
+        "warm": 0,
+        "steps": 1,
+        "pad_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+    }
     out: dict[str, Any] = {"batch": BATCH, "tokens_per_sequence": [lengths[0], lengths[-1]]}
     for name, extra in (("default", {}), ("gradient_checkpointing", {"gc": True})):
-        spec = {**base, **extra, "ref_cache_dir": str(tmp / f"refcache-memory-{name}"), "out_dir": str(tmp / f"memory-{name}")}
-        print(f"\n== memory ({name}): SmolLM2 KTO, batch {BATCH}, sequences of {lengths[0]}-{lengths[-1]} tokens, 1 step",
-              flush=True)
+        spec = {
+            **base,
+            **extra,
+            "ref_cache_dir": str(tmp / f"refcache-memory-{name}"),
+            "out_dir": str(tmp / f"memory-{name}"),
+        }
+        print(
+            f"\n== memory ({name}): SmolLM2 KTO, batch {BATCH}, sequences of {lengths[0]}-{lengths[-1]} tokens, 1 step",
+            flush=True,
+        )
         res = spawn(spec, tmp, f"memory-1024-{name}")
         if res.get("failed"):
             out[name] = {"failed": True}
@@ -567,35 +714,53 @@ def machine() -> str:
     try:
         lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
         keep = ("Model name", "CPU(s):", "Thread(s) per core")
-        return "; ".join(" ".join(l.split()) for l in lines if l.startswith(keep))
+        return "; ".join(" ".join(ln.split()) for ln in lines if ln.startswith(keep))
     except OSError:
         return "unknown"
 
 
 def print_row(row: dict) -> None:
-    print(f"{'run':18s} {'samples/s':>10s} {'tokens/s':>10s} {'step s':>8s} {'GFLOP/s':>8s} {'%peak':>6s} {'RSS MB':>8s}")
-    for name in ("prospect", "prospect-seq", "prospect-noshare", "prospect-share", "prospect-packed", "prospect-bf16",
-                 "trl-gc", "trl"):
+    print(
+        f"{'run':18s} {'samples/s':>10s} {'tokens/s':>10s} {'step s':>8s} {'GFLOP/s':>8s} {'%peak':>6s} {'RSS MB':>8s}"
+    )
+    for name in (
+        "prospect",
+        "prospect-seq",
+        "prospect-noshare",
+        "prospect-share",
+        "prospect-packed",
+        "prospect-bf16",
+        "trl-gc",
+        "trl",
+    ):
         r = row.get(name)
         if r:
-            print(f"{name:18s} {r['samples_s']:10.3f} {r['tokens_s']:10.1f} {r['step_s']:8.2f} {r['gflops']:8.1f} "
-                  f"{100 * r['gflops_vs_peak']:5.1f}% {r['rss_mb']:8.0f}")
+            print(
+                f"{name:18s} {r['samples_s']:10.3f} {r['tokens_s']:10.1f} {r['step_s']:8.2f} {r['gflops']:8.1f} "
+                f"{100 * r['gflops_vs_peak']:5.1f}% {r['rss_mb']:8.0f}"
+            )
     if "ratio_samples" in row:
-        print(f"Prospect/TRL ({row['peer']}): samples/s x{row['ratio_samples']:.2f} (timed steps), "
-              f"x{row['ratio_samples_with_reference']:.2f} (whole run incl. reference precompute), "
-              f"peak RSS x{row['ratio_rss']:.2f}")
+        print(
+            f"Prospect/TRL ({row['peer']}): samples/s x{row['ratio_samples']:.2f} (timed steps), "
+            f"x{row['ratio_samples_with_reference']:.2f} (whole run incl. reference precompute), "
+            f"peak RSS x{row['ratio_rss']:.2f}"
+        )
     if "first_loss" in row:
         f = row["first_loss"]
         verdict = "OK (< 1e-5)" if f["abs_diff"] < 1e-5 else "MISMATCH (>= 1e-5)"
-        print(f"first-step loss: prospect {f['prospect']:.8f}  trl {f['trl']:.8f}  |diff| {f['abs_diff']:.2e} {verdict}"
-              f"  (token ids match: {f['token_ids_match']}, same initial adapter: {f['same_adapter']})")
+        print(
+            f"first-step loss: prospect {f['prospect']:.8f}  trl {f['trl']:.8f}  |diff| {f['abs_diff']:.2e} {verdict}"
+            f"  (token ids match: {f['token_ids_match']}, same initial adapter: {f['same_adapter']})"
+        )
     if "bf16_drift" in row:
         d = row["bf16_drift"]
         print(f"bf16 vs float32 loss over {d['steps']} steps: max |diff| {d['max_abs']:.2e}, last {d['last_abs']:.2e}")
     p = row.get("prospect", {}).get("reference_precompute")
     if p:
-        print(f"reference precompute: run 1 {p['run1']['seconds']:.2f}s ({p['run1']['cache']}), "
-              f"run 2 {p['run2']['seconds']:.2f}s ({p['run2']['cache']})")
+        print(
+            f"reference precompute: run 1 {p['run1']['seconds']:.2f}s ({p['run1']['cache']}), "
+            f"run 2 {p['run2']['seconds']:.2f}s ({p['run2']['cache']})"
+        )
 
 
 if __name__ == "__main__":

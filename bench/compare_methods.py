@@ -16,6 +16,7 @@ with r = log pi - log pi_ref (adapter on / off). The table goes to stdout and to
 (a JSON with every number next to it). A run whose results.json exists is not retrained
 (delete its directory or pass --force).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("kto", "dpo", "ipo", "factual_dpo", "dpo_kto")
@@ -64,17 +65,22 @@ def train_and_evaluate(method: str, args: argparse.Namespace) -> dict[str, Any]:
     held_out = evaluate_run(run_dir, data_file=args.eval)["metrics"]
     data_report = json.loads((run_dir / "data_report.json").read_text(encoding="utf-8"))
     return {
-        "method": method, "run_dir": str(run_dir), "steps": results.get("global_step"),
-        "reward_accuracy": held_out.get("reward_accuracy"), "margin": held_out.get("margin"),
-        "chosen_reward": held_out.get("chosen_reward"), "rejected_reward": held_out.get("rejected_reward"),
-        "kl": held_out.get("kl"), "n_pairs": held_out.get("n_pairs"),
+        "method": method,
+        "run_dir": str(run_dir),
+        "steps": results.get("global_step"),
+        "reward_accuracy": held_out.get("reward_accuracy"),
+        "margin": held_out.get("margin"),
+        "chosen_reward": held_out.get("chosen_reward"),
+        "rejected_reward": held_out.get("rejected_reward"),
+        "kl": held_out.get("kl"),
+        "n_pairs": held_out.get("n_pairs"),
         "train_loss": results.get("metrics", {}).get("train_loss"),
         "wall_time_s": results.get("wall_time_s", round(train_s, 1)),
         "reoriented": data_report.get("reoriented"),
     }
 
 
-def _fmt(x: Optional[float], digits: int = 3) -> str:
+def _fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
@@ -88,17 +94,22 @@ def markdown_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['steps']} | {_fmt(r['reward_accuracy'])} | {_fmt(r['margin'], 4)} | "
-                     f"{_fmt(r['chosen_reward'], 4)} | {_fmt(r['rejected_reward'], 4)} | {_fmt(r['kl'], 4)} | "
-                     f"{_fmt(r['train_loss'], 4)} | {_fmt(r['wall_time_s'], 1)} |")
+        lines.append(
+            f"| {r['method']} | {r['steps']} | {_fmt(r['reward_accuracy'])} | {_fmt(r['margin'], 4)} | "
+            f"{_fmt(r['chosen_reward'], 4)} | {_fmt(r['rejected_reward'], 4)} | {_fmt(r['kl'], 4)} | "
+            f"{_fmt(r['train_loss'], 4)} | {_fmt(r['wall_time_s'], 1)} |"
+        )
     n = next((r["n_pairs"] for r in rows if r.get("n_pairs")), None)
-    lines += ["", f"Reward accuracy: share of the {n or '?'} held-out pairs with beta*r(chosen) > beta*r(rejected); "
-              "margin: their mean difference (beta 0.1 for every method). kto trains on the same pairs split "
-              "into desirable and undesirable rows."]
+    lines += [
+        "",
+        f"Reward accuracy: share of the {n or '?'} held-out pairs with beta*r(chosen) > beta*r(rejected); "
+        "margin: their mean difference (beta 0.1 for every method). kto trains on the same pairs split "
+        "into desirable and undesirable rows.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=20, help="optimizer steps per method (default 20)")
     p.add_argument("--out", default="bench/results/compare_methods.md", help="markdown file to write")
@@ -129,8 +140,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     from prospect.io import atomic_write_json, atomic_write_text
 
     atomic_write_text(out, table)
-    atomic_write_json(out.with_suffix(".json"), {"steps": args.steps, "model": args.model, "train": args.train,
-                                                  "eval": args.eval, "lr": args.lr, "seed": args.seed, "runs": rows})
+    atomic_write_json(
+        out.with_suffix(".json"),
+        {
+            "steps": args.steps,
+            "model": args.model,
+            "train": args.train,
+            "eval": args.eval,
+            "lr": args.lr,
+            "seed": args.seed,
+            "runs": rows,
+        },
+    )
     print(table)
     return 0
 

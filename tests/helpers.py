@@ -1,4 +1,5 @@
 """Shared test helpers: tiny data files and run configs (the tiny model comes from prospect.testing)."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,28 @@ import yaml
 
 from prospect.testing import tiny_model_dir
 
-TOPICS = ["the sky", "water", "a cat", "the sun", "bread", "music", "a river", "the moon", "snow", "a tree",
-          "coffee", "a book", "the sea", "a bird", "rain", "a city", "salt", "fire", "a song", "ice"]
+TOPICS = [
+    "the sky",
+    "water",
+    "a cat",
+    "the sun",
+    "bread",
+    "music",
+    "a river",
+    "the moon",
+    "snow",
+    "a tree",
+    "coffee",
+    "a book",
+    "the sea",
+    "a bird",
+    "rain",
+    "a city",
+    "salt",
+    "fire",
+    "a song",
+    "ice",
+]
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -40,8 +61,16 @@ def write_config(path: Path, **sections: Any) -> Path:
     cfg: dict[str, Any] = {
         "method": "kto",
         "model": {"name": str(tiny_model_dir())},
-        "training": {"learning_rate": 1e-3, "batch_size": 4, "max_steps": 4, "logging_steps": 1, "save_steps": 2,
-                     "output_dir": str(path.parent / "runs"), "run_name": "t", "seed": 0},
+        "training": {
+            "learning_rate": 1e-3,
+            "batch_size": 4,
+            "max_steps": 4,
+            "logging_steps": 1,
+            "save_steps": 2,
+            "output_dir": str(path.parent / "runs"),
+            "run_name": "t",
+            "seed": 0,
+        },
         "data": {},
         "kto": {"max_length": 96, "max_prompt_length": 48, "max_target_length": 48},
         "dpo": {"max_length": 96, "max_prompt_length": 48, "max_target_length": 48},

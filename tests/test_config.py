@@ -3,6 +3,7 @@
 Expected values are read off the YAML text by hand (the seed files are the seeds' own
 blocks); error messages are checked for file:line, key and suggestion.
 """
+
 from __future__ import annotations
 
 import re
@@ -99,8 +100,9 @@ def test_seed000_files_are_verbatim_copies_of_the_seed_blocks():
 def test_python_api_names_of_seed000(tmp_path):
     c = KTOConfig()
     assert c.kto.beta == 0.1 and c.kto.kto_lambda == 2.25
-    kto = KTOSpecificConfig(beta=0.2, desirable_weight=1.2, undesirable_weight=0.8, kto_lambda=2.5,
-                            kto_gamma=0.9, use_weighting=True)
+    kto = KTOSpecificConfig(
+        beta=0.2, desirable_weight=1.2, undesirable_weight=0.8, kto_lambda=2.5, kto_gamma=0.9, use_weighting=True
+    )
     config = KTOConfig(kto=kto, data=KTODataConfig(train_file="d.jsonl"))
     text = config.to_yaml(str(tmp_path / "my_kto_config.yaml"))
     assert (tmp_path / "my_kto_config.yaml").read_text(encoding="utf-8") == text
@@ -109,8 +111,9 @@ def test_python_api_names_of_seed000(tmp_path):
 
 
 # --- round trip and determinism -------------------------------------------------------
-@pytest.mark.parametrize("name", ["seed000_full.yaml", "seed000_quick_start.yaml", "seed000_production.yaml",
-                                  "seed003_schema.yaml"])
+@pytest.mark.parametrize(
+    "name", ["seed000_full.yaml", "seed000_quick_start.yaml", "seed000_production.yaml", "seed003_schema.yaml"]
+)
 def test_round_trip_and_deterministic_dump(tmp_path, name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfigWarning)
@@ -123,9 +126,11 @@ def test_round_trip_and_deterministic_dump(tmp_path, name):
 
 
 def test_round_trip_keeps_types_of_tricky_values(tmp_path):
-    c = DPOConfig(training={"run_name": "1e5", "learning_rate": 3e-7},
-                  model={"model_init_kwargs": {"rope": (1, 2), "label": "yes"}},
-                  sweep={"dpo.beta": [0.1, 0.5]})
+    c = DPOConfig(
+        training={"run_name": "1e5", "learning_rate": 3e-7},
+        model={"model_init_kwargs": {"rope": (1, 2), "label": "yes"}},
+        sweep={"dpo.beta": [0.1, 0.5]},
+    )
     back = loads_config(dump_config(c), config_cls=DPOConfig)
     assert back.training.run_name == "1e5"  # a string that looks like a float stays a string
     assert back.model.model_init_kwargs == {"rope": [1, 2], "label": "yes"}
@@ -139,7 +144,9 @@ def test_dump_is_schema_ordered_yaml(tmp_path):
 
 # --- overrides --------------------------------------------------------------------------
 def test_set_overrides_every_form(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         model:
           name: tiny
         kto:
@@ -148,19 +155,23 @@ def test_set_overrides_every_form(tmp_path):
         models:
           - id: a/b
             short: ab
-    """)
-    c = load_config(path, [
-        "kto.beta=0.2",
-        "training.learning_rate=5e-6",
-        "optimization.lora_target_modules=[q_proj, v_proj]",
-        "model.max_length=null",
-        "training.lr=4e-6",  # alias in an override key; later one wins
-        "model.lora_config.r=4",  # seed 003 nested alias
-        "kto={desirable_weight: 1.5}",  # section value merges, keeps kto_lambda
-        "models.0.short=abc",
-        "training.run_name=@odd",  # not valid YAML: kept as text
-        "data.train_file=a=b.jsonl",  # split at the first '='
-    ])
+    """,
+    )
+    c = load_config(
+        path,
+        [
+            "kto.beta=0.2",
+            "training.learning_rate=5e-6",
+            "optimization.lora_target_modules=[q_proj, v_proj]",
+            "model.max_length=null",
+            "training.lr=4e-6",  # alias in an override key; later one wins
+            "model.lora_config.r=4",  # seed 003 nested alias
+            "kto={desirable_weight: 1.5}",  # section value merges, keeps kto_lambda
+            "models.0.short=abc",
+            "training.run_name=@odd",  # not valid YAML: kept as text
+            "data.train_file=a=b.jsonl",  # split at the first '='
+        ],
+    )
     assert c.kto.beta == 0.2 and c.kto.desirable_weight == 1.5 and c.kto.kto_lambda == 3.0
     assert c.training.learning_rate == 4e-6
     assert c.optimization.lora_target_modules == ["q_proj", "v_proj"]
@@ -170,10 +181,13 @@ def test_set_overrides_every_form(tmp_path):
 
 
 def test_override_method_decides_where_training_beta_lands(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         training:
           beta: 0.5
-    """)
+    """,
+    )
     assert load_config(path).kto.beta == 0.5
     c = load_config(path, ["method=dpo"])
     assert c.method.name == "dpo" and c.dpo.beta == 0.5 and c.kto.beta == 0.1
@@ -192,11 +206,34 @@ def test_apply_overrides_on_a_dict_and_config_with_overrides():
 
 # --- shortcuts ------------------------------------------------------------------------
 def test_cli_shortcuts_map_to_dotted_overrides():
-    argv = ["--lr", "5e-5", "--beta=0.3", "--delta", "10", "--model", "m/x", "--output_dir", "out",
-            "--seed", "7", "--max_steps", "3", "--batch_size", "2", "--set", "kto.kto_gamma=0.7"]
+    argv = [
+        "--lr",
+        "5e-5",
+        "--beta=0.3",
+        "--delta",
+        "10",
+        "--model",
+        "m/x",
+        "--output_dir",
+        "out",
+        "--seed",
+        "7",
+        "--max_steps",
+        "3",
+        "--batch_size",
+        "2",
+        "--set",
+        "kto.kto_gamma=0.7",
+    ]
     assert parse_cli_shortcuts(argv, "dpo") == [
-        "training.learning_rate=5e-5", "dpo.beta=0.3", "method.delta=10", "model.name=m/x",
-        "training.output_dir=out", "training.seed=7", "training.max_steps=3", "training.batch_size=2",
+        "training.learning_rate=5e-5",
+        "dpo.beta=0.3",
+        "method.delta=10",
+        "model.name=m/x",
+        "training.output_dir=out",
+        "training.seed=7",
+        "training.max_steps=3",
+        "training.batch_size=2",
         "kto.kto_gamma=0.7",
     ]
     assert parse_cli_shortcuts({"beta": 0.3, "lr": None}, "kto") == ["kto.beta=0.3"]  # argparse None skipped
@@ -207,17 +244,22 @@ def test_kto_lambda_shortcut_depends_on_method():
     assert parse_cli_shortcuts(["--lambda", "0.1"], "dpo_kto") == ["method.kto_weight=0.1"]
     assert parse_cli_shortcuts(["--kto_lambda", "2.5"], "kto") == ["kto.kto_lambda=2.5"]
     assert parse_cli_shortcuts(["--method", "dpo_kto", "--lambda", "0.1"]) == [
-        "method.name=dpo_kto", "method.kto_weight=0.1"]
+        "method.name=dpo_kto",
+        "method.kto_weight=0.1",
+    ]
     with pytest.warns(ConfigWarning, match="no effect with method dpo"):
         assert parse_cli_shortcuts(["--kto_lambda", "2.5"], "dpo") == ["kto.kto_lambda=2.5"]
 
 
 def test_shortcuts_applied_when_loading(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         method: dpo_kto
         training:
           learning_rate: 1.0e-6
-    """)
+    """,
+    )
     c = load_config(path, ["training.learning_rate=2e-6"], shortcuts={"lr": "5e-5", "lambda": "0.05", "beta": 0.2})
     assert c.training.learning_rate == 5e-5  # shortcuts after --set
     assert c.method.kto_weight == 0.05 and c.kto.kto_lambda == 2.25
@@ -235,41 +277,51 @@ def test_bad_shortcuts_raise_config_error(tmp_path):
         parse_cli_shortcuts(["--lr"])
     path = write(tmp_path, "model: {name: m}\n")
     assert error_of(path, shortcuts={"lr": "fast"}) == (
-        "--lr fast: training.learning_rate: input should be a valid number, got 'fast'")
+        "--lr fast: training.learning_rate: input should be a valid number, got 'fast'"
+    )
 
 
 # --- errors ---------------------------------------------------------------------------
 def test_misspelt_key_names_file_line_key_and_suggestion(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         model:
           name: tiny
         kto:
           beta: 0.1
           betta: 0.2
-    """)
+    """,
+    )
     assert error_of(path) == f"{path}:5: kto.betta: unknown key (did you mean 'kto.beta'?)"
 
 
 def test_wrong_type_names_file_line_key_and_value(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         model:
           name: tiny
         training:
           batch_size: 2
           learning_rate: fast
-    """)
+    """,
+    )
     assert error_of(path) == f"{path}:5: training.learning_rate: input should be a valid number, got 'fast'"
 
 
 def test_several_errors_one_line_each_in_file_order(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         optimisation:
           lora_rank: 3
         kto:
           desirable_weight: abc
         training:
           lora_rank: 8
-    """)
+    """,
+    )
     assert error_of(path).splitlines() == [
         f"{path}:1: optimisation: unknown key (did you mean 'optimization'?)",
         f"{path}:4: kto.desirable_weight: input should be a valid number or 'auto', got 'abc'",
@@ -281,42 +333,59 @@ def test_override_errors_name_the_option(tmp_path):
     path = write(tmp_path, "model: {name: m}\n")
     assert error_of(path, ["kto.betta=0.2"]) == "--set kto.betta=0.2: unknown key (did you mean 'kto.beta'?)"
     assert error_of(path, ["training.lr=x"]) == (
-        "--set training.lr=x: training.lr (= training.learning_rate): input should be a valid number, got 'x'")
+        "--set training.lr=x: training.lr (= training.learning_rate): input should be a valid number, got 'x'"
+    )
     assert "expected KEY=VALUE" in error_of(path, ["kto.beta"])
     assert "expected KEY=VALUE" in error_of(path, ["kto..beta=1"])
 
 
 def test_alias_errors_point_at_the_seed_key(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         model:
           lora_config:
             r: many
-    """)
+    """,
+    )
     assert error_of(path) == (
-        f"{path}:3: model.lora_config.r (= optimization.lora_rank): input should be a valid integer, got 'many'")
+        f"{path}:3: model.lora_config.r (= optimization.lora_rank): input should be a valid integer, got 'many'"
+    )
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("", "the config is empty"),
-    ("- a\n- b\n", "the top level must be a mapping of sections"),
-    ("model:\n  name: [x\n", "expected ',' or ']' (while parsing a flow sequence started at line 2)"),
-    ("a: 1\n---\nb: 2\n", ":2: invalid YAML: expected a single document in the stream (at line 1), but found another document"),
-    ("model: !!python/object:os.system {}\n", ":1: invalid YAML: could not determine a constructor"),
-    ("kto:\n  beta: 1\nkto:\n  beta: 2\n", ":3: duplicate key 'kto' (first at line 1)"),
-    ("method: ktoo\n", ":1: method: unknown method 'ktoo' (did you mean 'kto'?); valid methods: "
-                       "kto, dpo, ipo, factual_dpo, dpo_kto"),
-    ("training:\n  method: sft\n", "unknown method 'sft'"),
-    ("kto:\n  loss_type: ktoo\n", ":2: kto.loss_type: unknown KTO loss type 'ktoo' (did you mean 'kto'?)"),
-    ("dpo:\n  loss_type: [sigmoid, hinj]\n", "unknown DPO loss type 'hinj' (did you mean 'hinge'?)"),
-    ("dpo:\n  loss_type: [sigmoid, sft]\n  loss_weights: [1.0]\n", ":3: dpo.loss_weights: 1 weights for 2"),
-    ("dpo:\n  loss_weights: [1.0, 2.0]\n", "2 weights for 1 loss types"),
-    ("model:\n  name: a\n  base_model: b\n", ":3: model.base_model: conflicts with model.name"),
-    ("sweep:\n  kto.betta: [0.1]\n", ":2: sweep.kto.betta: unknown key in sweep (did you mean 'kto.beta'?)"),
-    ("sweep:\n  kto.beta: [0.1, -1]\n", "value 1 (-1): input should be greater than 0"),
-    ("original_dpo:\n  hyperparams: {}\n", ":1: original_dpo: unknown key: seed 004 keeps several runs"),
-    ("model:\n  lora_config:\n    bias: none\n", ":3: model.lora_config.bias: unknown key in the model.lora_config"),
-    ("models:\n  - short: x\n", ":2: models.0.id: required key missing"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", "the config is empty"),
+        ("- a\n- b\n", "the top level must be a mapping of sections"),
+        ("model:\n  name: [x\n", "expected ',' or ']' (while parsing a flow sequence started at line 2)"),
+        (
+            "a: 1\n---\nb: 2\n",
+            ":2: invalid YAML: expected a single document in the stream (at line 1), but found another document",
+        ),
+        ("model: !!python/object:os.system {}\n", ":1: invalid YAML: could not determine a constructor"),
+        ("kto:\n  beta: 1\nkto:\n  beta: 2\n", ":3: duplicate key 'kto' (first at line 1)"),
+        (
+            "method: ktoo\n",
+            ":1: method: unknown method 'ktoo' (did you mean 'kto'?); valid methods: "
+            "kto, dpo, ipo, factual_dpo, dpo_kto",
+        ),
+        ("training:\n  method: sft\n", "unknown method 'sft'"),
+        ("kto:\n  loss_type: ktoo\n", ":2: kto.loss_type: unknown KTO loss type 'ktoo' (did you mean 'kto'?)"),
+        ("dpo:\n  loss_type: [sigmoid, hinj]\n", "unknown DPO loss type 'hinj' (did you mean 'hinge'?)"),
+        ("dpo:\n  loss_type: [sigmoid, sft]\n  loss_weights: [1.0]\n", ":3: dpo.loss_weights: 1 weights for 2"),
+        ("dpo:\n  loss_weights: [1.0, 2.0]\n", "2 weights for 1 loss types"),
+        ("model:\n  name: a\n  base_model: b\n", ":3: model.base_model: conflicts with model.name"),
+        ("sweep:\n  kto.betta: [0.1]\n", ":2: sweep.kto.betta: unknown key in sweep (did you mean 'kto.beta'?)"),
+        ("sweep:\n  kto.beta: [0.1, -1]\n", "value 1 (-1): input should be greater than 0"),
+        ("original_dpo:\n  hyperparams: {}\n", ":1: original_dpo: unknown key: seed 004 keeps several runs"),
+        (
+            "model:\n  lora_config:\n    bias: none\n",
+            ":3: model.lora_config.bias: unknown key in the model.lora_config",
+        ),
+        ("models:\n  - short: x\n", ":2: models.0.id: required key missing"),
+    ],
+)
 def test_config_errors(tmp_path, text, expected):
     path = tmp_path / "c.yaml"
     path.write_text(text, encoding="utf-8")
@@ -349,8 +418,9 @@ def test_seed003_schema_block_maps_to_canonical_keys():
     assert c.evaluation.eval_interval == 100 and c.evaluation.save_best_only is True
     messages = [str(w.message) for w in record]
     assert any(":3: model.use_phase_attention: ignored" in m for m in messages)
-    assert any(":17: training.kto_lambda: sets method.kto_weight, which has no effect with method dpo" in m
-               for m in messages)
+    assert any(
+        ":17: training.kto_lambda: sets method.kto_weight, which has no effect with method dpo" in m for m in messages
+    )
 
 
 def test_seed003_track_b_with_dpo_kto_has_no_kto_lambda_warning():
@@ -373,7 +443,9 @@ def test_kto_lambda_means_loss_aversion_in_kto_and_kto_weight_in_training(tmp_pa
 
 
 def test_seed004_blocks_map_to_canonical_keys(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         models:
           - id: "google/gemma-2-9b-it"
             short: "gemma2-9b"
@@ -403,20 +475,27 @@ def test_seed004_blocks_map_to_canonical_keys(tmp_path):
           project: "aixpert"
           entity: "vector-institute-aieng"
           run_prefix: "FactualDPO"
-    """)
+    """,
+    )
     c = load_config(path)
     assert c.method.name == "factual_dpo"  # implied by deltas
     assert c.sweep == {"method.delta": [0, 2, 4, 6, 8, 10, 20, 30, 50, 100]}
     assert [m.short for m in c.models] == ["gemma2-9b", "llama3.2-1b"]
     assert (c.data.train_file, c.data.validation_file, c.training.output_dir) == (
-        "train_final_flipped.jsonl", "eval_final_flipped.jsonl", "Models")
+        "train_final_flipped.jsonl",
+        "eval_final_flipped.jsonl",
+        "Models",
+    )
     assert c.model.max_length == 2048 and c.optimization.use_quantization is True
     assert (c.optimization.lora_rank, c.optimization.lora_alpha, c.optimization.lora_dropout) == (32, 64, 0.05)
     assert (c.training.batch_size, c.training.gradient_accumulation_steps, c.training.num_epochs) == (2, 16, 3)
     assert (c.training.learning_rate, c.training.warmup_ratio, c.training.seed) == (1.8e-6, 0.25, 3407)
     assert (c.training.save_steps, c.training.logging_steps, c.dpo.beta) == (100, 20, 0.1)
     assert (c.logging.wandb_project, c.logging.entity, c.logging.run_prefix) == (
-        "aixpert", "vector-institute-aieng", "FactualDPO")
+        "aixpert",
+        "vector-institute-aieng",
+        "FactualDPO",
+    )
     # an explicit method wins over the one implied by deltas
     assert load_config(path, ["method.name=dpo"]).method.name == "dpo"
 
@@ -455,8 +534,16 @@ def test_secrets_redacted_in_dumps(tmp_path):
     hf = "hf_" + "a1B2c3D4" * 5
     sha = "0123456789abcdef0123456789abcdef01234567"
     c = RunConfig(
-        model={"name": "m", "revision": sha, "model_init_kwargs": {"token": "plain-secret", "HFApiKey": "x",
-                                                                   "use_auth_token": True, "note": f"key {hf}"}},
+        model={
+            "name": "m",
+            "revision": sha,
+            "model_init_kwargs": {
+                "token": "plain-secret",
+                "HFApiKey": "x",
+                "use_auth_token": True,
+                "note": f"key {hf}",
+            },
+        },
         logging={"mlflow_tracking_uri": "https://bob:pa55word@mlflow.example.com/", "wandb_project": sha},
         data={"cache_dir": hf},
     )
@@ -479,20 +566,70 @@ def test_secrets_redacted_in_dumps(tmp_path):
 
 
 # --- property: only ConfigError, never another exception ------------------------------
-_KEYS = st.sampled_from(["model", "training", "kto", "dpo", "method", "data", "optimization", "logging",
-                         "evaluation", "models", "sweep", "deltas", "wandb", "hyperparams", "paths",
-                         "kto_lambda", "name", "beta", "lr", "learning_rate", "lora_config", "r", "base_model",
-                         "loss_type", "loss_weights", "label_mapping", "max_completion_length", "id",
-                         "kto.beta", "method.delta", "<<", "1", "true", "null"])
-_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),
-                     st.sampled_from(["kto", "dpo", "dpo_kto", "sigmoid", "auto", "1e-6", "x", ""]), st.text(max_size=8))
-_TREES = st.recursive(_SCALARS, lambda children: st.one_of(
-    st.lists(children, max_size=4), st.dictionaries(st.one_of(_KEYS, st.text(max_size=5)), children, max_size=5)),
-    max_leaves=20)
-_OVERRIDES = st.lists(st.one_of(
-    st.builds(lambda k, v: f"{k}={v}", st.lists(_KEYS, min_size=1, max_size=3).map(".".join),
-              st.one_of(st.text(max_size=10), st.sampled_from(["0.2", "[a, b]", "{beta: 1}", "null", "5e-6", "dpo"]))),
-    st.text(max_size=15)), max_size=3)
+_KEYS = st.sampled_from(
+    [
+        "model",
+        "training",
+        "kto",
+        "dpo",
+        "method",
+        "data",
+        "optimization",
+        "logging",
+        "evaluation",
+        "models",
+        "sweep",
+        "deltas",
+        "wandb",
+        "hyperparams",
+        "paths",
+        "kto_lambda",
+        "name",
+        "beta",
+        "lr",
+        "learning_rate",
+        "lora_config",
+        "r",
+        "base_model",
+        "loss_type",
+        "loss_weights",
+        "label_mapping",
+        "max_completion_length",
+        "id",
+        "kto.beta",
+        "method.delta",
+        "<<",
+        "1",
+        "true",
+        "null",
+    ]
+)
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True),
+    st.sampled_from(["kto", "dpo", "dpo_kto", "sigmoid", "auto", "1e-6", "x", ""]),
+    st.text(max_size=8),
+)
+_TREES = st.recursive(
+    _SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.one_of(_KEYS, st.text(max_size=5)), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+_OVERRIDES = st.lists(
+    st.one_of(
+        st.builds(
+            lambda k, v: f"{k}={v}",
+            st.lists(_KEYS, min_size=1, max_size=3).map(".".join),
+            st.one_of(st.text(max_size=10), st.sampled_from(["0.2", "[a, b]", "{beta: 1}", "null", "5e-6", "dpo"])),
+        ),
+        st.text(max_size=15),
+    ),
+    max_size=3,
+)
 
 
 def _loads_or_config_error(text: str, overrides: list[str]) -> None:
@@ -518,26 +655,45 @@ def test_arbitrary_config_trees_raise_only_config_error(tree, overrides):
     _loads_or_config_error(yaml.safe_dump(tree, allow_unicode=True), overrides)
 
 
-@pytest.mark.parametrize("text", [
-    "a: &x [*x]\n",  # recursive structure
-    "model: &m {name: x}\nkto: *m\n",
-    "base: &b {beta: 0.3}\nkto:\n  <<: *b\n  kto_lambda: 2\n",
-    "model:\n  name: 2020-02-30\n",  # timestamp that is not a date
-    "\x00",
-    "model: {name: m}\n" + "x: [" * 200 + "]" * 200 + "\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: &x [*x]\n",  # recursive structure
+        "model: &m {name: x}\nkto: *m\n",
+        "base: &b {beta: 0.3}\nkto:\n  <<: *b\n  kto_lambda: 2\n",
+        "model:\n  name: 2020-02-30\n",  # timestamp that is not a date
+        "\x00",
+        "model: {name: m}\n" + "x: [" * 200 + "]" * 200 + "\n",
+    ],
+)
 def test_edge_yaml_inputs_raise_only_config_error(text):
     _loads_or_config_error(text, [])
 
 
 _VALID_OVERRIDES = [
-    "kto.beta=0.3", "method.name=dpo", "method=dpo_kto", "training.beta=0.7", "training.run_name='1e3'",
-    "model.model_init_kwargs={a: [1, 2.5, null, '1e5'], b: {c: true}}", "sweep={kto.beta: [0.1, 0.2]}",
-    "deltas=[0, 2]", "data.label_mapping={ok: 1, nope: 0}", "optimization.lora_target_modules=[q, v]",
-    "kto.desirable_weight=auto", "training.resume=true", "kto.max_completion_length=100",
-    "data.validation_split_percentage=10", "logging.report_to=[tensorboard]", "model.revision=main",
-    "training.learning_rate=1e-7", "models=[{id: a/b, short: ab}]", "dpo.loss_type=[sigmoid, sft]",
-    "dpo.loss_weights=[0.5, 1]", "model.name=ünïcode/模型", "kto.kto_gamma=1", "training.max_steps=-1",
+    "kto.beta=0.3",
+    "method.name=dpo",
+    "method=dpo_kto",
+    "training.beta=0.7",
+    "training.run_name='1e3'",
+    "model.model_init_kwargs={a: [1, 2.5, null, '1e5'], b: {c: true}}",
+    "sweep={kto.beta: [0.1, 0.2]}",
+    "deltas=[0, 2]",
+    "data.label_mapping={ok: 1, nope: 0}",
+    "optimization.lora_target_modules=[q, v]",
+    "kto.desirable_weight=auto",
+    "training.resume=true",
+    "kto.max_completion_length=100",
+    "data.validation_split_percentage=10",
+    "logging.report_to=[tensorboard]",
+    "model.revision=main",
+    "training.learning_rate=1e-7",
+    "models=[{id: a/b, short: ab}]",
+    "dpo.loss_type=[sigmoid, sft]",
+    "dpo.loss_weights=[0.5, 1]",
+    "model.name=ünïcode/模型",
+    "kto.kto_gamma=1",
+    "training.max_steps=-1",
 ]
 
 

@@ -1,5 +1,6 @@
 """The data section of the config: seed 001's KTODataConfig keywords, label mappings, aliases that must not
 silently lose to each other (lazy_loading / streaming, kto.max_completion_length / max_target_length)."""
+
 from __future__ import annotations
 
 import json
@@ -31,20 +32,40 @@ def labels_of(path: Path, **kw) -> dict[str, bool]:
 # ---- seed 001's keyword arguments ---------------------------------------------------
 def test_seed001_data_config_examples_construct():
     """Every KTODataConfig(...) call of seed 001 validates (its memory keywords warn that they do nothing)."""
-    binary = KTODataConfig(train_file="data/kto_binary_train.jsonl", validation_file="data/kto_binary_val.jsonl",
-                           label_column="feedback", response_column="completion", balance_labels=True,
-                           label_imbalance_tolerance=0.05)
+    binary = KTODataConfig(
+        train_file="data/kto_binary_train.jsonl",
+        validation_file="data/kto_binary_val.jsonl",
+        label_column="feedback",
+        response_column="completion",
+        balance_labels=True,
+        label_imbalance_tolerance=0.05,
+    )
     assert (binary.label_column, binary.balance_labels, binary.label_imbalance_tolerance) == ("feedback", True, 0.05)
-    pairwise = KTODataConfig(train_file="data/dpo_train.jsonl", convert_pairwise_to_binary=True,
-                             pairwise_sampling_strategy="balanced", balance_labels=True)
+    pairwise = KTODataConfig(
+        train_file="data/dpo_train.jsonl",
+        convert_pairwise_to_binary=True,
+        pairwise_sampling_strategy="balanced",
+        balance_labels=True,
+    )
     assert pairwise.pairwise_sampling_strategy == "balanced"
     with pytest.warns(ConfigWarning, match=r"data\.buffer_size=10000 has no effect"):
-        streaming = KTODataConfig(train_file="data/large_kto_train.jsonl", streaming=True, buffer_size=10000,
-                                  balance_labels=True, preprocessing_num_workers=8)
+        streaming = KTODataConfig(
+            train_file="data/large_kto_train.jsonl",
+            streaming=True,
+            buffer_size=10000,
+            balance_labels=True,
+            preprocessing_num_workers=8,
+        )
     assert streaming.streaming and streaming.buffer_size == 10000 and streaming.preprocessing_num_workers == 8
     with pytest.warns(ConfigWarning, match=r"data\.max_samples_in_memory=30000 has no effect"):
-        memory = KTODataConfig(train_file="data/kto_train.jsonl", max_samples_in_memory=30000, streaming=True,
-                               lazy_loading=True, balance_labels=True, label_imbalance_tolerance=0.1)
+        memory = KTODataConfig(
+            train_file="data/kto_train.jsonl",
+            max_samples_in_memory=30000,
+            streaming=True,
+            lazy_loading=True,
+            balance_labels=True,
+            label_imbalance_tolerance=0.1,
+        )
     assert memory.streaming is True and memory.max_samples_in_memory == 30000
     assert KTODataConfig().kto_specific == DataUtilityConfig(alpha=0.88, lambda_param=2.25)
     assert KTODataConfig(kto_specific={"alpha": 0.5}).kto_specific.lambda_param == 2.25
@@ -57,8 +78,9 @@ def test_no_effect_fields_say_so_and_do_not_warn_when_unset(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         KTODataConfig()  # unset: no warning
-    p = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"q{i}", "completion": f"a{i}", "label": i % 2 == 0}
-                                            for i in range(8)])
+    p = write_jsonl(
+        tmp_path / "d.jsonl", [{"prompt": f"q{i}", "completion": f"a{i}", "label": i % 2 == 0} for i in range(8)]
+    )
     with pytest.warns(ConfigWarning):
         cfg = KTODataConfig(train_file=str(p), buffer_size=2, max_samples_in_memory=1, validation_split_percentage=0)
     plain = KTODataConfig(train_file=str(p), validation_split_percentage=0)
@@ -74,44 +96,84 @@ def test_every_data_field_has_help_text_and_the_docstring_names_no_missing_flag(
 
 # ---- label mappings -----------------------------------------------------------------
 def test_arabic_label_mapping_default_override_and_precedence(tmp_path):
-    assert KTODataConfig().arabic_label_mapping == {"جيد": "good", "ممتاز": "good", "مقبول": "good",
-                                                     "سيء": "bad", "ضعيف": "bad", "مرفوض": "bad"}
-    rows = [{"prompt": "q", "completion": "c1", "label": "مقبول"},
-            {"prompt": "q", "completion": "c2", "label": "مَقبول"},      # with a harakah: same word once cleaned
-            {"prompt": "q", "completion": "c3", "label": "رائع"},
-            {"prompt": "q", "completion": "c4", "label": "ممتاز"}]
+    assert KTODataConfig().arabic_label_mapping == {
+        "جيد": "good",
+        "ممتاز": "good",
+        "مقبول": "good",
+        "سيء": "bad",
+        "ضعيف": "bad",
+        "مرفوض": "bad",
+    }
+    rows = [
+        {"prompt": "q", "completion": "c1", "label": "مقبول"},
+        {"prompt": "q", "completion": "c2", "label": "مَقبول"},  # with a harakah: same word once cleaned
+        {"prompt": "q", "completion": "c3", "label": "رائع"},
+        {"prompt": "q", "completion": "c4", "label": "ممتاز"},
+    ]
     p = write_jsonl(tmp_path / "ar.jsonl", rows)
     rep = inspect_file(p)
     assert rep["accepted"] == 3 and rep["rejected"][0]["code"] == "unknown_label"  # رائع is unknown by default
-    assert labels_of(p, arabic_label_mapping={"مقبول": "bad", "رائع": "good"}) == \
-        {"c1": False, "c2": False, "c3": True, "c4": True}  # seed 001's custom loader treats مقبول as bad
+    assert labels_of(p, arabic_label_mapping={"مقبول": "bad", "رائع": "good"}) == {
+        "c1": False,
+        "c2": False,
+        "c3": True,
+        "c4": True,
+    }  # seed 001's custom loader treats مقبول as bad
     # label_mapping wins over arabic_label_mapping
-    assert labels_of(p, arabic_label_mapping={"مقبول": "bad", "رائع": "bad"}, label_mapping={"رائع": True})["c3"] is True
+    assert (
+        labels_of(p, arabic_label_mapping={"مقبول": "bad", "رائع": "bad"}, label_mapping={"رائع": True})["c3"] is True
+    )
 
 
 def test_label_mapping_values_may_be_bools_ints_or_words(tmp_path):
-    cfg = KTODataConfig(label_mapping={"ok": "good", "nah": "bad", "fine": 1, "nope": 0, "sure": True,
-                                       "hmm": False, "aywa": "نعم", "meh": "0"})
-    assert cfg.label_mapping == {"ok": True, "nah": False, "fine": True, "nope": False, "sure": True,
-                                 "hmm": False, "aywa": True, "meh": False}
+    cfg = KTODataConfig(
+        label_mapping={
+            "ok": "good",
+            "nah": "bad",
+            "fine": 1,
+            "nope": 0,
+            "sure": True,
+            "hmm": False,
+            "aywa": "نعم",
+            "meh": "0",
+        }
+    )
+    assert cfg.label_mapping == {
+        "ok": True,
+        "nah": False,
+        "fine": True,
+        "nope": False,
+        "sure": True,
+        "hmm": False,
+        "aywa": True,
+        "meh": False,
+    }
     assert all(type(v) is bool for v in cfg.label_mapping.values())
     rows = [{"prompt": "q", "completion": w, "label": w} for w in ("ok", "nah", "fine", "nope", "aywa")]
     p = write_jsonl(tmp_path / "w.jsonl", rows)
     # "nah": "bad" must be undesirable (bool("bad") would have made it desirable)
-    assert labels_of(p, label_mapping=cfg.label_mapping) == \
-        {"ok": True, "nah": False, "fine": True, "nope": False, "aywa": True}
+    assert labels_of(p, label_mapping=cfg.label_mapping) == {
+        "ok": True,
+        "nah": False,
+        "fine": True,
+        "nope": False,
+        "aywa": True,
+    }
     # the resolved config round-trips through YAML
     run = loads_config("data:\n  label_mapping: {ok: good, nah: bad}\n")
     assert run.data.label_mapping == {"ok": True, "nah": False}
     assert loads_config(dump_config(run)) == run
 
 
-@pytest.mark.parametrize("mapping, key", [
-    ({"label_mapping": {"meh": "maybe"}}, "label_mapping['meh']"),
-    ({"label_mapping": {"two": 2}}, "label_mapping['two']"),
-    ({"label_mapping": {"  ": True}}, "label_mapping['  ']"),
-    ({"arabic_label_mapping": {"جيد": "حسن"}}, "arabic_label_mapping['جيد']"),
-])
+@pytest.mark.parametrize(
+    "mapping, key",
+    [
+        ({"label_mapping": {"meh": "maybe"}}, "label_mapping['meh']"),
+        ({"label_mapping": {"two": 2}}, "label_mapping['two']"),
+        ({"label_mapping": {"  ": True}}, "label_mapping['  ']"),
+        ({"arabic_label_mapping": {"جيد": "حسن"}}, "arabic_label_mapping['جيد']"),
+    ],
+)
 def test_unusable_mapping_value_is_a_validation_error_naming_the_key(mapping, key):
     with pytest.raises(ValidationError) as e:
         KTODataConfig(**mapping)
@@ -126,8 +188,10 @@ def test_unusable_mapping_value_is_a_validation_error_naming_the_key(mapping, ke
 # ---- data.kto_specific drives the utility filter ------------------------------------
 def test_kto_specific_alpha_and_lambda_drive_the_utility_filter(tmp_path):
     q = response_quality("ok")  # 0.5067 (see test_data_pipeline)
-    rows = [{"prompt": "Q1", "completion": "ok", "label": False},   # -2.25 * (1-q)**0.88 = -1.208
-            {"prompt": "Q2", "completion": "ok", "label": True}]    # q**0.88 = 0.550
+    rows = [
+        {"prompt": "Q1", "completion": "ok", "label": False},  # -2.25 * (1-q)**0.88 = -1.208
+        {"prompt": "Q2", "completion": "ok", "label": True},
+    ]  # q**0.88 = 0.550
     p = write_jsonl(tmp_path / "u.jsonl", rows)
     bounds = dict(filter_low_utility=True, min_utility_threshold=-1.0, max_utility_threshold=0.52)
     default = inspect_file(p, KTODataConfig(**bounds))
@@ -160,7 +224,9 @@ def test_lazy_loading_means_streaming(tmp_path):
     # a resolved config reloaded with an override of streaming (a sweep point) takes the override
     assert config_with_overrides(run, ["data.streaming=false"]).data.streaming is False
     # and the loader streams
-    p = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "q", "completion": f"a{i}", "label": i % 2 == 0} for i in range(4)])
+    p = write_jsonl(
+        tmp_path / "d.jsonl", [{"prompt": "q", "completion": f"a{i}", "label": i % 2 == 0} for i in range(4)]
+    )
     import datasets
 
     from prospect.data import KTODataLoader
@@ -178,7 +244,9 @@ def test_max_completion_length_is_folded_and_never_resets_a_later_value():
     k.max_completion_length = 300  # assigning the alias later wins as well
     assert (k.max_target_length, k.max_completion_length) == (300, None)
     assert KTOSpecificConfig(max_completion_length=64, max_target_length=64).max_target_length == 64
-    with pytest.raises(ValidationError, match=r"max_completion_length \(200\) and max_target_length \(100\) are one setting"):
+    with pytest.raises(
+        ValidationError, match=r"max_completion_length \(200\) and max_target_length \(100\) are one setting"
+    ):
         KTOSpecificConfig(max_completion_length=200, max_target_length=100)
 
 
@@ -189,13 +257,14 @@ def test_max_target_length_override_is_not_silently_ignored():
     assert loads_config(file, ["kto.max_completion_length=100"]).kto.max_target_length == 100
     # the bug: --set kto.max_target_length=100 was silently replaced by the file's 200
     assert loads_config(file, ["kto.max_target_length=100"]).kto.max_target_length == 100
-    with pytest.raises(ConfigError, match=r"<string>:2: kto.max_completion_length: conflicts with kto.max_target_length"):
+    with pytest.raises(
+        ConfigError, match=r"<string>:2: kto.max_completion_length: conflicts with kto.max_target_length"
+    ):
         loads_config("kto:\n  max_completion_length: 200\n  max_target_length: 100\n")
     # a resolved config reloaded with an override (how sweeps apply grid values) takes it, under either name
     run = loads_config(file)
     assert config_with_overrides(run, ["kto.max_target_length=64"]).kto.max_target_length == 64
     assert config_with_overrides(KTOConfig(), ["kto.max_completion_length=32"]).kto.max_target_length == 32
-
 
 
 def test_dpo_max_completion_length_is_an_alias_resolved_before_overrides():
@@ -205,6 +274,8 @@ def test_dpo_max_completion_length_is_an_alias_resolved_before_overrides():
     file = "dpo:\n  max_completion_length: 200\n"
     assert loads_config(file).dpo.max_target_length == 200
     assert loads_config(file, ["dpo.max_target_length=100"]).dpo.max_target_length == 100
-    assert loads_config("dpo: {max_target_length: 200}\n", ["dpo.max_completion_length=100"]).dpo.max_target_length == 100
+    assert (
+        loads_config("dpo: {max_target_length: 200}\n", ["dpo.max_completion_length=100"]).dpo.max_target_length == 100
+    )
     with pytest.raises(ConfigError, match="conflicts with"):
         loads_config("dpo:\n  max_completion_length: 200\n  max_target_length: 100\n")

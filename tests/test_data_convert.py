@@ -1,4 +1,5 @@
 """Conversions (worked by hand, and against TRL's unpair_preference_dataset) and balancing."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,9 @@ def test_unpair_all_matches_trl():
 
     ps = pairs(3)
     ours = [r for i, p in enumerate(ps) for r in unpair_pair(p, i, "all")]
-    trl = unpair_preference_dataset(datasets.Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in ps]))
+    trl = unpair_preference_dataset(
+        datasets.Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in ps])
+    )
     key = lambda r: (r["prompt"], r["completion"], r["label"])  # noqa: E731
     assert sorted(key(r.to_dict()) for r in ours) == sorted(key(r) for r in trl)
 
@@ -77,7 +80,10 @@ def test_pair_unpaired_rule_by_hand():
     ]
     made, unused = pair_unpaired(recs)
     # P1: desirable [d1, d2], undesirable [u1, u2, u3] -> (d1,u1), (d2,u2); u3 unused. P2: d3 unused.
-    assert [(p.chosen, p.rejected, p.source_row, p.extra["rejected_source_row"]) for p in made] == [("d1", "u1", 1, 2), ("d2", "u2", 3, 5)]
+    assert [(p.chosen, p.rejected, p.source_row, p.extra["rejected_source_row"]) for p in made] == [
+        ("d1", "u1", 1, 2),
+        ("d2", "u2", 3, 5),
+    ]
     assert [r.source_row for r in unused] == [4, 6, 7]
 
 
@@ -85,42 +91,63 @@ def test_pair_unpaired_rule_by_hand():
 RANK = RankingItem("Q", ["a", "b", "c", "d"], [-2.0, -1.0, -3.0, -3.0], source_row=1)  # ranks 2, 1, 3, 3
 
 
-@pytest.mark.parametrize("strategy,expected", [
-    ("best_vs_rest", [("b", "a"), ("b", "c"), ("b", "d")]),
-    ("best_worst", [("b", "c")]),                      # worst level is {c, d}: first in file order
-    ("adjacent", [("b", "a"), ("a", "c"), ("a", "d")]),
-    ("all_pairs", [("b", "a"), ("b", "c"), ("b", "d"), ("a", "c"), ("a", "d")]),  # c, d tie: no pair
-])
+@pytest.mark.parametrize(
+    "strategy,expected",
+    [
+        ("best_vs_rest", [("b", "a"), ("b", "c"), ("b", "d")]),
+        ("best_worst", [("b", "c")]),  # worst level is {c, d}: first in file order
+        ("adjacent", [("b", "a"), ("a", "c"), ("a", "d")]),
+        ("all_pairs", [("b", "a"), ("b", "c"), ("b", "d"), ("a", "c"), ("a", "d")]),  # c, d tie: no pair
+    ],
+)
 def test_ranking_to_pairs(strategy, expected):
     assert [(p.chosen, p.rejected) for p in ranking_to_pairs(RANK, strategy)] == expected
 
 
 def test_ranking_to_unpaired():
     recs, unused = ranking_to_unpaired(RANK, "best_vs_rest")
-    assert [(r.completion, r.label) for r in recs] == [("a", False), ("b", True), ("c", False), ("d", False)] and unused == 0
+    assert [(r.completion, r.label) for r in recs] == [
+        ("a", False),
+        ("b", True),
+        ("c", False),
+        ("d", False),
+    ] and unused == 0
     recs, unused = ranking_to_unpaired(RANK, "best_worst")
     assert [(r.completion, r.label) for r in recs] == [("b", True), ("c", False), ("d", False)] and unused == 1
 
 
 def test_reorient_factual_pairs():
-    ps = [PairedRecord("Q", "A", "B", h_w=1, h_l=0), PairedRecord("Q", "A", "B", h_w=0, h_l=1),
-          PairedRecord("Q", "A", "B", h_w=1, h_l=1), PairedRecord("Q", "A", "B")]
+    ps = [
+        PairedRecord("Q", "A", "B", h_w=1, h_l=0),
+        PairedRecord("Q", "A", "B", h_w=0, h_l=1),
+        PairedRecord("Q", "A", "B", h_w=1, h_l=1),
+        PairedRecord("Q", "A", "B"),
+    ]
     out, n = reorient_factual_pairs(ps)
     assert n == 1
-    assert (out[0].chosen, out[0].rejected, out[0].h_w, out[0].h_l, out[0].extra) == ("B", "A", 0, 1, {"reoriented": True})
+    assert (out[0].chosen, out[0].rejected, out[0].h_w, out[0].h_l, out[0].extra) == (
+        "B",
+        "A",
+        0,
+        1,
+        {"reoriented": True},
+    )
     assert out[1:] == ps[1:]
 
 
 # ---- weights and balancing ---------------------------------------------------
-@pytest.mark.parametrize("n_d,n_u,expected", [
-    (746, 254, (1.0, 746 / 254)),   # seed 002: upweight the undesirable minority to 2.94
-    (100, 100, (1.0, 1.0)),
-    (133, 100, (1.0, 1.0)),         # ratio 1.33 <= 4/3: already in range
-    (134, 100, (1.0, 1.34)),        # ratio 1.34 > 4/3: upweight undesirable to ratio 1
-    (100, 150, (1.5, 1.0)),         # desirable minority
-    (99, 100, (100 / 99, 1.0)),     # ratio 0.99 < 1: out of range
-    (0, 10, (1.0, 1.0)),
-])
+@pytest.mark.parametrize(
+    "n_d,n_u,expected",
+    [
+        (746, 254, (1.0, 746 / 254)),  # seed 002: upweight the undesirable minority to 2.94
+        (100, 100, (1.0, 1.0)),
+        (133, 100, (1.0, 1.0)),  # ratio 1.33 <= 4/3: already in range
+        (134, 100, (1.0, 1.34)),  # ratio 1.34 > 4/3: upweight undesirable to ratio 1
+        (100, 150, (1.5, 1.0)),  # desirable minority
+        (99, 100, (100 / 99, 1.0)),  # ratio 0.99 < 1: out of range
+        (0, 10, (1.0, 1.0)),
+    ],
+)
 def test_auto_kto_weights(n_d, n_u, expected):
     w_d, w_u = auto_kto_weights(n_d, n_u)
     assert (w_d, w_u) == pytest.approx(expected)
@@ -130,8 +157,9 @@ def test_auto_kto_weights(n_d, n_u, expected):
 
 
 def labelled(n_d: int, n_u: int) -> list[UnpairedRecord]:
-    return [UnpairedRecord("p", f"d{i}", True, source_row=i) for i in range(n_d)] + \
-           [UnpairedRecord("p", f"u{i}", False, source_row=n_d + i) for i in range(n_u)]
+    return [UnpairedRecord("p", f"d{i}", True, source_row=i) for i in range(n_d)] + [
+        UnpairedRecord("p", f"u{i}", False, source_row=n_d + i) for i in range(n_u)
+    ]
 
 
 def test_downsample_to_min_times_tolerance():
@@ -158,7 +186,9 @@ def test_upsample_and_auto():
 def test_balance_labels_true_means_downsample_in_load_records(tmp_path):
     rows = [{"prompt": f"q{i}", "completion": "a", "label": i < 30} for i in range(40)]  # 30 desirable, 10 undesirable
     p = write_jsonl(tmp_path / "d.jsonl", rows)
-    cfg = KTODataConfig(train_file=str(p), validation_split_percentage=0, balance_labels=True, label_imbalance_tolerance=0.2)
+    cfg = KTODataConfig(
+        train_file=str(p), validation_split_percentage=0, balance_labels=True, label_imbalance_tolerance=0.2
+    )
     loaded = load_records(cfg, kind="unpaired")
     assert loaded.report.balancing["strategy"] == "downsample"
     assert loaded.report.balancing["after"] == {"desirable": 12, "undesirable": 10}  # int(10 * 1.2)

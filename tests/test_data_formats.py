@@ -1,4 +1,5 @@
 """Every input format -> canonical records; detection, fallback and ambiguity."""
+
 from __future__ import annotations
 
 import json
@@ -37,19 +38,30 @@ def test_trl_standard_and_conversational_unpaired(tmp_path):
     ]
     items, rep = read(tmp_path, rows)
     assert items[0] == UnpairedRecord("The sky is", " blue.", True, source_row=1)
-    assert items[1] == UnpairedRecord([U("user", "What color is the sky?")], [U("assistant", "Green.")], False, source_row=2)
+    assert items[1] == UnpairedRecord(
+        [U("user", "What color is the sky?")], [U("assistant", "Green.")], False, source_row=2
+    )
     assert rep["shapes"] == {"unpaired": 1, "unpaired:conversational": 1} and rep["format"] == "unpaired"
 
 
 def test_mixed_string_and_messages_in_one_row_are_unified(tmp_path):
-    items, _ = read(tmp_path, [{"prompt": [U("system", "Be brief."), U("user", "Hi")], "response": "Hello", "label": "good"}])
+    items, _ = read(
+        tmp_path, [{"prompt": [U("system", "Be brief."), U("user", "Hi")], "response": "Hello", "label": "good"}]
+    )
     assert items[0].completion == [U("assistant", "Hello")]
 
 
 def test_messages_without_response_llamafactory_kto_and_sharegpt(tmp_path):
     rows = [
         {"messages": [U("user", "Q1"), U("assistant", "A1"), U("user", "Q2"), U("assistant", "A2")], "label": True},
-        {"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}], "kto_tag": False},
+        {
+            "conversations": [
+                {"from": "system", "value": "S"},
+                {"from": "human", "value": "Q"},
+                {"from": "gpt", "value": "A"},
+            ],
+            "kto_tag": False,
+        },
         {"messages": [U("user", "Q"), U("user", "Q again")], "label": True},  # no final assistant turn
     ]
     items, rep = read(tmp_path, rows)
@@ -75,8 +87,15 @@ def test_alpaca_kto_layout(tmp_path):
 
 def test_configurable_column_names(tmp_path):
     rows = [{"question": "Q", "answer": "A", "thumbs": "up", "sys": "S"}]
-    items, _ = read(tmp_path, rows, prompt_column="question", response_column="answer", label_column="thumbs",
-                    system_column="sys", label_mapping={"up": 1, "down": 0})
+    items, _ = read(
+        tmp_path,
+        rows,
+        prompt_column="question",
+        response_column="answer",
+        label_column="thumbs",
+        system_column="sys",
+        label_mapping={"up": 1, "down": 0},
+    )
     assert items[0] == UnpairedRecord("Q", "A", True, "S", source_row=1)
 
 
@@ -97,9 +116,15 @@ def test_unpaired_optional_fields_and_row_errors(tmp_path):
     assert items == [UnpairedRecord("Q", "A", True, weight=2.5, h=1, source_row=1)]
     got = [(r["row"], r["field"], r["code"]) for r in rep["rejected"]]
     assert got == [
-        (2, "prompt", "empty_text"), (3, "completion", "empty_text"), (4, "label", "unknown_label"),
-        (5, "score", "nan"), (6, "completion", "bad_type"), (7, "weight", "bad_value"), (8, "h", "bad_value"),
-        (9, "completion[0]", "bad_message"), (10, "prompt", "missing_field"),
+        (2, "prompt", "empty_text"),
+        (3, "completion", "empty_text"),
+        (4, "label", "unknown_label"),
+        (5, "score", "nan"),
+        (6, "completion", "bad_type"),
+        (7, "weight", "bad_value"),
+        (8, "h", "bad_value"),
+        (9, "completion[0]", "bad_message"),
+        (10, "prompt", "missing_field"),
     ]
 
 
@@ -113,13 +138,16 @@ def test_paired_strings_with_factuality_and_margin(tmp_path):
 
 def test_ultrafeedback_style_messages_with_scores(tmp_path):
     q = "What is 2+2?"
-    rows = [{
-        "prompt": q,
-        "chosen": [U("user", q), U("assistant", "4")],
-        "rejected": [U("user", q), U("assistant", "5")],
-        "messages": [U("user", q), U("assistant", "4")],
-        "score_chosen": 9.0, "score_rejected": 2.5,
-    }]
+    rows = [
+        {
+            "prompt": q,
+            "chosen": [U("user", q), U("assistant", "4")],
+            "rejected": [U("user", q), U("assistant", "5")],
+            "messages": [U("user", q), U("assistant", "4")],
+            "score_chosen": 9.0,
+            "score_rejected": 2.5,
+        }
+    ]
     items, rep = read(tmp_path, rows)
     p = items[0]
     # the prompt repeated inside chosen/rejected is taken once
@@ -137,7 +165,11 @@ def test_implicit_prompt_agrees_with_trl_extract_prompt(tmp_path):
     }
     items, rep = read(tmp_path, [ex])
     oracle = extract_prompt(ex)
-    assert (items[0].prompt, items[0].chosen, items[0].rejected) == (oracle["prompt"], oracle["chosen"], oracle["rejected"])
+    assert (items[0].prompt, items[0].chosen, items[0].rejected) == (
+        oracle["prompt"],
+        oracle["chosen"],
+        oracle["rejected"],
+    )
     assert rep["shapes"] == {"paired:implicit_prompt": 1}
 
 
@@ -145,10 +177,14 @@ def test_anthropic_hh_transcripts_agree_with_trl(tmp_path):
     from trl.data_utils import extract_prompt
 
     rows = [
-        {"chosen": "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?",
-         "rejected": "\n\nHuman: Hi there\n\nAssistant: Go away."},
-        {"chosen": "\n\nHuman: What is 2+2?\n\nAssistant: 4.\n\nHuman: And 3+3?\n\nAssistant: 6.",
-         "rejected": "\n\nHuman: What is 2+2?\n\nAssistant: 4.\n\nHuman: And 3+3?\n\nAssistant: Nine."},
+        {
+            "chosen": "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?",
+            "rejected": "\n\nHuman: Hi there\n\nAssistant: Go away.",
+        },
+        {
+            "chosen": "\n\nHuman: What is 2+2?\n\nAssistant: 4.\n\nHuman: And 3+3?\n\nAssistant: 6.",
+            "rejected": "\n\nHuman: What is 2+2?\n\nAssistant: 4.\n\nHuman: And 3+3?\n\nAssistant: Nine.",
+        },
     ]
     items, rep = read(tmp_path, rows, format="hh")
     for item, ex in zip(items, rows):
@@ -163,8 +199,11 @@ def test_anthropic_hh_transcripts_agree_with_trl(tmp_path):
 
 def test_llamafactory_dpo_sharegpt_and_alpaca(tmp_path):
     rows = [
-        {"conversations": [{"from": "human", "value": "Q"}], "chosen": {"from": "gpt", "value": "A"},
-         "rejected": {"from": "gpt", "value": "B"}},
+        {
+            "conversations": [{"from": "human", "value": "Q"}],
+            "chosen": {"from": "gpt", "value": "A"},
+            "rejected": {"from": "gpt", "value": "B"},
+        },
         {"instruction": "Summarise", "input": "long text", "chosen": "short", "rejected": "long text again"},
     ]
     items, rep = read(tmp_path, rows)
@@ -180,14 +219,18 @@ def test_paired_row_errors(tmp_path):
         {"prompt": "Q", "chosen": "a", "rejected": "b", "h_w": 2},
         {"prompt": "Q", "chosen": "a", "rejected": "b", "margin": 10**400},  # beyond float range
         {"prompt": "Q", "chosen": "a", "rejected": "b", "score_chosen": "NaN"},
-        {"chosen": "plain a", "rejected": "plain b"},                       # no prompt, not HH
+        {"chosen": "plain a", "rejected": "plain b"},  # no prompt, not HH
         {"prompt": "Q", "chosen": "a", "rejected": "   "},
         {"prompt": "Q", "chosen": "Q and more", "rejected": "Q and less"},  # prompt repeated: removed
     ]
     items, rep = read(tmp_path, rows)
     assert [(r["row"], r["field"], r["code"]) for r in rep["rejected"]] == [
-        (1, "chosen", "identical_pair"), (2, "h_w", "bad_value"), (3, "margin", "nan"), (4, "score_chosen", "nan"),
-        (5, "prompt", "missing_field"), (6, "rejected", "empty_text"),
+        (1, "chosen", "identical_pair"),
+        (2, "h_w", "bad_value"),
+        (3, "margin", "nan"),
+        (4, "score_chosen", "nan"),
+        (5, "prompt", "missing_field"),
+        (6, "rejected", "empty_text"),
     ]
     assert items == [PairedRecord("Q", " and more", " and less", source_row=7)]
     assert rep["notes"] == {"prompt_removed_from_completions": 1}
@@ -205,7 +248,11 @@ def test_rankings_and_scores(tmp_path):
     items, rep = read(tmp_path, rows)
     assert items[0] == RankingItem("Q", ["a", "b", "c"], [-2.0, -1.0, -3.0], None, 1, "rankings")
     assert items[1].quality == [0.1, 0.9] and items[1].by == "scores"
-    assert [(r["row"], r["code"]) for r in rep["rejected"]] == [(3, "no_preference"), (4, "bad_ranking"), (5, "bad_ranking")]
+    assert [(r["row"], r["code"]) for r in rep["rejected"]] == [
+        (3, "no_preference"),
+        (4, "bad_ranking"),
+        (5, "bad_ranking"),
+    ]
     assert rep["format"] == "ranking"
 
 

@@ -1,4 +1,5 @@
 """`prospect data inspect`: JSON keys, rich rendering, length plot, streaming mode, CLI flags and errors."""
+
 from __future__ import annotations
 
 import json
@@ -17,18 +18,32 @@ FIXTURES = Path(__file__).parent / "fixtures" / "data"
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
 def test_report_keys_and_numbers(tmp_path):
     rows = [{"prompt": "abc", "completion": "x" * n, "label": n % 2 == 0} for n in (1, 2, 3, 4)] + ["nope"]
     rep = inspect_file(write_jsonl(tmp_path / "d.jsonl", rows))
-    for key in ("format", "rows_read", "accepted", "rejected", "labels", "pairs", "suggested_weights", "lengths",
-                "conversions", "filters"):
+    for key in (
+        "format",
+        "rows_read",
+        "accepted",
+        "rejected",
+        "labels",
+        "pairs",
+        "suggested_weights",
+        "lengths",
+        "conversions",
+        "filters",
+    ):
         assert key in rep
     assert rep["format"] == "unpaired" and rep["rows_read"] == 5 and rep["accepted"] == 4
-    assert rep["rejected"] == [{"row": 5, "field": "row", "code": "invalid_json", "reason": "row: invalid JSON: Expecting value (column 1)"}]
+    assert rep["rejected"] == [
+        {"row": 5, "field": "row", "code": "invalid_json", "reason": "row: invalid JSON: Expecting value (column 1)"}
+    ]
     assert rep["labels"] == {"desirable": 2, "undesirable": 2} and rep["pairs"] == 2  # one prompt: zip 2 with 2
     comp = rep["lengths"]["completion"]
     # lengths 1, 2, 3, 4: median 2.5, mean 2.5, p90 by linear interpolation = 1 + 0.9 * 3 = 3.7
@@ -102,8 +117,10 @@ def test_cli_unknown_format_is_one_line_listing_the_valid_formats(tmp_path, caps
 
 
 def test_cli_config_reads_the_file_for_the_runs_method(tmp_path, capsys):
-    p = write_jsonl(tmp_path / "mix.jsonl", [{"prompt": "P1", "completion": "d1", "label": True},
-                                             {"prompt": "P2", "chosen": "c2", "rejected": "r2"}])
+    p = write_jsonl(
+        tmp_path / "mix.jsonl",
+        [{"prompt": "P1", "completion": "d1", "label": True}, {"prompt": "P2", "chosen": "c2", "rejected": "r2"}],
+    )
     cfg = tmp_path / "run.yaml"
     cfg.write_text("method: kto\ndata:\n  convert_pairwise_to_binary: false\n", encoding="utf-8")
     rc, out, _ = run_cli(["data", "inspect", str(p), "--json", "--config", str(cfg)], capsys)

@@ -1,4 +1,5 @@
 """Label normalisation (seed 001 table incl. Arabic, thresholds, mapping) and the seed examples."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,36 @@ from prospect.data.text import FieldError
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 
 # Seed 001's positive/negative label tables, verbatim.
-SEED_POSITIVE = ["good", "positive", "1", "true", "yes", "accept", "preferred", "high", "excellent", "great", "جيد", "ممتاز", "مقبول"]
-SEED_NEGATIVE = ["bad", "negative", "0", "false", "no", "reject", "not_preferred", "low", "poor", "terrible", "سيء", "ضعيف", "مرفوض"]
+SEED_POSITIVE = [
+    "good",
+    "positive",
+    "1",
+    "true",
+    "yes",
+    "accept",
+    "preferred",
+    "high",
+    "excellent",
+    "great",
+    "جيد",
+    "ممتاز",
+    "مقبول",
+]
+SEED_NEGATIVE = [
+    "bad",
+    "negative",
+    "0",
+    "false",
+    "no",
+    "reject",
+    "not_preferred",
+    "low",
+    "poor",
+    "terrible",
+    "سيء",
+    "ضعيف",
+    "مرفوض",
+]
 
 
 @pytest.mark.parametrize("word", SEED_POSITIVE + ["Good", " GOOD ", "Desirable", "True"])
@@ -45,10 +74,22 @@ def test_booleans_and_numbers():
     assert normalize_label(4, threshold=4.0) is True and normalize_label(3.9, threshold=4.0) is False
 
 
-@pytest.mark.parametrize("value,code", [
-    (None, "null_label"), ("", "null_label"), ("   ", "null_label"), (float("nan"), "nan"), ("NaN", "nan"),
-    (float("inf"), "nan"), (10**400, "nan"), ("1e999", "nan"), ("maybe", "unknown_label"), ([1], "bad_label"), ({"a": 1}, "bad_label"),
-])
+@pytest.mark.parametrize(
+    "value,code",
+    [
+        (None, "null_label"),
+        ("", "null_label"),
+        ("   ", "null_label"),
+        (float("nan"), "nan"),
+        ("NaN", "nan"),
+        (float("inf"), "nan"),
+        (10**400, "nan"),
+        ("1e999", "nan"),
+        ("maybe", "unknown_label"),
+        ([1], "bad_label"),
+        ({"a": 1}, "bad_label"),
+    ],
+)
 def test_bad_labels_are_field_errors(value, code):
     with pytest.raises(FieldError) as e:
         normalize_label(value, field="label")
@@ -83,18 +124,30 @@ def test_label_source_order_and_thresholds():
 
 def test_seed_examples_give_the_seed_labels():
     """Every example of seeds 001/000 gets the label the seed states (worked from the seed text)."""
-    cfg = KTODataConfig(train_file=str(FIXTURES / "seed001_examples.jsonl"), validation_split_percentage=0,
-                        min_samples_per_label=0)
+    cfg = KTODataConfig(
+        train_file=str(FIXTURES / "seed001_examples.jsonl"), validation_split_percentage=0, min_samples_per_label=0
+    )
     loaded = load_records(cfg, kind="unpaired")
     got = [(r.source_row, r.label) for r in loaded.train]
     expected = [
-        (1, True), (2, False), (3, True),                # binary good/bad
-        (4, True), (5, False), (6, True),                # score 0.8 / 0.3, rating 4 (>= 4)
-        (7, True), (8, False), (9, True), (10, False),   # preference positive/negative, ممتاز, ضعيف
-        (11, True), (11, False),                         # pairwise -> good + bad
-        (12, True),                                      # conversation, good
-        (13, True),                                      # seed 000: desirable (row 14 duplicates row 2)
-        (15, True), (16, False), (17, True), (18, False),
+        (1, True),
+        (2, False),
+        (3, True),  # binary good/bad
+        (4, True),
+        (5, False),
+        (6, True),  # score 0.8 / 0.3, rating 4 (>= 4)
+        (7, True),
+        (8, False),
+        (9, True),
+        (10, False),  # preference positive/negative, ممتاز, ضعيف
+        (11, True),
+        (11, False),  # pairwise -> good + bad
+        (12, True),  # conversation, good
+        (13, True),  # seed 000: desirable (row 14 duplicates row 2)
+        (15, True),
+        (16, False),
+        (17, True),
+        (18, False),
     ]
     assert got == expected
     assert [r.origin for r in loaded.train if r.source_row == 11] == ["pair:chosen", "pair:rejected"]
@@ -104,5 +157,10 @@ def test_seed_examples_give_the_seed_labels():
     # conversation row: prompt is the conversation up to the user turn; the response is the completion
     conv = next(r for r in loaded.train if r.source_row == 12)
     assert [m["role"] for m in conv.prompt] == ["system", "user"]
-    assert conv.completion == [{"role": "assistant", "content": "القراءة لها فوائد عديدة منها تحسين المفردات وتطوير التفكير النقدي وتقليل التوتر."}]
+    assert conv.completion == [
+        {
+            "role": "assistant",
+            "content": "القراءة لها فوائد عديدة منها تحسين المفردات وتطوير التفكير النقدي وتقليل التوتر.",
+        }
+    ]
     assert rep.notes == {"trailing_assistant_turns_dropped": 1}

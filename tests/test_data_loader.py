@@ -1,4 +1,5 @@
 """Seed 001's KTODataLoader / DPODataLoader: datasets out, caching, streaming."""
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,11 @@ def test_kto_loader_train_validation_test(tmp_path):
 def test_run_config_and_conversational_columns(tmp_path):
     rows = [
         {"prompt": "plain", "completion": "text", "label": True},
-        {"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "assistant", "content": "yo"}], "label": False},
+        {
+            "prompt": [{"role": "user", "content": "hi"}],
+            "completion": [{"role": "assistant", "content": "yo"}],
+            "label": False,
+        },
     ]
     p = write_jsonl(tmp_path / "c.jsonl", rows)
     run = KTOConfig()
@@ -55,12 +60,26 @@ def test_run_config_and_conversational_columns(tmp_path):
 
 
 def test_dpo_loader(tmp_path):
-    rows = [{"prompt": "Q", "chosen": "A", "rejected": "B", "h_w": 1, "h_l": 0, "score_chosen": 5}] + \
-           [{"prompt": f"Q{i}", "chosen": f"A{i}", "rejected": f"B{i}"} for i in range(3)]
+    rows = [{"prompt": "Q", "chosen": "A", "rejected": "B", "h_w": 1, "h_l": 0, "score_chosen": 5}] + [
+        {"prompt": f"Q{i}", "chosen": f"A{i}", "rejected": f"B{i}"} for i in range(3)
+    ]
     p = write_jsonl(tmp_path / "p.jsonl", rows)
-    loader = DPODataLoader(KTODataConfig(train_file=str(p), validation_split_percentage=0), method="factual_dpo", delta_reorient=True)
+    loader = DPODataLoader(
+        KTODataConfig(train_file=str(p), validation_split_percentage=0), method="factual_dpo", delta_reorient=True
+    )
     ds = loader.load_dataset("train")
-    assert ds.column_names == ["prompt", "chosen", "rejected", "system", "h_w", "h_l", "margin", "source_row", "origin", "extra"]
+    assert ds.column_names == [
+        "prompt",
+        "chosen",
+        "rejected",
+        "system",
+        "h_w",
+        "h_l",
+        "margin",
+        "source_row",
+        "origin",
+        "extra",
+    ]
     assert (ds[0]["chosen"], ds[0]["h_w"], ds[0]["h_l"]) == ("B", 0, 1)  # re-oriented
     assert json.loads(ds[0]["extra"]) == {"score_chosen": 5.0, "reoriented": True}
     assert loader.report["reoriented"] == 1 and loader.suggested_weights == {}
@@ -134,11 +153,15 @@ def test_seed001_caching_example_with_cache_compression(tmp_path, monkeypatch):
     config = KTOConfig()
     config.data.train_file = "t.jsonl"
     with pytest.warns(UserWarning, match=r"cache_compression=True\) has no effect"):
-        loader = KTODataLoader(config=config.data, enable_cache=True, cache_dir=".cache/kto_data", cache_compression=True)
+        loader = KTODataLoader(
+            config=config.data, enable_cache=True, cache_dir=".cache/kto_data", cache_compression=True
+        )
     train_dataset = loader.load_dataset("train")
     assert (tmp_path / ".cache" / "kto_data" / "prospect-data").is_dir()
     with pytest.warns(UserWarning):
-        second = KTODataLoader(config=config.data, enable_cache=True, cache_dir=".cache/kto_data", cache_compression=True)
+        second = KTODataLoader(
+            config=config.data, enable_cache=True, cache_dir=".cache/kto_data", cache_compression=True
+        )
     assert second.load_dataset("train").to_list() == train_dataset.to_list() and second._loaded is None
 
 
@@ -151,32 +174,55 @@ def test_seed001_loader_examples(tmp_path, monkeypatch):
     fb = [{"prompt": f"q{i}", "completion": f"answer {i}", "feedback": "good" if i % 3 else "ضعيف"} for i in range(30)]
     write_jsonl(tmp_path / "data" / "kto_binary_train.jsonl", fb)
     write_jsonl(tmp_path / "data" / "kto_binary_val.jsonl", fb[:6])
-    data_config = KTODataConfig(train_file="data/kto_binary_train.jsonl", validation_file="data/kto_binary_val.jsonl",
-                                label_column="feedback", response_column="completion", balance_labels=True,
-                                label_imbalance_tolerance=0.05)
+    data_config = KTODataConfig(
+        train_file="data/kto_binary_train.jsonl",
+        validation_file="data/kto_binary_val.jsonl",
+        label_column="feedback",
+        response_column="completion",
+        balance_labels=True,
+        label_imbalance_tolerance=0.05,
+    )
     train_dataset = KTODataLoader(config=data_config).load_dataset("train")
     labels = [sample["label"] for sample in train_dataset]
     # 20 good, 10 bad: balance_labels keeps int(10 * 1.05) = 10 of the majority
     assert (sum(labels), len(labels) - sum(labels)) == (10, 10)
 
-    write_jsonl(tmp_path / "data" / "dpo_train.jsonl", [{"prompt": f"p{i}", "chosen": f"c{i}", "rejected": f"r{i}"}
-                                                       for i in range(10)])
-    data_config = KTODataConfig(train_file="data/dpo_train.jsonl", convert_pairwise_to_binary=True,
-                                pairwise_sampling_strategy="balanced", balance_labels=True, validation_split_percentage=0)
+    write_jsonl(
+        tmp_path / "data" / "dpo_train.jsonl",
+        [{"prompt": f"p{i}", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(10)],
+    )
+    data_config = KTODataConfig(
+        train_file="data/dpo_train.jsonl",
+        convert_pairwise_to_binary=True,
+        pairwise_sampling_strategy="balanced",
+        balance_labels=True,
+        validation_split_percentage=0,
+    )
     converted = KTODataLoader(config=data_config).load_dataset("train")
     assert len(converted) == 10 and set(converted["origin"]) == {"pair:chosen", "pair:rejected"}
 
     write_jsonl(tmp_path / "data" / "large_kto_train.jsonl", ROWS)
     with pytest.warns(UserWarning, match="buffer_size"):
-        data_config = KTODataConfig(train_file="data/large_kto_train.jsonl", streaming=True, buffer_size=10000,
-                                    balance_labels=True, preprocessing_num_workers=8)
+        data_config = KTODataConfig(
+            train_file="data/large_kto_train.jsonl",
+            streaming=True,
+            buffer_size=10000,
+            balance_labels=True,
+            preprocessing_num_workers=8,
+        )
     streamed = KTODataLoader(config=data_config).load_dataset("train")
     assert isinstance(streamed, datasets.IterableDataset) and len(list(streamed)) > 0
 
     write_jsonl(tmp_path / "data" / "kto_train.jsonl", ROWS)
     with pytest.warns(UserWarning, match="max_samples_in_memory"):
-        data_config = KTODataConfig(train_file="data/kto_train.jsonl", max_samples_in_memory=30000, streaming=True,
-                                    lazy_loading=True, balance_labels=True, label_imbalance_tolerance=0.1)
+        data_config = KTODataConfig(
+            train_file="data/kto_train.jsonl",
+            max_samples_in_memory=30000,
+            streaming=True,
+            lazy_loading=True,
+            balance_labels=True,
+            label_imbalance_tolerance=0.1,
+        )
     lazy = KTODataLoader(config=data_config).load_dataset("train")
     assert isinstance(lazy, datasets.IterableDataset)
     assert [r["source_row"] for r in lazy] == [r["source_row"] for r in streamed]  # the same rows, in file order

@@ -1,4 +1,5 @@
 """load_records: conversions to the training kind, validation, strict mode, filters, reconciliation."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,9 @@ from prospect.errors import DPODataError, DPOLabelError, KTODataError, KTOLabelE
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
@@ -40,7 +43,11 @@ def test_unpaired_file_as_pairs_counts_unused(tmp_path):
     assert [(x.prompt, x.chosen, x.rejected) for x in loaded.train] == [("P1", "d1", "u1")]
     assert loaded.report.records["train"] == {"pairs": 1, "unused_unpaired_rows": 3}
     assert loaded.report.conversions["unpaired_to_pairs"] == {
-        "rule": loaded.report.conversions["unpaired_to_pairs"]["rule"], "rows": 5, "pairs": 1, "unused": 3}
+        "rule": loaded.report.conversions["unpaired_to_pairs"]["rule"],
+        "rows": 5,
+        "pairs": 1,
+        "unused": 3,
+    }
     assert loaded.report.rows_read == 6 and loaded.report.accepted == 5 and len(loaded.report.rejected) == 1
     assert loaded.suggested_weights == {}
     json.dumps(loaded.report.to_dict())  # JSON-serialisable
@@ -52,10 +59,18 @@ def test_paired_file_for_kto_all_strategy(tmp_path):
     loaded = load_records(cfg_for(p), kind="unpaired")
     assert len(loaded.train) == 10
     assert loaded.report.records["train"] == {"rows": 10, "desirable": 5, "undesirable": 5}
-    assert loaded.report.conversions["pairs_to_unpaired"] == {"strategy": "all", "converted": True, "pairs": 5,
-                                                              "desirable": 5, "undesirable": 5}
+    assert loaded.report.conversions["pairs_to_unpaired"] == {
+        "strategy": "all",
+        "converted": True,
+        "pairs": 5,
+        "desirable": 5,
+        "undesirable": 5,
+    }
     one = load_records(cfg_for(p, pairwise_sampling_strategy="balanced"), kind="unpaired")
-    assert len(one.train) == 5 and {one.report.records["train"]["desirable"], one.report.records["train"]["undesirable"]} == {2, 3}
+    assert len(one.train) == 5 and {
+        one.report.records["train"]["desirable"],
+        one.report.records["train"]["undesirable"],
+    } == {2, 3}
 
 
 def test_ranking_file_both_kinds(tmp_path):
@@ -87,7 +102,10 @@ def test_split_and_validation_file(tmp_path):
 def test_dataset_directory_validation_split_is_used(tmp_path):
     hf = tmp_path / "hf"
     (hf / "data").mkdir(parents=True)
-    write_jsonl(hf / "data" / "train-00000-of-00001.jsonl", [{"prompt": "q", "completion": "a", "label": b} for b in (True, False)])
+    write_jsonl(
+        hf / "data" / "train-00000-of-00001.jsonl",
+        [{"prompt": "q", "completion": "a", "label": b} for b in (True, False)],
+    )
     write_jsonl(hf / "data" / "validation-00000-of-00001.jsonl", [{"prompt": "v", "completion": "a", "label": True}])
     loaded = load_records(cfg_for(hf, validation_split_percentage=0.5), kind="unpaired")
     assert len(loaded.train) == 2 and [r.prompt for r in loaded.validation] == ["v"]
@@ -95,7 +113,15 @@ def test_dataset_directory_validation_split_is_used(tmp_path):
 
 
 def test_strict_mode_messages_and_classes(tmp_path):
-    p = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "q", "completion": "a", "label": True}, "", "{bad", {"prompt": "q", "completion": "b", "label": "meh"}])
+    p = write_jsonl(
+        tmp_path / "s.jsonl",
+        [
+            {"prompt": "q", "completion": "a", "label": True},
+            "",
+            "{bad",
+            {"prompt": "q", "completion": "b", "label": "meh"},
+        ],
+    )
     with pytest.raises(KTODataError) as e:
         load_records(cfg_for(p, strict=True), kind="unpaired")
     assert type(e.value) is KTODataError
@@ -133,20 +159,31 @@ def test_min_samples_per_label_and_no_pairs(tmp_path):
 
 def test_length_and_duplicate_filters(tmp_path):
     rows = [
-        {"prompt": "hi", "completion": "long enough", "label": True},      # prompt too short (min 3)
-        {"prompt": "hello", "completion": "x" * 21, "label": True},         # completion too long (max 20)
-        {"prompt": "hello" * 10, "completion": "fine", "label": True},      # prompt too long (max 30)
-        {"prompt": "hello", "completion": "ok", "label": False},            # response too short (min 3)
+        {"prompt": "hi", "completion": "long enough", "label": True},  # prompt too short (min 3)
+        {"prompt": "hello", "completion": "x" * 21, "label": True},  # completion too long (max 20)
+        {"prompt": "hello" * 10, "completion": "fine", "label": True},  # prompt too long (max 30)
+        {"prompt": "hello", "completion": "ok", "label": False},  # response too short (min 3)
         {"prompt": "hello", "completion": "fine", "label": False},
-        {"prompt": "hello", "completion": "fine", "label": False},          # duplicate of row 5
+        {"prompt": "hello", "completion": "fine", "label": False},  # duplicate of row 5
     ]
     p = write_jsonl(tmp_path / "f.jsonl", rows)
     cfg = KTODataConfig(min_prompt_length=3, max_prompt_chars=30, min_response_length=3, max_response_chars=20)
     rep = inspect_file(p, cfg)
     assert [(r["row"], r["code"]) for r in rep["rejected"]] == [
-        (1, "prompt_too_short"), (2, "response_too_long"), (3, "prompt_too_long"), (4, "response_too_short"), (6, "duplicate")]
-    assert rep["filters"]["rejected"] == {"prompt_too_short": 1, "prompt_too_long": 1, "response_too_short": 1,
-                                          "response_too_long": 1, "duplicate": 1, "utility_out_of_range": 0}
+        (1, "prompt_too_short"),
+        (2, "response_too_long"),
+        (3, "prompt_too_long"),
+        (4, "response_too_short"),
+        (6, "duplicate"),
+    ]
+    assert rep["filters"]["rejected"] == {
+        "prompt_too_short": 1,
+        "prompt_too_long": 1,
+        "response_too_short": 1,
+        "response_too_long": 1,
+        "duplicate": 1,
+        "utility_out_of_range": 0,
+    }
     assert inspect_file(p, cfg.model_copy(update={"drop_duplicates": False}))["accepted"] == 2
 
 
@@ -157,12 +194,12 @@ def test_utility_heuristic_by_hand(tmp_path):
     # "ok": L = 0.02, S = 0.3 (letters) + 0.2 (all letters), I = 1
     assert response_quality("ok") == pytest.approx((0.02 + 0.5 + 1.0) / 3)
     assert response_quality("مرحبا بكم. أهلاً وسهلاً") > response_quality("مرحبا")  # Arabic sentences and harakat count
-    assert kto_utility(q, True) == pytest.approx(q ** 0.88)
+    assert kto_utility(q, True) == pytest.approx(q**0.88)
     assert kto_utility(q, False) == pytest.approx(-2.25 * (1 - q) ** 0.88)
     rows = [
         {"prompt": "Q", "completion": "Hello world. Bye now.", "label": False},  # utility -0.695: kept
-        {"prompt": "Q2", "completion": "ok", "label": False},                    # utility -1.208: out of [-1, 1]
-        {"prompt": "Q3", "completion": "ok", "label": True},                     # utility 0.550: kept
+        {"prompt": "Q2", "completion": "ok", "label": False},  # utility -1.208: out of [-1, 1]
+        {"prompt": "Q3", "completion": "ok", "label": True},  # utility 0.550: kept
     ]
     p = write_jsonl(tmp_path / "u.jsonl", rows)
     assert inspect_file(p)["accepted"] == 3  # off by default
@@ -205,8 +242,14 @@ def test_a_row_missing_only_its_label_is_told_so(tmp_path):
     in a paired file a row without `rejected` names that field."""
     p = write_jsonl(tmp_path / "u.jsonl", UNPAIRED[:4] + [{"prompt": "P9", "completion": "c9"}])
     report = inspect_file(str(p), cfg_for(p))
-    assert report["rejected"] == [{"row": 5, "field": "label", "code": "missing_label",
-                                   "reason": "label: missing (no label, kto_tag, score, rating or preference column)"}]
+    assert report["rejected"] == [
+        {
+            "row": 5,
+            "field": "label",
+            "code": "missing_label",
+            "reason": "label: missing (no label, kto_tag, score, rating or preference column)",
+        }
+    ]
     with pytest.raises(KTOLabelError, match=r"u.jsonl:5: label: missing"):
         load_records(cfg_for(p, strict=True), kind="unpaired")
     pairs = [{"prompt": f"Q{i}", "chosen": "a", "rejected": "b"} for i in range(3)] + [{"prompt": "Q9", "chosen": "a"}]
@@ -266,8 +309,13 @@ def test_a_pair_file_without_conversion_is_refused_naming_the_setting(tmp_path):
 
 
 def test_all_rows_rejected_names_count_reasons_and_an_example(tmp_path):
-    rows = [{"prompt": "q", "completion": "a", "label": "meh"}, {"prompt": "q", "completion": "b", "label": "meh\nh"},
-            "{oops", {"prompt": "q", "completion": "c", "label": "so-so"}, {"prompt": "", "completion": "d", "label": 1}]
+    rows = [
+        {"prompt": "q", "completion": "a", "label": "meh"},
+        {"prompt": "q", "completion": "b", "label": "meh\nh"},
+        "{oops",
+        {"prompt": "q", "completion": "c", "label": "so-so"},
+        {"prompt": "", "completion": "d", "label": 1},
+    ]
     p = write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(KTODataError) as e:
         load_records(cfg_for(p), kind="unpaired")
@@ -283,7 +331,9 @@ def test_all_rows_rejected_names_count_reasons_and_an_example(tmp_path):
         load_records(cfg_for(p), kind="paired")
     # some rows accepted but one label short: the reasons are named too (was only "rejected rows: 2")
     q = write_jsonl(tmp_path / "short.jsonl", rows[:2] + [{"prompt": "q", "completion": "x", "label": True}])
-    with pytest.raises(KTOLabelError, match=r"rejected rows: 2: 2 unknown_label \(e\.g\. row 1: label: unknown label 'meh'"):
+    with pytest.raises(
+        KTOLabelError, match=r"rejected rows: 2: 2 unknown_label \(e\.g\. row 1: label: unknown label 'meh'"
+    ):
         load_records(cfg_for(q), kind="unpaired")
 
 

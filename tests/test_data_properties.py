@@ -1,4 +1,5 @@
 """Property tests: arbitrary bytes and arbitrary JSON rows never crash the reader; counts reconcile."""
+
 from __future__ import annotations
 
 import json
@@ -15,39 +16,109 @@ from prospect.errors import KTODataError
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-KEYS = ["prompt", "completion", "response", "label", "chosen", "rejected", "responses", "rankings", "scores",
-        "messages", "conversation", "conversations", "system", "h_w", "h_l", "h", "margin", "score", "rating",
-        "kto_tag", "preference", "instruction", "input", "output", "history", "weight", "score_chosen"]
-WORDS = ["good", "bad", "جيد", "سيء", "true", "0", "1", "maybe", "", " ", "\u200f", "NaN", "😀", "\n\nHuman: hi\n\nAssistant: yo"]
+KEYS = [
+    "prompt",
+    "completion",
+    "response",
+    "label",
+    "chosen",
+    "rejected",
+    "responses",
+    "rankings",
+    "scores",
+    "messages",
+    "conversation",
+    "conversations",
+    "system",
+    "h_w",
+    "h_l",
+    "h",
+    "margin",
+    "score",
+    "rating",
+    "kto_tag",
+    "preference",
+    "instruction",
+    "input",
+    "output",
+    "history",
+    "weight",
+    "score_chosen",
+]
+WORDS = [
+    "good",
+    "bad",
+    "جيد",
+    "سيء",
+    "true",
+    "0",
+    "1",
+    "maybe",
+    "",
+    " ",
+    "\u200f",
+    "NaN",
+    "😀",
+    "\n\nHuman: hi\n\nAssistant: yo",
+]
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 5), st.integers(), st.just(10**400),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.integers(),
+    st.just(10**400),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(WORDS), st.text(max_size=12),
+    st.sampled_from(WORDS),
+    st.text(max_size=12),
 )
 messages = st.lists(
-    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "human", "gpt", ""]),
-                           "content": st.one_of(st.sampled_from(WORDS), st.none(), st.integers())}),
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "assistant", "system", "human", "gpt", ""]),
+            "content": st.one_of(st.sampled_from(WORDS), st.none(), st.integers()),
+        }
+    ),
     max_size=4,
 )
-values = st.recursive(st.one_of(scalars, messages), lambda inner: st.one_of(st.lists(inner, max_size=4),
-                      st.dictionaries(st.sampled_from(KEYS + ["role", "content", "from", "value"]), inner, max_size=4)),
-                      max_leaves=12)
+values = st.recursive(
+    st.one_of(scalars, messages),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from(KEYS + ["role", "content", "from", "value"]), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
 # Rows of each real format whose fields are usually valid and sometimes junk, so that accepted
 # rows, every rejection reason and the conversions all get exercised.
 text = st.one_of(st.sampled_from(WORDS), st.text(min_size=1, max_size=10), messages, values)
 label = st.one_of(st.sampled_from(WORDS), st.booleans(), st.floats(), st.integers(-1, 6), values)
-optional = {"system": st.one_of(st.text(max_size=5), values), "h_w": st.sampled_from([0, 1, 2, None]),
-            "h_l": st.sampled_from([0, 1, "1", None]), "margin": st.floats(), "weight": st.floats(-1, 3)}
+optional = {
+    "system": st.one_of(st.text(max_size=5), values),
+    "h_w": st.sampled_from([0, 1, 2, None]),
+    "h_l": st.sampled_from([0, 1, "1", None]),
+    "margin": st.floats(),
+    "weight": st.floats(-1, 3),
+}
 near_valid = st.one_of(
     st.fixed_dictionaries({"prompt": text, "completion": text, "label": label}, optional=optional),
     st.fixed_dictionaries({"prompt": text, "response": text, "score": label}, optional=optional),
     st.fixed_dictionaries({"prompt": text, "chosen": text, "rejected": text}, optional=optional),
     st.fixed_dictionaries({"chosen": text, "rejected": text}),
-    st.fixed_dictionaries({"prompt": text, "responses": st.lists(text, max_size=4),
-                           "rankings": st.lists(st.one_of(st.integers(1, 4), st.floats()), max_size=4)}),
-    st.fixed_dictionaries({"prompt": st.sampled_from(WORDS[:6]), "responses": st.lists(st.sampled_from(WORDS), min_size=3, max_size=3),
-                           "scores": st.lists(st.integers(0, 2), min_size=3, max_size=3)}),
+    st.fixed_dictionaries(
+        {
+            "prompt": text,
+            "responses": st.lists(text, max_size=4),
+            "rankings": st.lists(st.one_of(st.integers(1, 4), st.floats()), max_size=4),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "prompt": st.sampled_from(WORDS[:6]),
+            "responses": st.lists(st.sampled_from(WORDS), min_size=3, max_size=3),
+            "scores": st.lists(st.integers(0, 2), min_size=3, max_size=3),
+        }
+    ),
     st.fixed_dictionaries({"messages": messages, "label": label}),
     st.fixed_dictionaries({"instruction": text, "input": text, "output": text, "kto_tag": label}),
 )
@@ -108,8 +179,12 @@ def test_arbitrary_json_rows_reconcile(batch, blank_every):
         streamed = inspect_file(p, fmt="unpaired", streaming=True)
         check(streamed)
         for kind in ("unpaired", "paired"):
-            cfg = KTODataConfig(train_file=str(p), format="unpaired" if kind == "unpaired" else "paired",
-                                min_samples_per_label=0, validation_split_percentage=0.5)
+            cfg = KTODataConfig(
+                train_file=str(p),
+                format="unpaired" if kind == "unpaired" else "paired",
+                min_samples_per_label=0,
+                validation_split_percentage=0.5,
+            )
             try:
                 loaded = load_records(cfg, kind=kind)
             except KTODataError:
@@ -124,8 +199,10 @@ def test_arbitrary_json_rows_reconcile(batch, blank_every):
 
 def test_lone_surrogate_escapes_are_rejected_not_crashing(tmp_path):
     p = tmp_path / "s.jsonl"
-    p.write_text('{"prompt": "\\ud800", "completion": "a", "label": 1}\n{"prompt": "q", "completion": "a", "label": "\\udfff"}\n',
-                 encoding="utf-8")
+    p.write_text(
+        '{"prompt": "\\ud800", "completion": "a", "label": 1}\n{"prompt": "q", "completion": "a", "label": "\\udfff"}\n',
+        encoding="utf-8",
+    )
     rep = inspect_file(p)
     check(rep)
     assert [r["code"] for r in rep["rejected"]] == ["invalid_unicode", "unknown_label"]

@@ -1,4 +1,5 @@
 """Readers: every input kind, row numbering, and robustness to messy bytes."""
+
 from __future__ import annotations
 
 import gzip
@@ -31,7 +32,14 @@ def raw_rows(path) -> list:
 
 
 def test_jsonl_bom_crlf_blank_lines_numbering(tmp_path):
-    body = "\ufeff" + json.dumps(ROWS[0]) + "\r\n\r\n   \r\n" + json.dumps(ROWS[1]) + "\r\n{broken\r\n" + json.dumps(ROWS[2])
+    body = (
+        "\ufeff"
+        + json.dumps(ROWS[0])
+        + "\r\n\r\n   \r\n"
+        + json.dumps(ROWS[1])
+        + "\r\n{broken\r\n"
+        + json.dumps(ROWS[2])
+    )
     p = tmp_path / "messy.jsonl"
     p.write_bytes(body.encode("utf-8"))
     rows = raw_rows(p)
@@ -41,8 +49,15 @@ def test_jsonl_bom_crlf_blank_lines_numbering(tmp_path):
     assert rows[2].data is None and rows[2].error[1] == "invalid_json"
     rep = inspect_file(p)
     assert rep["rows_read"] == 4 and rep["accepted"] == 3
-    assert rep["rejected"] == [{"row": 3, "field": "row", "code": "invalid_json", "line": 5,
-                                "reason": "row: invalid JSON: Expecting property name enclosed in double quotes (column 2)"}]
+    assert rep["rejected"] == [
+        {
+            "row": 3,
+            "field": "row",
+            "code": "invalid_json",
+            "line": 5,
+            "reason": "row: invalid JSON: Expecting property name enclosed in double quotes (column 2)",
+        }
+    ]
 
 
 def test_jsonl_rtl_emoji_long_rows_invalid_utf8(tmp_path):
@@ -95,7 +110,7 @@ def test_csv_and_tsv(tmp_path):
         '"What is 2+2?","4, obviously",true,\r\n'
         '"multi\nline prompt",5,0,be terse\r\n'
         f'"{messages.replace(chr(34), chr(34) * 2)}",hello,1,\r\n'
-        ",,,\r\n"                                  # blank record: not a row
+        ",,,\r\n"  # blank record: not a row
         "too,many,fields,x,y\r\n"
         "no label,text,,\r\n",
         encoding="utf-8",
@@ -137,7 +152,12 @@ def test_parquet_and_gzip(tmp_path):
 def test_saved_datasets_and_hf_directory(tmp_path):
     import datasets
 
-    ds = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"], "label": bool(r["label"] in (True, "good"))} for r in ROWS])
+    ds = datasets.Dataset.from_list(
+        [
+            {"prompt": r["prompt"], "completion": r["completion"], "label": bool(r["label"] in (True, "good"))}
+            for r in ROWS
+        ]
+    )
     ds.save_to_disk(str(tmp_path / "saved"))
     rep = inspect_file(tmp_path / "saved")
     assert rep["accepted"] == 3 and rep["labels"] == {"desirable": 2, "undesirable": 1}

@@ -1,4 +1,5 @@
 """Data-parallel training on CPU (gloo): 2 processes x batch b train like 1 process x batch 2b; z0 is averaged."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import sys
 
 import pytest
 import torch
-from helpers import learnable_unpaired, write_config, write_jsonl
 
+from helpers import learnable_unpaired, write_config, write_jsonl
 from prospect.cli import main
 from prospect.io import read_jsonl
 
@@ -62,11 +63,13 @@ def _stop_worker(rank: int, port: int, out_dir: str) -> None:
         if rank == 1:  # the signal reached one process only
             request.signum = 15
         control = type("C", (), {"should_save": False, "should_training_stop": False})()
-        StopOnSignalCallback(request).on_step_end(type("A", (), {"device": "cpu"})(),
-                                                  type("S", (), {"global_step": 7})(), control)
+        StopOnSignalCallback(request).on_step_end(
+            type("A", (), {"device": "cpu"})(), type("S", (), {"global_step": 7})(), control
+        )
         with open(os.path.join(out_dir, f"stop{rank}.json"), "w") as fh:
-            json.dump({"save": control.should_save, "stop": control.should_training_stop,
-                       "at": request.stopped_at_step}, fh)
+            json.dump(
+                {"save": control.should_save, "stop": control.should_training_stop, "at": request.stopped_at_step}, fh
+            )
     finally:
         dist.destroy_process_group()
 
@@ -84,19 +87,35 @@ def _config(tmp_path, name, batch, reference_point):
     if not data.exists():
         write_jsonl(data, learnable_unpaired(8, seed=3))
     return write_config(
-        tmp_path / f"{name}.yaml", data={"train_file": str(data)},
+        tmp_path / f"{name}.yaml",
+        data={"train_file": str(data)},
         kto={"beta": 0.5, "precompute_ref_log_probs": False, "reference_point": reference_point},
-        training={"batch_size": batch, "max_steps": 3, "learning_rate": 0.5, "optim": "sgd", "max_grad_norm": 0.0,
-                  "shuffle": False, "logging_steps": 1, "save_steps": 100, "run_name": name,
-                  "output_dir": str(tmp_path / "runs"), "seed": 0})
+        training={
+            "batch_size": batch,
+            "max_steps": 3,
+            "learning_rate": 0.5,
+            "optim": "sgd",
+            "max_grad_norm": 0.0,
+            "shuffle": False,
+            "logging_steps": 1,
+            "save_steps": 100,
+            "run_name": name,
+            "output_dir": str(tmp_path / "runs"),
+            "seed": 0,
+        },
+    )
 
 
 def _outputs(run):
     from safetensors.torch import load_file
 
     rows = read_jsonl(run / "metrics.jsonl")
-    return ([r for r in rows if "loss" in r], load_file(str(run / "final" / "adapter_model.safetensors")),
-            json.loads((run / "results.json").read_text()), rows)
+    return (
+        [r for r in rows if "loss" in r],
+        load_file(str(run / "final" / "adapter_model.safetensors")),
+        json.loads((run / "results.json").read_text()),
+        rows,
+    )
 
 
 def test_two_processes_train_like_one_process_with_twice_the_batch(tmp_path):
@@ -111,10 +130,32 @@ def test_two_processes_train_like_one_process_with_twice_the_batch(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("ACCELERATE_USE_CPU", None)  # prospect sets use_cpu itself when there is no GPU
     proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-         "--main_process_port", str(_free_port()), "-m", "prospect", "train", str(cfg), "--quiet"],
-        env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(_free_port()),
+            "-m",
+            "prospect",
+            "train",
+            str(cfg),
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     one, w_one, res_one, _ = _outputs(tmp_path / "runs" / "one")
@@ -141,9 +182,14 @@ def test_example_accelerate_configs_load():
     from accelerate.utils import DistributedType
 
     root = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
-    expected = {"ddp.yaml": DistributedType.MULTI_GPU, "cpu_ddp.yaml": DistributedType.MULTI_GPU,
-                "multinode_ddp.yaml": DistributedType.MULTI_GPU, "fsdp.yaml": DistributedType.FSDP,
-                "deepspeed_zero2.yaml": DistributedType.DEEPSPEED, "deepspeed_zero3.yaml": DistributedType.DEEPSPEED}
+    expected = {
+        "ddp.yaml": DistributedType.MULTI_GPU,
+        "cpu_ddp.yaml": DistributedType.MULTI_GPU,
+        "multinode_ddp.yaml": DistributedType.MULTI_GPU,
+        "fsdp.yaml": DistributedType.FSDP,
+        "deepspeed_zero2.yaml": DistributedType.DEEPSPEED,
+        "deepspeed_zero3.yaml": DistributedType.DEEPSPEED,
+    }
     for name, kind in expected.items():
         cfg = load_config_from_file(str(root / name))
         assert cfg.distributed_type == kind, name

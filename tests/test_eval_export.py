@@ -1,5 +1,6 @@
 """Evaluation of a finished run (metrics checked against an independent full-logits forward pass),
 generation samples, user metrics, and export round trips (adapter and merged model)."""
+
 from __future__ import annotations
 
 import json
@@ -34,19 +35,24 @@ UNPAIRED = [
     ("Is water wet?", "No idea, ask someone else.", False),
 ]
 SECRET = "hunter2secretpass"
-USER_METRICS = '''
+USER_METRICS = """
 def mean_generation_chars(prompts, generations, references):
     return sum(len(g) for g in generations) / len(generations)
 
 
 def counts(prompts, generations, references):
     return {"prompts": len(prompts), "with_reference": sum(r is not None for r in references)}
-'''
+"""
 
 
 def _pairs(path: Path, rows: list[tuple]) -> Path:
-    path.write_text("".join(json.dumps({"prompt": p, "chosen": c, "rejected": r, "h_w": hw, "h_l": hl}) + "\n"
-                            for p, c, r, hw, hl in rows), encoding="utf-8")
+    path.write_text(
+        "".join(
+            json.dumps({"prompt": p, "chosen": c, "rejected": r, "h_w": hw, "h_l": hl}) + "\n"
+            for p, c, r, hw, hl in rows
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -67,16 +73,37 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
         cfg = {
             "method": {"name": "dpo"},
             "model": {"name": str(base), "max_length": 64},
-            "training": {"learning_rate": 2e-2, "batch_size": 3, "max_steps": 3, "logging_steps": 1, "save_steps": 3,
-                         "output_dir": str(tmp / "runs"), "run_name": "tiny_dpo", "seed": 0},
-            "data": {"train_file": str(_pairs(tmp / "train.jsonl", TRAIN)),
-                     "validation_file": str(_pairs(tmp / "val.jsonl", VALIDATION))},
+            "training": {
+                "learning_rate": 2e-2,
+                "batch_size": 3,
+                "max_steps": 3,
+                "logging_steps": 1,
+                "save_steps": 3,
+                "output_dir": str(tmp / "runs"),
+                "run_name": "tiny_dpo",
+                "seed": 0,
+            },
+            "data": {
+                "train_file": str(_pairs(tmp / "train.jsonl", TRAIN)),
+                "validation_file": str(_pairs(tmp / "val.jsonl", VALIDATION)),
+            },
             "dpo": {"beta": 0.5, "max_length": 64, "max_prompt_length": 32, "max_target_length": 32},
-            "optimization": {"use_lora": True, "lora_rank": 4, "lora_dropout": 0.0,
-                             "lora_target_modules": ["q_proj", "v_proj"]},
-            "evaluation": {"num_generation_samples": 2, "max_new_tokens": 5,
-                           "metrics": ["reward_accuracy", "perplexity", "tiny_user_metrics:mean_generation_chars",
-                                       "tiny_user_metrics:counts"]},
+            "optimization": {
+                "use_lora": True,
+                "lora_rank": 4,
+                "lora_dropout": 0.0,
+                "lora_target_modules": ["q_proj", "v_proj"],
+            },
+            "evaluation": {
+                "num_generation_samples": 2,
+                "max_new_tokens": 5,
+                "metrics": [
+                    "reward_accuracy",
+                    "perplexity",
+                    "tiny_user_metrics:mean_generation_chars",
+                    "tiny_user_metrics:counts",
+                ],
+            },
             "logging": {"mlflow_tracking_uri": f"http://bob:{SECRET}@mlflow.example"},
         }
         result = train(loads_config(yaml.safe_dump(cfg, sort_keys=False), source="<test>"), quiet=True)
@@ -97,8 +124,9 @@ def _models(trained):
     from transformers import AutoModelForCausalLM
 
     ref = AutoModelForCausalLM.from_pretrained(trained["base"]).eval()
-    pol = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(trained["base"]),
-                                    str(trained["run_dir"] / "final")).eval()
+    pol = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(trained["base"]), str(trained["run_dir"] / "final")
+    ).eval()
     return pol, ref
 
 
@@ -108,14 +136,15 @@ def _full_forward_logp(model, prompt_ids: list[int], completion_ids: list[int]) 
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0].double()
     logp = torch.log_softmax(logits[:-1], dim=-1).gather(-1, ids[0, 1:, None])[:, 0]
-    return float(logp[len(prompt_ids) - 1:].sum()), len(completion_ids)
+    return float(logp[len(prompt_ids) - 1 :].sum()), len(completion_ids)
 
 
 def _tokenized(run_dir: Path, records, kind: str):
+    from transformers import AutoTokenizer
+
     from prospect.config.loader import load_config
     from prospect.data.tokenize import tokenize_records
     from prospect.eval.evaluate import tokenize_settings_for
-    from transformers import AutoTokenizer
 
     cfg = load_config(str(run_dir / "config.yaml"))
     tok = AutoTokenizer.from_pretrained(str(run_dir / "final"))
@@ -131,7 +160,7 @@ def test_metric_formulas_by_hand() -> None:
     # desirable {1, 3} vs undesirable {2, 3}: (1>2:0)+(1>3:0)+(3>2:1)+(3=3:1/2) = 1.5 of 4
     assert M.ranking_accuracy(t([1.0, 3.0]), t([2.0, 3.0])) == pytest.approx(0.375)
     assert M.kl_estimate(t([-1.0, -3.0]), t([-2.0, -2.0])) == pytest.approx(0.0)
-    assert M.perplexity(t([-2.0, -4.0]), t([1, 2])) == pytest.approx(math.e ** 2)  # exp(6 / 3)
+    assert M.perplexity(t([-2.0, -4.0]), t([1, 2])) == pytest.approx(math.e**2)  # exp(6 / 3)
     assert M.rewards(t([-1.0]), t([-3.0]), 0.1).item() == pytest.approx(0.2)
     assert math.isnan(M.reward_accuracy(t([]), t([])))
 
@@ -157,8 +186,11 @@ def test_evaluate_paired_file_matches_independent_forward(in_run_env) -> None:
     assert json.loads((run_dir / "eval" / "metrics.json").read_text()) == res
 
     pol, ref = _models(in_run_env)
-    rows = _tokenized(run_dir, [PairedRecord(prompt=p, chosen=c, rejected=r, h_w=hw, h_l=hl)
-                                for p, c, r, hw, hl in VALIDATION], "paired")
+    rows = _tokenized(
+        run_dir,
+        [PairedRecord(prompt=p, chosen=c, rejected=r, h_w=hw, h_l=hl) for p, c, r, hw, hl in VALIDATION],
+        "paired",
+    )
     beta = 0.5
     ch, rj, kl, lp_sum, n_tok = [], [], [], 0.0, 0
     for r in rows:
@@ -224,10 +256,17 @@ def test_evaluate_unpaired_file(in_run_env) -> None:
     assert (m["n_desirable"], m["n_undesirable"]) == (3, 2)
     assert m["loss"] is None  # a DPO run's loss needs pairs
     pol, ref = _models(in_run_env)
-    rows = _tokenized(run_dir, [UnpairedRecord(prompt=p, completion=c, label=lab) for p, c, lab in UNPAIRED],
-                      "unpaired")
-    r = [0.5 * (_full_forward_logp(pol, x["prompt_ids"], x["completion_ids"])[0]
-                - _full_forward_logp(ref, x["prompt_ids"], x["completion_ids"])[0]) for x in rows]
+    rows = _tokenized(
+        run_dir, [UnpairedRecord(prompt=p, completion=c, label=lab) for p, c, lab in UNPAIRED], "unpaired"
+    )
+    r = [
+        0.5
+        * (
+            _full_forward_logp(pol, x["prompt_ids"], x["completion_ids"])[0]
+            - _full_forward_logp(ref, x["prompt_ids"], x["completion_ids"])[0]
+        )
+        for x in rows
+    ]
     d, u = [v for v, (_, _, lab) in zip(r, UNPAIRED) if lab], [v for v, (_, _, lab) in zip(r, UNPAIRED) if not lab]
     auc = sum((a > b) + 0.5 * (a == b) for a in d for b in u) / (len(d) * len(u))
     assert m["reward_accuracy"] == pytest.approx(auc)
@@ -266,7 +305,7 @@ def test_export_adapter_loads_with_peft(in_run_env, tmp_path: Path) -> None:
     card = (out / "README.md").read_text()
     assert "library_name: peft" in card and "**dpo**" in card and str(in_run_env["base"]) in card
     results = json.loads((in_run_env["run_dir"] / "results.json").read_text())
-    assert "## Final metrics" in card and f"| global_step | 3 |" not in card and "- global_step: 3" in card
+    assert "## Final metrics" in card and "| global_step | 3 |" not in card and "- global_step: 3" in card
     assert f"| train_loss | {results['metrics']['train_loss']:.6g} |" in card
     assert "## Resolved config" in card and "## Data" in card
     assert SECRET not in card and SECRET not in (out / "prospect_export.json").read_text()
@@ -285,8 +324,9 @@ def test_export_merged_loads_with_transformers_and_generates(in_run_env, tmp_pat
     ids = tok("What is ice made of?")["input_ids"]
     assert torch.allclose(_logits(merged, ids), _logits(pol, ids), atol=1e-4)
     assert not torch.allclose(_logits(merged, ids), _logits(ref, ids), atol=1e-4)  # the adapter is in the weights
-    gen = merged.generate(input_ids=torch.tensor([ids]), max_new_tokens=4, do_sample=False,
-                          pad_token_id=tok.pad_token_id)
+    gen = merged.generate(
+        input_ids=torch.tensor([ids]), max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id
+    )
     assert gen.shape[1] > len(ids)
     assert "library_name: transformers" in (out / "README.md").read_text()
     # a second export replaces the first; a foreign non-empty directory is refused
@@ -312,13 +352,19 @@ def test_model_card_names_a_base_plain_transformers_can_load() -> None:
     from prospect.config.schema import RunConfig
     from prospect.eval.export import model_card
 
-    cfg = RunConfig.model_validate({"method": "kto", "model": {"name": "smollm2-135m-instruct"},
-                                    "kto": {"loss_type": "prospect", "kto_lambda": 2.5}})
+    cfg = RunConfig.model_validate(
+        {
+            "method": "kto",
+            "model": {"name": "smollm2-135m-instruct"},
+            "kto": {"loss_type": "prospect", "kto_lambda": 2.5},
+        }
+    )
     card = model_card(cfg, {}, {}, merged=False, adapter=True, run_name="r")
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
     assert 'AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")' in card
     assert "| kto_lambda | 2.5 |" in card and "loss_type prospect" in card
-    gguf = RunConfig.model_validate({"method": "dpo", "model": {"name": "/models/x/m.Q8_0.gguf"},
-                                     "dpo": {"loss_type": "ipo"}})
+    gguf = RunConfig.model_validate(
+        {"method": "dpo", "model": {"name": "/models/x/m.Q8_0.gguf"}, "dpo": {"loss_type": "ipo"}}
+    )
     card = model_card(gguf, {}, {}, merged=False, adapter=True, run_name="r")
     assert 'from_pretrained("/models/x", gguf_file="m.Q8_0.gguf")' in card and "loss_type ipo" in card

@@ -12,7 +12,7 @@ import math
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -21,10 +21,36 @@ SEED = DATA / "seed_formats"
 ARABIC = re.compile("[\u0600-\u06ff]")
 
 # Seed 001's label words (its `_normalize_kto_label` and `arabic_label_mapping`).
-POSITIVE_WORDS = {"good", "positive", "1", "true", "yes", "accept", "preferred", "high", "excellent", "great",
-                  "جيد", "ممتاز", "مقبول"}
-NEGATIVE_WORDS = {"bad", "negative", "0", "false", "no", "reject", "not_preferred", "low", "poor", "terrible",
-                  "سيء", "ضعيف", "مرفوض"}
+POSITIVE_WORDS = {
+    "good",
+    "positive",
+    "1",
+    "true",
+    "yes",
+    "accept",
+    "preferred",
+    "high",
+    "excellent",
+    "great",
+    "جيد",
+    "ممتاز",
+    "مقبول",
+}
+NEGATIVE_WORDS = {
+    "bad",
+    "negative",
+    "0",
+    "false",
+    "no",
+    "reject",
+    "not_preferred",
+    "low",
+    "poor",
+    "terrible",
+    "سيء",
+    "ضعيف",
+    "مرفوض",
+}
 MAIN_FILES = ["kto_train.jsonl", "kto_validation.jsonl", "dpo_train.jsonl", "dpo_validation.jsonl"]
 
 
@@ -50,7 +76,7 @@ def is_arabic(text: Any) -> bool:
     return bool(ARABIC.search(json.dumps(text, ensure_ascii=False)))
 
 
-def word_label(value: Any) -> Optional[bool]:
+def word_label(value: Any) -> bool | None:
     """Seed 001's rule: bools as is, label words after strip/lower-case; None if unknown."""
     if isinstance(value, bool):
         return value
@@ -204,16 +230,34 @@ def test_dpo_has_pairs_for_factual_reorientation(main, name, low, high):
 # ---------------------------------------------------------------- seed formats
 
 SEED_FILES = [
-    "labels_words.jsonl", "scores.jsonl", "ratings.jsonl", "ranking.jsonl", "conversation.jsonl",
-    "sharegpt.jsonl", "trl_conversational.jsonl", "hh.jsonl", "ultrafeedback.jsonl",
-    "llamafactory_kto.json", "llamafactory_dpo.json", "kto.csv", "bad_rows.jsonl",
+    "labels_words.jsonl",
+    "scores.jsonl",
+    "ratings.jsonl",
+    "ranking.jsonl",
+    "conversation.jsonl",
+    "sharegpt.jsonl",
+    "trl_conversational.jsonl",
+    "hh.jsonl",
+    "ultrafeedback.jsonl",
+    "llamafactory_kto.json",
+    "llamafactory_dpo.json",
+    "kto.csv",
+    "bad_rows.jsonl",
 ]
 
 
 def _messages_ok(messages: Any, roles: set) -> bool:
-    return (isinstance(messages, list) and messages
-            and all(isinstance(m, dict) and m.get("role") in roles and isinstance(m.get("content"), str)
-                    and m["content"].strip() for m in messages))
+    return (
+        isinstance(messages, list)
+        and messages
+        and all(
+            isinstance(m, dict)
+            and m.get("role") in roles
+            and isinstance(m.get("content"), str)
+            and m["content"].strip()
+            for m in messages
+        )
+    )
 
 
 def read_csv_rows(path: Path) -> list[dict]:
@@ -257,10 +301,13 @@ def test_labels_words_match_readme(seed_readme):
     assert arabic_words == {"جيد", "ممتاز", "مقبول", "سيء", "ضعيف", "مرفوض"}
 
 
-@pytest.mark.parametrize("name,field,low,high,threshold", [
-    ("scores.jsonl", "score", 0.0, 1.0, 0.5),
-    ("ratings.jsonl", "rating", 1, 5, 4),
-])
+@pytest.mark.parametrize(
+    "name,field,low,high,threshold",
+    [
+        ("scores.jsonl", "score", 0.0, 1.0, 0.5),
+        ("ratings.jsonl", "rating", 1, 5, 4),
+    ],
+)
 def test_numeric_labels_match_readme(seed_readme, name, field, low, high, threshold):
     rows = read_jsonl(SEED / name)
     expected = {int(r[0]): r[-1] for r in readme_table(seed_readme, name)}
@@ -369,7 +416,7 @@ def test_csv_parses_with_quoting_and_matches_readme(seed_readme):
 # ---------------------------------------------------------------- bad rows
 
 
-def row_problem(line: str) -> Optional[str]:
+def row_problem(line: str) -> str | None:
     """Why a row of bad_rows.jsonl cannot become a training row (None if it can)."""
     try:
         obj = strict_loads(line)
@@ -407,7 +454,6 @@ def test_bad_rows_are_exactly_the_documented_ones(seed_readme):
     assert len(documented_bad) == 7 and len(lines) - len(documented_bad) == 6
     # Each kind of damage the README promises occurs once.
     problems = Counter(row_problem(lines[n - 1]) for n in documented_bad)
-    assert problems == Counter({"json": 2, "not an object": 1, "label": 2, "empty prompt": 1,
-                                "empty completion": 1})
+    assert problems == Counter({"json": 2, "not an object": 1, "label": 2, "empty prompt": 1, "empty completion": 1})
     nan_line = next(line for line in lines if "NaN" in line)
     assert math.isnan(json.loads(nan_line)["score"])  # lenient parsers read it; strict ones must reject it

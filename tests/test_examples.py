@@ -1,4 +1,5 @@
 """Every example YAML loads and validates, names data that exists and fits a CPU; no model is loaded."""
+
 from __future__ import annotations
 
 import warnings
@@ -100,8 +101,12 @@ def test_seed003_layouts_map_to_canonical_keys():
     assert b.kto.kto_lambda == 2.25  # seed 000's loss aversion untouched
     assert b.sweep == {"method.kto_weight": [0.01, 0.1, 0.5]}
     # the seed's command-line override lands on the DPO+KTO weight
-    assert load_config(str(EXAMPLES / "seed003_track_b_kto_regularized.yaml"),
-                       shortcuts={"lambda": "0.5"}).method.kto_weight == 0.5
+    assert (
+        load_config(
+            str(EXAMPLES / "seed003_track_b_kto_regularized.yaml"), shortcuts={"lambda": "0.5"}
+        ).method.kto_weight
+        == 0.5
+    )
     c = _load(EXAMPLES / "seed003_track_c_scaleup.yaml")
     assert c.optimization.use_gradient_checkpointing and c.method.name == "dpo"
 

@@ -6,10 +6,11 @@ exit code 2 and one line per problem found (the loader lists up to five).
 Runs in-process through `prospect.cli.main` (the `prospect` entry point), so hypothesis can
 try hundreds of inputs in seconds.
 """
+
 from __future__ import annotations
 
-import io
 import gzip
+import io
 import json
 import tempfile
 import warnings
@@ -18,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import learnable_unpaired, write_config, write_jsonl
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import prospect.engine.model
+from helpers import learnable_unpaired, write_config, write_jsonl
 from prospect.cli import SHORTCUTS, main
 from prospect.config.loader import valid_keys
 from prospect.errors import ProspectError
@@ -63,29 +64,78 @@ def assert_config_error(rc: int, err: str, codes: tuple[int, ...] = (2,)) -> Non
 KEYS = valid_keys()
 SECTIONS = sorted({k.split(".")[0] for k in KEYS})
 FIELDS = sorted({k.split(".")[-1] for k in KEYS})
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
-                    st.text(max_size=12), st.sampled_from(["kto", "dpo", "auto", "1e-6", "-1", "", "~", "hf_x"]))
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=6)), inner,
-                                                 max_size=3)), max_leaves=10)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(["kto", "dpo", "auto", "1e-6", "-1", "", "~", "hf_x"]),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=6)), inner, max_size=3),
+    ),
+    max_leaves=10,
+)
 # Mostly the config's own sections and field names, so validation itself is exercised, not only "unknown key".
-TREES = st.dictionaries(st.one_of(st.sampled_from(SECTIONS), st.text(max_size=6)),
-                        st.one_of(st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=4), VALUES), max_size=5)
+TREES = st.dictionaries(
+    st.one_of(st.sampled_from(SECTIONS), st.text(max_size=6)),
+    st.one_of(st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=4), VALUES),
+    max_size=5,
+)
 # YAML features a hand-written or hostile file may use.
-SNIPPETS = ["model: !!python/object/apply:os.system [echo hi]\n", "a: &x [*x]\n", "<<: {kto: {beta: 1}}\n",
-            "kto:\n\tbeta: 1\n", "kto: {beta: 1}\nkto: {beta: 2}\n", "--- \n...\n---\n", "!!binary aGk=\n",
-            "model: {name: !!str 1}\n", "? [a]\n: b\n", "training: {learning_rate: .inf}\n", "\ufeffmethod: kto\n",
-            "%YAML 1.1\n---\nmethod: kto\n", "'\n", "method: [kto]\n", "training: {seed: 1e400}\n"]
+SNIPPETS = [
+    "model: !!python/object/apply:os.system [echo hi]\n",
+    "a: &x [*x]\n",
+    "<<: {kto: {beta: 1}}\n",
+    "kto:\n\tbeta: 1\n",
+    "kto: {beta: 1}\nkto: {beta: 2}\n",
+    "--- \n...\n---\n",
+    "!!binary aGk=\n",
+    "model: {name: !!str 1}\n",
+    "? [a]\n: b\n",
+    "training: {learning_rate: .inf}\n",
+    "\ufeffmethod: kto\n",
+    "%YAML 1.1\n---\nmethod: kto\n",
+    "'\n",
+    "method: [kto]\n",
+    "training: {seed: 1e400}\n",
+]
 YAML_TEXT = st.one_of(
     st.text(max_size=200),
     TREES.map(lambda t: yaml.safe_dump(t, allow_unicode=True)),
     st.lists(st.sampled_from(SNIPPETS), min_size=1, max_size=3).map("".join),
 )
-OVERRIDES = st.lists(st.one_of(
-    st.text(max_size=30),
-    st.builds(lambda k, v: f"{k}={v}", st.sampled_from(KEYS), st.one_of(st.text(max_size=12), st.sampled_from(
-        ["null", "[1, 2]", "{a: 1}", "-1", "1e999", "nan", "!!python/name:os.system", "&a [*a]", "'", "auto"]))),
-), max_size=4)
+OVERRIDES = st.lists(
+    st.one_of(
+        st.text(max_size=30),
+        st.builds(
+            lambda k, v: f"{k}={v}",
+            st.sampled_from(KEYS),
+            st.one_of(
+                st.text(max_size=12),
+                st.sampled_from(
+                    [
+                        "null",
+                        "[1, 2]",
+                        "{a: 1}",
+                        "-1",
+                        "1e999",
+                        "nan",
+                        "!!python/name:os.system",
+                        "&a [*a]",
+                        "'",
+                        "auto",
+                    ]
+                ),
+            ),
+        ),
+    ),
+    max_size=4,
+)
 
 
 def _check_config_cli(argv: list[str]) -> None:
@@ -116,8 +166,7 @@ def test_arbitrary_bytes_as_config_exit_0_or_2_with_one_line(data):
 
 
 @FUZZ
-@given(overrides=OVERRIDES, shortcuts=st.lists(st.tuples(st.sampled_from(SHORTCUTS), st.text(max_size=12)),
-                                                 max_size=2))
+@given(overrides=OVERRIDES, shortcuts=st.lists(st.tuples(st.sampled_from(SHORTCUTS), st.text(max_size=12)), max_size=2))
 def test_arbitrary_overrides_and_shortcuts_exit_0_or_2_with_one_line(overrides, shortcuts):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "run.yaml"
@@ -171,14 +220,14 @@ class _Reached(ProspectError):
 @pytest.fixture
 def no_model(monkeypatch):
     """Model loading replaced by a sentinel: these inputs must be refused before it."""
+
     def refuse(*a, **k):
         raise _Reached("model loading reached")
 
     monkeypatch.setattr(prospect.engine.model, "load_policy_and_reference", refuse)
 
 
-GOOD = ('{"prompt": "a b", "completion": "c d", "label": true}\n'
-        '{"prompt": "a e", "completion": "c f", "label": false}\n')
+GOOD = '{"prompt": "a b", "completion": "c d", "label": true}\n{"prompt": "a e", "completion": "c f", "label": false}\n'
 BAD_FILES = {
     "empty": ("train.jsonl", b""),
     "blank_lines": ("train.jsonl", b"\n \n\t\n"),
@@ -223,8 +272,10 @@ def test_one_class_kto_refused_by_the_engine_when_the_reader_allows_it(tmp_path,
     """With data.min_samples_per_label: 0 the reader lets one-class data through; training still refuses it."""
     path = tmp_path / "train.jsonl"
     path.write_text(GOOD.replace("false", "true"), encoding="utf-8")
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(path), "min_samples_per_label": 0,
-                                                     "validation_split_percentage": 0.0})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(path), "min_samples_per_label": 0, "validation_split_percentage": 0.0},
+    )
     rc, _, err = run_cli(["train", str(cfg), "--quiet"])
     line = assert_one_line_error(rc, err, (1,))
     assert "KTO needs both desirable and undesirable rows, got 2 desirable and 0 undesirable" in line
@@ -241,8 +292,10 @@ def test_truncated_last_row_is_rejected_with_a_reason_and_counted(tmp_path):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(max_size=300),
-       suffix=st.sampled_from([".jsonl", ".json", ".csv", ".parquet", ".txt", "", ".jsonl.gz", ".csv.gz"]))
+@given(
+    data=st.binary(max_size=300),
+    suffix=st.sampled_from([".jsonl", ".json", ".csv", ".parquet", ".txt", "", ".jsonl.gz", ".csv.gz"]),
+)
 def test_arbitrary_data_bytes_through_train(tmp_path, no_model, data, suffix):
     path = tmp_path / f"train{suffix}"
     path.write_bytes(data)
@@ -258,14 +311,19 @@ def test_max_length_over_context_and_batch_over_data_are_told_and_handled(tmp_pa
     rows = learnable_unpaired(6, seed=5)
     rows[0] = {**rows[0], "completion": "word " * 700}  # ~1400 tokens with the tiny byte-level tokenizer
     data = write_jsonl(tmp_path / "train.jsonl", rows)
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_split_percentage": 0.0},
-                       training={"max_steps": 1, "batch_size": 64},
-                       kto={"max_length": 100000, "max_prompt_length": 100000, "max_target_length": 100000})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(data), "validation_split_percentage": 0.0},
+        training={"max_steps": 1, "batch_size": 64},
+        kto={"max_length": 100000, "max_prompt_length": 100000, "max_target_length": 100000},
+    )
     assert main(["train", str(cfg), "--quiet"]) == 0
     err = caplog.text  # the CLI logs these to stderr; pytest captures the log records
     assert "max_length 100000 exceeds the model's context of 512 tokens; sequences are capped at 512" in err
-    assert ("training.batch_size x gradient_accumulation_steps = 64 is larger than the 12 training rows; "
-            "each optimizer step uses all 12 rows") in err
+    assert (
+        "training.batch_size x gradient_accumulation_steps = 64 is larger than the 12 training rows; "
+        "each optimizer step uses all 12 rows"
+    ) in err
     tok = json.loads((tmp_path / "runs" / "t" / "data_report.json").read_text())["tokenization"]["train"]
     assert tok["completion_truncated"] == 1
     # uncapped, the long completion would keep its ~1400 tokens

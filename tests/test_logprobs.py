@@ -1,5 +1,6 @@
 """Per-sequence log-probs: the completion-only, chunked path equals a naive full-logits computation,
 in padded and packed layouts, and the KTO mismatched pairs follow TRL's rotation."""
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -12,8 +13,15 @@ from prospect.engine.logprobs import sequence_logps
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    cfg = LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
     m = LlamaForCausalLM(cfg).eval()
     m.config._attn_implementation = "sdpa"
     return m
@@ -68,8 +76,10 @@ def test_mismatched_pairs_follow_trl_rotation():
 
 
 def test_paired_collator_chosen_then_rejected():
-    rows = [{"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4, 5], "h_w": 0, "h_l": 1},
-            {"prompt_ids": [6], "chosen_ids": [7, 8], "rejected_ids": [9], "h_w": 1, "h_l": 0}]
+    rows = [
+        {"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4, 5], "h_w": 0, "h_l": 1},
+        {"prompt_ids": [6], "chosen_ids": [7, 8], "rejected_ids": [9], "h_w": 1, "h_l": 0},
+    ]
     b = PairedCollator(pad_id=0)(rows)
     assert b["input_ids"].shape[0] == 4
     assert b["seq_index"][0].tolist()[:3] == [-1, -1, 0]

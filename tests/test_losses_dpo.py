@@ -7,6 +7,7 @@ policy_rejected = reference_rejected = -20 (r_l = 0), beta = 0.1, so beta h = 1,
 len_w = 5, len_l = 2. Handy values: -log sigma(1) = log(1 + e^-1) = 0.3132617,
 -log sigma(-1) = 1 + 0.3132617 = 1.3132617, log 2 = 0.6931472, sigma(1) = 0.7310586.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -36,8 +37,23 @@ from prospect.losses import (
 from prospect.losses.dpo import IPOLoss, SigmoidLoss
 
 D = torch.float64
-TRL_LOSS_TYPES = {"sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"}
+TRL_LOSS_TYPES = {
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+}
 
 
 def t(v) -> torch.Tensor:
@@ -46,9 +62,15 @@ def t(v) -> torch.Tensor:
 
 def one_pair(**extra) -> PairedLogps:
     """r_w = 10, r_l = 0, len_w = 5, len_l = 2 (beta = 0.1 gives beta h = 1)."""
-    return PairedLogps(policy_chosen=t([-10.0]), reference_chosen=t([-20.0]), policy_rejected=t([-20.0]),
-                       reference_rejected=t([-20.0]), chosen_lengths=torch.tensor([5]),
-                       rejected_lengths=torch.tensor([2]), **extra)
+    return PairedLogps(
+        policy_chosen=t([-10.0]),
+        reference_chosen=t([-20.0]),
+        policy_rejected=t([-20.0]),
+        reference_rejected=t([-20.0]),
+        chosen_lengths=torch.tensor([5]),
+        rejected_lengths=torch.tensor([2]),
+        **extra,
+    )
 
 
 def loss_of(loss_type, logps=None, **settings) -> float:
@@ -146,8 +168,14 @@ def test_discopop_hand():
 def test_sft_hand():
     """Token-level mean NLL of the chosen completions over the batch: chosen log-probs [-10, -6],
     lengths [5, 3] -> -(-10 - 6) / (5 + 3) = 2 for each pair; reference and rejected unused."""
-    logps = PairedLogps(t([-10.0, -6.0]), t([-1.0, -2.0]), t([0.0, 0.0]), t([0.0, 0.0]),
-                        chosen_lengths=torch.tensor([5, 3]), rejected_lengths=torch.tensor([1, 1]))
+    logps = PairedLogps(
+        t([-10.0, -6.0]),
+        t([-1.0, -2.0]),
+        t([0.0, 0.0]),
+        t([0.0, 0.0]),
+        chosen_lengths=torch.tensor([5, 3]),
+        rejected_lengths=torch.tensor([1, 1]),
+    )
     out = build_paired_loss("sft")(logps)
     assert out.losses.tolist() == [2.0, 2.0] and out.loss.item() == 2.0
 
@@ -161,8 +189,12 @@ def test_aot_sorts_margins_hand():
     """aot, beta 0.2. Policy margins pc - pr: [5, -5]; reference margins rc - rr: [-10, 0].
     Sorted separately: [-5, 5] - [-10, 0] = [5, 5] (unsorted they would be [15, -5]);
     each loss -log sigma(0.2 * 5) = 0.3132617."""
-    logps = PairedLogps(policy_chosen=t([0.0, -5.0]), policy_rejected=t([-5.0, 0.0]),
-                        reference_chosen=t([-10.0, 0.0]), reference_rejected=t([0.0, 0.0]))
+    logps = PairedLogps(
+        policy_chosen=t([0.0, -5.0]),
+        policy_rejected=t([-5.0, 0.0]),
+        reference_chosen=t([-10.0, 0.0]),
+        reference_rejected=t([0.0, 0.0]),
+    )
     out = build_paired_loss("aot", beta=0.2)(logps)
     assert out.losses.tolist() == pytest.approx([0.3132617, 0.3132617], abs=1e-7)
 
@@ -170,8 +202,12 @@ def test_aot_sorts_margins_hand():
 def test_aot_unpaired_hand():
     """aot_unpaired, beta 1. r_w = [3, -1], r_l = [0, 2]; sorted: [-1, 3] - [0, 2] = [-1, 1];
     losses [-log sigma(-1), -log sigma(1)] = [1.3132617, 0.3132617], mean 0.8132617."""
-    logps = PairedLogps(policy_chosen=t([3.0, -1.0]), policy_rejected=t([0.0, 2.0]),
-                        reference_chosen=t([0.0, 0.0]), reference_rejected=t([0.0, 0.0]))
+    logps = PairedLogps(
+        policy_chosen=t([3.0, -1.0]),
+        policy_rejected=t([0.0, 2.0]),
+        reference_chosen=t([0.0, 0.0]),
+        reference_rejected=t([0.0, 0.0]),
+    )
     assert loss_of("aot_unpaired", logps, beta=1.0) == pytest.approx(0.8132617, abs=1e-7)
 
 
@@ -218,16 +254,32 @@ def trl_dpo(loss_types, loss_weights, beta, label_smoothing, discopop_tau, per_t
 
     trainer = object.__new__(DPOTrainer)
     model = _FakeLM(per_token)
-    for k, v in dict(model=model, accelerator=_Accelerator(), aux_loss_enabled=False, precompute_ref_logps=True,
-                     ld_alpha=None, f_divergence_type="reverse_kl", loss_types=list(loss_types),
-                     loss_weights=loss_weights or [1.0] * len(loss_types), beta=beta, label_smoothing=label_smoothing,
-                     use_weighting=False, args=SimpleNamespace(discopop_tau=discopop_tau),
-                     _metrics={"train": defaultdict(list), "eval": defaultdict(list)}, _total_train_tokens=0,
-                     _tp_size=1).items():
+    for k, v in dict(
+        model=model,
+        accelerator=_Accelerator(),
+        aux_loss_enabled=False,
+        precompute_ref_logps=True,
+        ld_alpha=None,
+        f_divergence_type="reverse_kl",
+        loss_types=list(loss_types),
+        loss_weights=loss_weights or [1.0] * len(loss_types),
+        beta=beta,
+        label_smoothing=label_smoothing,
+        use_weighting=False,
+        args=SimpleNamespace(discopop_tau=discopop_tau),
+        _metrics={"train": defaultdict(list), "eval": defaultdict(list)},
+        _total_train_tokens=0,
+        _tp_size=1,
+    ).items():
         setattr(trainer, k, v)
     b = mask.shape[0] // 2
-    inputs = dict(input_ids=torch.zeros(mask.shape, dtype=torch.long), attention_mask=torch.ones_like(mask),
-                  completion_mask=mask, ref_chosen_logps=ref[:b], ref_rejected_logps=ref[b:])
+    inputs = dict(
+        input_ids=torch.zeros(mask.shape, dtype=torch.long),
+        attention_mask=torch.ones_like(mask),
+        completion_mask=mask,
+        ref_chosen_logps=ref[:b],
+        ref_rejected_logps=ref[b:],
+    )
     return trainer._compute_loss(model, inputs, False)
 
 
@@ -241,14 +293,20 @@ def random_pairs(seed: int, b: int = 6, width: int = 8):
     return per_token, mask, ref
 
 
-CASES = [(name, 0.1 if name in {"exo_pair", "robust", "aot", "aot_unpaired"} else 0.0) for name in sorted(TRL_LOSS_TYPES)]
+CASES = [
+    (name, 0.1 if name in {"exo_pair", "robust", "aot", "aot_unpaired"} else 0.0) for name in sorted(TRL_LOSS_TYPES)
+]
 
 
-@pytest.mark.parametrize("loss_types,loss_weights,label_smoothing", [([n], None, ls) for n, ls in CASES] + [
-    (["sigmoid", "bco_pair", "sft"], [0.8, 0.2, 1.0], 0.0),  # MPO
-    (["sigmoid", "sft"], [1.0, 0.5], 0.0),
-    (["ipo", "sigmoid_norm", "discopop"], None, 0.0),
-])
+@pytest.mark.parametrize(
+    "loss_types,loss_weights,label_smoothing",
+    [([n], None, ls) for n, ls in CASES]
+    + [
+        (["sigmoid", "bco_pair", "sft"], [0.8, 0.2, 1.0], 0.0),  # MPO
+        (["sigmoid", "sft"], [1.0, 0.5], 0.0),
+        (["ipo", "sigmoid_norm", "discopop"], None, 0.0),
+    ],
+)
 @pytest.mark.parametrize("beta,seed", [(0.1, 0), (0.5, 1)])
 def test_paired_matches_trl(loss_types, loss_weights, label_smoothing, beta, seed):
     """Loss and d loss / d (per-token policy log-prob) agree with TRL on random float64 inputs."""
@@ -260,8 +318,14 @@ def test_paired_matches_trl(loss_types, loss_weights, label_smoothing, beta, see
 
     leaf = per_token.clone().requires_grad_()
     sums, lengths = leaf.sum(1), mask[:, 1:].sum(1)
-    logps = PairedLogps(policy_chosen=sums[:b], policy_rejected=sums[b:], reference_chosen=ref[:b],
-                        reference_rejected=ref[b:], chosen_lengths=lengths[:b], rejected_lengths=lengths[b:])
+    logps = PairedLogps(
+        policy_chosen=sums[:b],
+        policy_rejected=sums[b:],
+        reference_chosen=ref[:b],
+        reference_rejected=ref[b:],
+        chosen_lengths=lengths[:b],
+        rejected_lengths=lengths[b:],
+    )
     loss = build_paired_loss(loss_types, loss_weights, beta=beta, label_smoothing=label_smoothing)
     out = loss(logps)
     out.loss.backward()
@@ -291,8 +355,14 @@ def test_factual_dpo_hand():
     (h_w, h_l) = (0, 1): -log sigma(1 - 1) = log 2 = 0.6931472;
     (0, 0) and (1, 1): -log sigma(1) = 0.3132617.
     Mean (0.6931472 + 2 * 0.3132617) / 3 = 0.4398902."""
-    logps = PairedLogps(t([-10.0] * 3), t([-20.0] * 3), t([-20.0] * 3), t([-20.0] * 3),
-                        h_w=torch.tensor([0, 0, 1]), h_l=torch.tensor([1, 0, 1]))
+    logps = PairedLogps(
+        t([-10.0] * 3),
+        t([-20.0] * 3),
+        t([-20.0] * 3),
+        t([-20.0] * 3),
+        h_w=torch.tensor([0, 0, 1]),
+        h_l=torch.tensor([1, 0, 1]),
+    )
     out = FactualDPOLoss(beta=0.1, delta=1.0)(logps)
     assert out.losses.tolist() == pytest.approx([0.6931472, 0.3132617, 0.3132617], abs=1e-7)
     assert out.loss.item() == pytest.approx(0.4398902, abs=1e-7)
@@ -303,8 +373,14 @@ def test_factual_dpo_delta_zero_is_dpo():
     per_token, mask, ref = random_pairs(3)
     s = per_token.sum(1)
     g = torch.Generator().manual_seed(0)
-    logps = PairedLogps(s[:6], ref[:6], s[6:], ref[6:], h_w=torch.randint(0, 2, (6,), generator=g),
-                        h_l=torch.randint(0, 2, (6,), generator=g))
+    logps = PairedLogps(
+        s[:6],
+        ref[:6],
+        s[6:],
+        ref[6:],
+        h_w=torch.randint(0, 2, (6,), generator=g),
+        h_l=torch.randint(0, 2, (6,), generator=g),
+    )
     for eps in (0.0, 0.2):
         a = FactualDPOLoss(beta=0.3, delta=0.0, label_smoothing=eps)(logps)
         b = SigmoidLoss(beta=0.3, label_smoothing=eps)(logps)
@@ -313,8 +389,14 @@ def test_factual_dpo_delta_zero_is_dpo():
 
 def test_factual_dpo_margin_direction():
     """z = beta h - (h_l - h_w) Delta: a larger Delta lowers z, so -log sigma(z) rises, only where h_l > h_w."""
-    logps = PairedLogps(t([-10.0, -10.0]), t([-20.0, -20.0]), t([-20.0, -20.0]), t([-20.0, -20.0]),
-                        h_w=torch.tensor([0, 1]), h_l=torch.tensor([1, 1]))
+    logps = PairedLogps(
+        t([-10.0, -10.0]),
+        t([-20.0, -20.0]),
+        t([-20.0, -20.0]),
+        t([-20.0, -20.0]),
+        h_w=torch.tensor([0, 1]),
+        h_l=torch.tensor([1, 1]),
+    )
     small, large = FactualDPOLoss(delta=2.0)(logps).losses, FactualDPOLoss(delta=10.0)(logps).losses
     assert large[0] > small[0] and large[1] == small[1]
 

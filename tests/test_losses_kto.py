@@ -6,6 +6,7 @@ Notation: r = policy - reference (summed log-probs), sigma the logistic function
 Handy values: sigma(1) = 0.7310586, 1 - sigma(1) = 0.2689414, 1 - sigma(2) = 0.1192029,
 1 - sigma(0.5) = 0.3775407, -log sigma(1) = log(1 + e^-1) = 0.3132617.
 """
+
 from __future__ import annotations
 
 import math
@@ -93,25 +94,40 @@ class _FakeLM:
         return SimpleNamespace(log_probs=lp, entropy=zeros, mean_logits=zeros, is_top1=zeros.bool())
 
 
-def trl_kto(loss_type, beta, desirable_weight, undesirable_weight, per_token, mask, label, ref, kl_per_token,
-            kl_mask, ref_kl):
+def trl_kto(
+    loss_type, beta, desirable_weight, undesirable_weight, per_token, mask, label, ref, kl_per_token, kl_mask, ref_kl
+):
     """TRL 1.16's KTOTrainer._compute_loss on given per-token log-probs (reference precomputed)."""
     from trl.trainer.kto_trainer import KTOTrainer
 
     trainer = object.__new__(KTOTrainer)
     model = _FakeLM({mask.shape[1]: per_token, kl_mask.shape[1]: kl_per_token})
-    for k, v in dict(model=model, accelerator=_Accelerator(), calculate_KL=loss_type != "apo_zero_unpaired",
-                     aux_loss_enabled=False, precompute_ref_logps=True, loss_type=loss_type, beta=beta,
-                     desirable_weight=desirable_weight, undesirable_weight=undesirable_weight,
-                     _metrics={"train": defaultdict(list), "eval": defaultdict(list)}, _total_train_tokens=0,
-                     _tp_size=1).items():
+    for k, v in dict(
+        model=model,
+        accelerator=_Accelerator(),
+        calculate_KL=loss_type != "apo_zero_unpaired",
+        aux_loss_enabled=False,
+        precompute_ref_logps=True,
+        loss_type=loss_type,
+        beta=beta,
+        desirable_weight=desirable_weight,
+        undesirable_weight=undesirable_weight,
+        _metrics={"train": defaultdict(list), "eval": defaultdict(list)},
+        _total_train_tokens=0,
+        _tp_size=1,
+    ).items():
         setattr(trainer, k, v)
     b = mask.shape[0]
     inputs = dict(
-        input_ids=torch.zeros(mask.shape, dtype=torch.long), attention_mask=torch.ones_like(mask), completion_mask=mask,
-        label=label, ref_logps=ref,
-        KL_input_ids=torch.zeros(kl_mask.shape, dtype=torch.long), KL_attention_mask=torch.ones_like(kl_mask),
-        KL_completion_mask=kl_mask, ref_KL_logps=ref_kl,
+        input_ids=torch.zeros(mask.shape, dtype=torch.long),
+        attention_mask=torch.ones_like(mask),
+        completion_mask=mask,
+        label=label,
+        ref_logps=ref,
+        KL_input_ids=torch.zeros(kl_mask.shape, dtype=torch.long),
+        KL_attention_mask=torch.ones_like(kl_mask),
+        KL_completion_mask=kl_mask,
+        ref_KL_logps=ref_kl,
     )
     assert inputs["input_ids"].shape[0] == b
     loss = trainer._compute_loss(model, inputs, False)
@@ -181,24 +197,30 @@ def test_unpaired_registry():
     "loss_type,beta,dw,uw,kl_offset,seed,all_desirable",
     [
         ("kto", 0.1, 1.0, 1.0, 0.0, 0, False),
-        ("kto", 0.5, 1.0, 2.94, 3.0, 1, False),   # z0 > 0
+        ("kto", 0.5, 1.0, 2.94, 3.0, 1, False),  # z0 > 0
         ("kto", 0.2, 1.33, 1.0, -30.0, 2, False),  # mean mismatch negative: z0 clamped to 0
-        ("kto", 0.3, 1.0, 1.5, 2.0, 3, True),      # no undesirable rows in this batch
+        ("kto", 0.3, 1.0, 1.5, 2.0, 3, True),  # no undesirable rows in this batch
         ("apo_zero_unpaired", 0.1, 1.0, 1.0, 0.0, 4, False),
         ("apo_zero_unpaired", 0.7, 2.0, 0.5, 0.0, 5, False),
     ],
 )
 def test_unpaired_matches_trl(loss_type, beta, dw, uw, kl_offset, seed, all_desirable):
-    per_token, mask, label, ref, kl_per_token, kl_mask, ref_kl = random_batch(seed, kl_offset=kl_offset,
-                                                                              all_desirable=all_desirable)
+    per_token, mask, label, ref, kl_per_token, kl_mask, ref_kl = random_batch(
+        seed, kl_offset=kl_offset, all_desirable=all_desirable
+    )
     trl_leaf = per_token.clone().requires_grad_()
     trl_loss, trl_metrics = trl_kto(loss_type, beta, dw, uw, trl_leaf, mask, label, ref, kl_per_token, kl_mask, ref_kl)
     trl_loss.backward()
 
     leaf = per_token.clone().requires_grad_()
-    loss = build_unpaired_loss(KTOSpecificConfig(loss_type=loss_type, beta=beta, desirable_weight=dw,
-                                                 undesirable_weight=uw))
-    z0 = BatchMismatch().estimate(kl_per_token.sum(1), ref_kl) if loss.needs_reference_point else torch.zeros((), dtype=D)
+    loss = build_unpaired_loss(
+        KTOSpecificConfig(loss_type=loss_type, beta=beta, desirable_weight=dw, undesirable_weight=uw)
+    )
+    z0 = (
+        BatchMismatch().estimate(kl_per_token.sum(1), ref_kl)
+        if loss.needs_reference_point
+        else torch.zeros((), dtype=D)
+    )
     out = loss(UnpairedLogps(policy=leaf.sum(1), reference=ref, label=label, z0=z0))
     out.loss.backward()
 
@@ -216,13 +238,20 @@ def test_unpaired_matches_trl(loss_type, beta, dw, uw, kl_offset, seed, all_desi
 def test_prospect_equals_kto_at_unit_parameters():
     """alpha = beta_s = lambda = 1, no weighting: (1 - sigma(u))^1 with u = beta (r - z0) is KTO's loss."""
     per_token, mask, label, ref, *_ = random_batch(7)
-    logps = UnpairedLogps(policy=per_token.sum(1), reference=ref, label=label, z0=torch.tensor(0.8, dtype=D),
-                          weight=torch.rand(8, dtype=D) + 0.5)
+    logps = UnpairedLogps(
+        policy=per_token.sum(1),
+        reference=ref,
+        label=label,
+        z0=torch.tensor(0.8, dtype=D),
+        weight=torch.rand(8, dtype=D) + 0.5,
+    )
     kwargs = dict(beta=0.3, desirable_weight=1.2, undesirable_weight=0.9)
     kto = KTOLoss(**kwargs)(logps)
     pro = ProspectLoss(alpha=1.0, beta_s=1.0, loss_aversion=1.0, use_weighting=False, gamma=0.5, **kwargs)(logps)
     torch.testing.assert_close(pro.losses, kto.losses, atol=1e-14, rtol=1e-12)
-    assert torch.equal(pro.chosen_rewards, kto.chosen_rewards) and torch.equal(pro.rejected_rewards, kto.rejected_rewards)
+    assert torch.equal(pro.chosen_rewards, kto.chosen_rewards) and torch.equal(
+        pro.rejected_rewards, kto.rejected_rewards
+    )
 
 
 def test_prospect_hand_computed():
@@ -267,8 +296,10 @@ def test_prospect_gamma_one_is_no_weighting():
 def test_prospect_gradient_signs():
     """dL/dr = -c k alpha q^alpha (1-q) for desirable rows (raising pi(y|x) lowers the loss) and
     +c k alpha q^alpha (1-q) for undesirable rows."""
-    g = per_example_grad(ProspectLoss(alpha=0.6, beta_s=1.5, use_weighting=True),
-                         rows([1.0, -1.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0], [True, True, False, False], 0.2))
+    g = per_example_grad(
+        ProspectLoss(alpha=0.6, beta_s=1.5, use_weighting=True),
+        rows([1.0, -1.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0], [True, True, False, False], 0.2),
+    )
     assert (g[:2] < 0).all() and (g[2:] > 0).all()
 
 
@@ -328,7 +359,9 @@ def test_prospect_gamma_weighting_emphasises_low_q_examples():
         return float((g[0] / g[1]).abs() / (plain[0] / plain[1]).abs())
 
     assert emphasis(weighted) == pytest.approx(4.404624, abs=1e-6)
-    assert emphasis(grads(use_weighting=True, gamma=0.5, weighting_temperature=2.0)) == pytest.approx(2.098720, abs=1e-6)
+    assert emphasis(grads(use_weighting=True, gamma=0.5, weighting_temperature=2.0)) == pytest.approx(
+        2.098720, abs=1e-6
+    )
     assert emphasis(grads(use_weighting=True, gamma=1.0)) == pytest.approx(1.0, abs=1e-12)
 
 
@@ -347,8 +380,11 @@ def _trl_rotation(n: int) -> list[int]:
     """Apply TRL 1.16's own `add_kl_completion_ids` (nested in KTOTrainer._prepare_dataset) to [0..n-1]."""
     from trl.trainer.kto_trainer import KTOTrainer
 
-    code = next(c for c in KTOTrainer._prepare_dataset.__code__.co_consts
-                if isinstance(c, types.CodeType) and c.co_name == "add_kl_completion_ids")
+    code = next(
+        c
+        for c in KTOTrainer._prepare_dataset.__code__.co_consts
+        if isinstance(c, types.CodeType) and c.co_name == "add_kl_completion_ids"
+    )
     fn = types.FunctionType(code, {})
     return fn({"completion_ids": list(range(n))})["KL_completion_ids"]
 
@@ -440,14 +476,32 @@ def test_resolve_weights():
 
 # --------------------------------------------------------------------------- building from config
 def test_build_loss_maps_seed_names():
-    cfg = RunConfig(method="kto", kto={"loss_type": "prospect", "beta": 0.2, "kto_alpha": 0.8, "kto_beta_s": 1.5,
-                                       "kto_gamma": 0.7, "kto_lambda": 2.0, "use_weighting": False,
-                                       "weighting_temperature": 3.0, "desirable_weight": "auto",
-                                       "undesirable_weight": "auto"})
+    cfg = RunConfig(
+        method="kto",
+        kto={
+            "loss_type": "prospect",
+            "beta": 0.2,
+            "kto_alpha": 0.8,
+            "kto_beta_s": 1.5,
+            "kto_gamma": 0.7,
+            "kto_lambda": 2.0,
+            "use_weighting": False,
+            "weighting_temperature": 3.0,
+            "desirable_weight": "auto",
+            "undesirable_weight": "auto",
+        },
+    )
     loss = build_loss(cfg, n_desirable=746, n_undesirable=254)
     assert isinstance(loss, ProspectLoss) and loss.kind == "unpaired"
-    assert (loss.beta, loss.alpha, loss.beta_s, loss.gamma, loss.loss_aversion, loss.use_weighting,
-            loss.weighting_temperature) == (0.2, 0.8, 1.5, 0.7, 2.0, False, 3.0)
+    assert (
+        loss.beta,
+        loss.alpha,
+        loss.beta_s,
+        loss.gamma,
+        loss.loss_aversion,
+        loss.use_weighting,
+        loss.weighting_temperature,
+    ) == (0.2, 0.8, 1.5, 0.7, 2.0, False, 3.0)
     assert loss.desirable_weight == 1.0 and loss.undesirable_weight == pytest.approx(746 / 254)
     with pytest.raises(ConfigError, match="label counts"):
         build_loss(cfg)
@@ -458,8 +512,13 @@ def test_build_loss_maps_seed_names():
 # --------------------------------------------------------------------------- dpo_kto hybrid
 def pairs(pc, rc, pr, rr, **extra) -> PairedLogps:
     t = lambda v: torch.tensor(v, dtype=D)  # noqa: E731
-    return PairedLogps(policy_chosen=t(pc).requires_grad_(), reference_chosen=t(rc), policy_rejected=t(pr),
-                       reference_rejected=t(rr), **extra)
+    return PairedLogps(
+        policy_chosen=t(pc).requires_grad_(),
+        reference_chosen=t(rc),
+        policy_rejected=t(pr),
+        reference_rejected=t(rr),
+        **extra,
+    )
 
 
 def test_dpo_kto_hand_computed():
@@ -471,8 +530,14 @@ def test_dpo_kto_hand_computed():
     L = 0.3132617 + 0.5 * 0.3775407 = 0.5020320.
     """
     loss = DPOKTOLoss(SigmoidLoss(beta=0.1), KTOLoss(beta=0.1), kto_weight=0.5)
-    logps = pairs([-10.0], [-20.0], [-20.0], [-20.0], kl_policy=torch.tensor([-30.0, -32.0], dtype=D),
-                  kl_reference=torch.tensor([-35.0, -37.0], dtype=D))
+    logps = pairs(
+        [-10.0],
+        [-20.0],
+        [-20.0],
+        [-20.0],
+        kl_policy=torch.tensor([-30.0, -32.0], dtype=D),
+        kl_reference=torch.tensor([-35.0, -37.0], dtype=D),
+    )
     out = loss(logps)
     assert out.loss.item() == pytest.approx(0.5020320, abs=1e-7)
     assert out.metrics["kl"] == 5.0
@@ -493,8 +558,14 @@ def test_dpo_kto_matches_trl_terms():
     label = torch.tensor([True] * 4 + [False] * 4)
     trl_loss, _ = trl_kto("kto", 0.1, 1.0, 1.0, per_token, mask, label, ref, kl_per_token, kl_mask, ref_kl)
     s = per_token.sum(1)
-    logps = PairedLogps(policy_chosen=s[:4], policy_rejected=s[4:], reference_chosen=ref[:4],
-                        reference_rejected=ref[4:], kl_policy=kl_per_token.sum(1), kl_reference=ref_kl)
+    logps = PairedLogps(
+        policy_chosen=s[:4],
+        policy_rejected=s[4:],
+        reference_chosen=ref[:4],
+        reference_rejected=ref[4:],
+        kl_policy=kl_per_token.sum(1),
+        kl_reference=ref_kl,
+    )
     cfg = RunConfig(method={"name": "dpo_kto", "kto_weight": 0.3})
     loss = build_loss(cfg)
     assert isinstance(loss, DPOKTOLoss) and loss.kind == "paired" and loss.needs_mismatched

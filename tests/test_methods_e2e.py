@@ -8,6 +8,7 @@ Further checks read the run directory: data conversions in data_report.json, fir
 losses in metrics.jsonl, the curriculum in results.json. Runs are trained once per module
 and shared between tests; plots are skipped (they are tested elsewhere).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,8 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import TOPICS, learnable_unpaired, write_config, write_jsonl
 
+from helpers import TOPICS, learnable_unpaired, write_config, write_jsonl
 from prospect.cli import main
 from prospect.errors import ConfigError, DPODataError
 from prospect.io import read_jsonl
@@ -42,8 +43,14 @@ def learnable_paired(n_prompts: int, seed: int, offset: int = 0, flipped: int = 
     rows = []
     for i in range(n_prompts):
         topic = TOPICS[(i + offset) % len(TOPICS)]
-        row = {"prompt": f"Tell me about {topic}, item {offset + i}.", "chosen": POLITE.format(topic=topic),
-               "rejected": RUDE, "h_w": 0, "h_l": 1, "difficulty": difficulty[i]}
+        row = {
+            "prompt": f"Tell me about {topic}, item {offset + i}.",
+            "chosen": POLITE.format(topic=topic),
+            "rejected": RUDE,
+            "h_w": 0,
+            "h_l": 1,
+            "difficulty": difficulty[i],
+        }
         if i < flipped:
             row.update(chosen=row["rejected"], rejected=row["chosen"], h_w=1, h_l=0)
         rows.append(row)
@@ -51,8 +58,16 @@ def learnable_paired(n_prompts: int, seed: int, offset: int = 0, flipped: int = 
 
 
 # --------------------------------------------------------------------------- shared runs
-LEARN = {"max_steps": 8, "batch_size": 4, "learning_rate": 1e-2, "lr_scheduler_type": "constant",
-         "warmup_steps": 0, "save_steps": 1000, "logging_steps": 1, "seed": 0}
+LEARN = {
+    "max_steps": 8,
+    "batch_size": 4,
+    "learning_rate": 1e-2,
+    "lr_scheduler_type": "constant",
+    "warmup_steps": 0,
+    "save_steps": 1000,
+    "logging_steps": 1,
+    "seed": 0,
+}
 
 # name -> (data file key, config sections). The learning runs, one per method / loss type.
 LEARNING = {
@@ -62,8 +77,10 @@ LEARNING = {
     "dpo_ipo": ("pairs", {"method": "dpo", "dpo": {"loss_type": "ipo"}}),
     "dpo_hinge": ("pairs", {"method": "dpo", "dpo": {"loss_type": "hinge"}}),
     "dpo_robust": ("pairs", {"method": "dpo", "dpo": {"loss_type": "robust", "label_smoothing": 0.1}}),
-    "dpo_sigmoid_sft": ("pairs", {"method": "dpo",
-                                  "dpo": {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}}),
+    "dpo_sigmoid_sft": (
+        "pairs",
+        {"method": "dpo", "dpo": {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}},
+    ),
     "factual_dpo": ("flipped", {"method": {"name": "factual_dpo", "delta": 2.0}}),
     "dpo_kto": ("pairs", {"method": {"name": "dpo_kto", "kto_weight": 0.5}}),
 }
@@ -73,17 +90,34 @@ OTHER = {
     "kto_on_pairs": ("pairs", {"method": "kto", "training": {"max_steps": 2, "batch_size": 8}}),
     "dpo_on_unpaired": ("unpaired", {"method": "dpo", "training": {"max_steps": 2}}),
     "factual_delta0": ("flipped", {"method": {"name": "factual_dpo", "delta": 0.0}, "training": {"max_steps": 3}}),
-    "dpo_sigmoid_no_precompute": ("pairs", {"method": "dpo", "training": {"max_steps": 3},
-                                            "dpo": {"precompute_ref_log_probs": False}}),
-    "kto_no_precompute": ("unpaired", {"method": "kto", "training": {"max_steps": 3, "batch_size": 8},
-                                       "kto": {"loss_type": "kto", "precompute_ref_log_probs": False}}),
-    "dpo_reference_free": ("pairs", {"method": "dpo", "training": {"max_steps": 1, "batch_size": 16},
-                                     "dpo": {"reference_free": True}}),
-    "curriculum_margin": ("pairs", {"method": "dpo", "training": {"max_steps": 2},
-                                    "dpo": {"curriculum": "reference_margin"}}),
-    "curriculum_column": ("pairs", {"method": "dpo", "training": {"max_steps": 1, "batch_size": 1},
-                                    "dpo": {"curriculum": "column", "curriculum_column": "difficulty",
-                                            "reference_free": True}}),
+    "dpo_sigmoid_no_precompute": (
+        "pairs",
+        {"method": "dpo", "training": {"max_steps": 3}, "dpo": {"precompute_ref_log_probs": False}},
+    ),
+    "kto_no_precompute": (
+        "unpaired",
+        {
+            "method": "kto",
+            "training": {"max_steps": 3, "batch_size": 8},
+            "kto": {"loss_type": "kto", "precompute_ref_log_probs": False},
+        },
+    ),
+    "dpo_reference_free": (
+        "pairs",
+        {"method": "dpo", "training": {"max_steps": 1, "batch_size": 16}, "dpo": {"reference_free": True}},
+    ),
+    "curriculum_margin": (
+        "pairs",
+        {"method": "dpo", "training": {"max_steps": 2}, "dpo": {"curriculum": "reference_margin"}},
+    ),
+    "curriculum_column": (
+        "pairs",
+        {
+            "method": "dpo",
+            "training": {"max_steps": 1, "batch_size": 1},
+            "dpo": {"curriculum": "column", "curriculum_column": "difficulty", "reference_free": True},
+        },
+    ),
 }
 
 
@@ -104,10 +138,13 @@ class Runs:
             data_key, sections = {**LEARNING, **OTHER}[name]
             sections = json.loads(json.dumps(sections))
             cfg = write_config(
-                self.root / f"{name}.yaml", method=sections.pop("method"),
+                self.root / f"{name}.yaml",
+                method=sections.pop("method"),
                 training={**LEARN, **sections.pop("training", {}), "run_name": name},
                 data={"train_file": str(self.files[data_key]), "validation_split_percentage": 0.0},
-                kto={"beta": BETA, **sections.pop("kto", {})}, dpo={"beta": BETA, **sections.pop("dpo", {})})
+                kto={"beta": BETA, **sections.pop("kto", {})},
+                dpo={"beta": BETA, **sections.pop("dpo", {})},
+            )
             with pytest.MonkeyPatch.context() as mp:
                 mp.setattr("prospect.eval.plots.plot_run", lambda run_dir: [])
                 assert main(["train", str(cfg), "--quiet"]) == 0
@@ -142,15 +179,17 @@ def _load_final(run_dir: Path):
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoTokenizer
 
-    return AutoPeftModelForCausalLM.from_pretrained(str(run_dir / "final")).eval(), \
-        AutoTokenizer.from_pretrained(str(run_dir / "final"))
+    return AutoPeftModelForCausalLM.from_pretrained(str(run_dir / "final")).eval(), AutoTokenizer.from_pretrained(
+        str(run_dir / "final")
+    )
 
 
 def completion_logp(model: Any, tok: Any, prompt: str, completion: str) -> float:
     """log pi(completion | prompt), summed over the completion's tokens (chat template, as a user would)."""
     p = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-    full = tok.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}],
-                                   tokenize=False)
+    full = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}], tokenize=False
+    )
     p_ids = tok(p, add_special_tokens=False)["input_ids"]
     ids = tok(full, add_special_tokens=False)["input_ids"]
     assert ids[: len(p_ids)] == p_ids
@@ -178,8 +217,11 @@ def base_margins(run_dir: Path, pairs: list[dict[str, Any]]) -> list[float]:
     """log pi_base(y_w|x) - log pi_base(y_l|x) per pair (final/ with the adapter off = the base model)."""
     model, tok = _load_final(run_dir)
     with model.disable_adapter():
-        return [completion_logp(model, tok, p["prompt"], p["chosen"])
-                - completion_logp(model, tok, p["prompt"], p["rejected"]) for p in pairs]
+        return [
+            completion_logp(model, tok, p["prompt"], p["chosen"])
+            - completion_logp(model, tok, p["prompt"], p["rejected"])
+            for p in pairs
+        ]
 
 
 def base_dpo_losses(run_dir: Path, pairs: list[dict[str, Any]]) -> list[float]:
@@ -237,14 +279,18 @@ def test_factual_dpo_reports_reoriented_pairs_and_margin(runs):
 
 def test_factual_dpo_without_indicators_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
     """delta > 0 on pairs with no h_w/h_l would silently train plain DPO: refused, naming the file and fields."""
+
     def no_model(cfg):
         raise AssertionError("the model was loaded")
 
     monkeypatch.setattr("prospect.engine.model.load_policy_and_reference", no_model)
     rows = [{k: v for k, v in r.items() if k not in ("h_w", "h_l")} for r in learnable_paired(4, seed=1)]
     data = write_jsonl(tmp_path / "no_h.jsonl", rows)
-    cfg = write_config(tmp_path / "f.yaml", method={"name": "factual_dpo", "delta": 10.0},
-                       data={"train_file": str(data), "validation_split_percentage": 0.0})
+    cfg = write_config(
+        tmp_path / "f.yaml",
+        method={"name": "factual_dpo", "delta": 10.0},
+        data={"train_file": str(data), "validation_split_percentage": 0.0},
+    )
     assert main(["train", str(cfg), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "no_h.jsonl" in err and "h_w and h_l" in err and "none of the 4 pairs" in err
@@ -255,9 +301,12 @@ def test_factual_dpo_counts_pairs_without_indicators(tmp_path):
     for r in rows[:3]:
         del r["h_w"], r["h_l"]
     data = write_jsonl(tmp_path / "some_h.jsonl", rows)
-    cfg = write_config(tmp_path / "f.yaml", method={"name": "factual_dpo", "delta": 2.0},
-                       training={"max_steps": 1, "run_name": "f"},
-                       data={"train_file": str(data), "validation_split_percentage": 0.0})
+    cfg = write_config(
+        tmp_path / "f.yaml",
+        method={"name": "factual_dpo", "delta": 2.0},
+        training={"max_steps": 1, "run_name": "f"},
+        data={"train_file": str(data), "validation_split_percentage": 0.0},
+    )
     assert main(["train", str(cfg), "--quiet"]) == 0
     report = json.loads((tmp_path / "runs" / "f" / "data_report.json").read_text())
     assert report["factuality"]["pairs_without_indicators"] == 3 and report["factuality"]["delta"] == 2.0
@@ -365,8 +414,9 @@ def test_apply_curriculum_reorders_dataset(tmp_path):
     from prospect.config.schema import RunConfig
     from prospect.data.curriculum import apply_curriculum
 
-    ds = datasets.Dataset.from_dict({"source_row": [1, 2, 3], "ref_chosen_logps": [-5.0, -3.0, -2.0],
-                                     "ref_rejected_logps": [-4.0, -5.0, -2.5]})
+    ds = datasets.Dataset.from_dict(
+        {"source_row": [1, 2, 3], "ref_chosen_logps": [-5.0, -3.0, -2.0], "ref_rejected_logps": [-4.0, -5.0, -2.5]}
+    )
     cfg = RunConfig.model_validate({"method": "dpo", "dpo": {"curriculum": "reference_margin"}})
     out, note = apply_curriculum(ds, cfg)
     assert out["source_row"] == [2, 3, 1]
@@ -374,13 +424,18 @@ def test_apply_curriculum_reorders_dataset(tmp_path):
     assert apply_curriculum(ds, RunConfig.model_validate({"method": "dpo"})) == (ds, None)
 
 
-@pytest.mark.parametrize("sections, message", [
-    ({"method": "kto", "dpo": {"curriculum": "column", "curriculum_column": "x"}}, "unpaired rows"),
-    ({"method": "dpo", "dpo": {"curriculum": "reference_margin", "reference_free": True}}, "reference_free"),
-    ({"method": "dpo", "dpo": {"curriculum": "reference_margin", "precompute_ref_log_probs": False}},
-     "precompute_ref_log_probs"),
-    ({"method": "dpo", "dpo": {"curriculum": "column"}}, "curriculum_column"),
-])
+@pytest.mark.parametrize(
+    "sections, message",
+    [
+        ({"method": "kto", "dpo": {"curriculum": "column", "curriculum_column": "x"}}, "unpaired rows"),
+        ({"method": "dpo", "dpo": {"curriculum": "reference_margin", "reference_free": True}}, "reference_free"),
+        (
+            {"method": "dpo", "dpo": {"curriculum": "reference_margin", "precompute_ref_log_probs": False}},
+            "precompute_ref_log_probs",
+        ),
+        ({"method": "dpo", "dpo": {"curriculum": "column"}}, "curriculum_column"),
+    ],
+)
 def test_unusable_curriculum_is_refused(sections, message):
     from prospect.config.schema import RunConfig
     from prospect.data.curriculum import check_curriculum

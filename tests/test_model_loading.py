@@ -1,4 +1,5 @@
 """Model/tokenizer loading, GGUF resolution and conversion, LoRA, reference, fingerprint, tiny test assets."""
+
 from __future__ import annotations
 
 import json
@@ -81,7 +82,10 @@ def test_tiny_tokenizer_chat_template():
     tok = load_tiny_tokenizer()
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "مرحبا"}]
     with_prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert with_prompt == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nمرحبا<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        with_prompt
+        == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nمرحبا<|im_end|>\n<|im_start|>assistant\n"
+    )
     convo = messages + [{"role": "assistant", "content": "Hi"}]
     without = tok.apply_chat_template(convo, tokenize=False)
     assert without.endswith("<|im_start|>assistant\nHi<|im_end|>\n")
@@ -209,7 +213,11 @@ def test_disable_dropout_zeroes_base_dropout_but_keeps_lora_dropout(tiny_dir, tm
     (d / "config.json").write_text(json.dumps(conf))
 
     def attn_dropouts(model):
-        return {m.attention_dropout for m in model.modules() if hasattr(m, "attention_dropout") and isinstance(m.attention_dropout, float)}
+        return {
+            m.attention_dropout
+            for m in model.modules()
+            if hasattr(m, "attention_dropout") and isinstance(m.attention_dropout, float)
+        }
 
     opt = {"use_lora": True, "lora_dropout": 0.5}
     policy, _, _ = load_policy_and_reference(_cfg(str(d), optimization=opt))
@@ -246,7 +254,10 @@ def test_fingerprint_ignores_lora_and_tracks_base_weights(tiny_dir):
     base_fp = base_weights_fingerprint(AutoModelForCausalLM.from_pretrained(tiny_dir))
     fps = []
     for r, targets in ((4, "all-linear"), (8, ["q_proj", "v_proj"])):
-        wrapped = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_dir), LoraConfig(r=r, target_modules=targets, task_type="CAUSAL_LM"))
+        wrapped = get_peft_model(
+            AutoModelForCausalLM.from_pretrained(tiny_dir),
+            LoraConfig(r=r, target_modules=targets, task_type="CAUSAL_LM"),
+        )
         with torch.no_grad():
             for n, p in wrapped.named_parameters():
                 if "lora_" in n:
@@ -266,10 +277,14 @@ def test_trust_remote_code_is_off_by_default_and_custom_code_is_refused(tmp_path
     assert ModelConfig().trust_remote_code is False
     d = tmp_path / "custom"
     d.mkdir()
-    (d / "config.json").write_text(json.dumps({
-        "model_type": "prospect_custom",
-        "auto_map": {"AutoConfig": "custom.CustomConfig", "AutoModelForCausalLM": "custom.CustomModel"},
-    }))
+    (d / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "prospect_custom",
+                "auto_map": {"AutoConfig": "custom.CustomConfig", "AutoModelForCausalLM": "custom.CustomModel"},
+            }
+        )
+    )
     (d / "custom.py").write_text("import pathlib\npathlib.Path(__file__).with_name('RAN').write_text('x')\n")
     with pytest.raises(ModelLoadError, match="trust_remote_code"):
         load_causal_lm(str(d), ModelConfig(name=str(d)))
@@ -301,7 +316,9 @@ def test_missing_hub_model_gives_one_clear_line(monkeypatch):
     with pytest.raises(ModelLoadError) as err:
         resolve_model_source("no-such-org/no-such-model")
     msg = str(err.value)
-    assert msg.startswith("model 'no-such-org/no-such-model' could not be loaded: not a local path and the hub is unreachable (")
+    assert msg.startswith(
+        "model 'no-such-org/no-such-model' could not be loaded: not a local path and the hub is unreachable ("
+    )
     assert "\n" not in msg and "HF_HUB_OFFLINE" in msg
 
 
@@ -358,7 +375,10 @@ def test_adapter_directory_loads_as_merged_model(tiny_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_dir), LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_dir),
+        LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"),
+    )
     with torch.no_grad():
         for n, p in peft_model.named_parameters():
             if "lora_B" in n:
@@ -417,7 +437,9 @@ def test_convert_gguf_writes_plain_model_once_and_reuses_it(tiny_dir, tmp_path, 
     assert convert_gguf(str(src), "tiny.gguf", cache_dir=tmp_path / "c") == out
     assert calls == ["tiny.gguf"]  # second call reused the conversion
     converted = AutoModelForCausalLM.from_pretrained(out)
-    assert base_weights_fingerprint(converted) == base_weights_fingerprint(AutoModelForCausalLM.from_pretrained(tiny_dir))
+    assert base_weights_fingerprint(converted) == base_weights_fingerprint(
+        AutoModelForCausalLM.from_pretrained(tiny_dir)
+    )
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temp dirs left
     # Changed GGUF bytes -> a new conversion.
     (src / "tiny.gguf").write_bytes(b"GGUF fake v2")
@@ -482,7 +504,7 @@ def test_bundled_smollm2_converts_caches_and_answers(tmp_path, monkeypatch):
     enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with policy.disable_adapter(), torch.no_grad():
         out = policy.generate(**enc, max_new_tokens=20, do_sample=False)
-    answer = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
     # A converted model saves like any other (a GGUF-loaded one refuses).
     policy.get_base_model().save_pretrained(tmp_path / "saved")

@@ -2,6 +2,7 @@
 values; log-probs and gradients equal the unshared computation (`sequence_logps` on
 `collate.layout`), for KTO's main and mismatched pairs and DPO's chosen/rejected, with and
 without a PEFT LoRA adapter. The oracle is the existing, independently tested unshared path."""
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -18,15 +19,26 @@ REJECTED = [[70, 71, 72, 73], [80], [81, 82], [83, 84, 85, 86, 87], [88, 89]]
 
 def _model(seed=0, lora=False):
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    cfg = LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
     m = LlamaForCausalLM(cfg)
     m.config._attn_implementation = "sdpa"
     if lora:
         from peft import LoraConfig, get_peft_model
 
-        m = get_peft_model(m, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                                         init_lora_weights=False))
+        m = get_peft_model(
+            m,
+            LoraConfig(
+                r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False
+            ),
+        )
     return m.train()  # dropout is 0 in this config; train mode exercises the training path
 
 
@@ -57,8 +69,11 @@ def test_kto_main_and_mismatched_equal_unshared(lora):
         kl_ref, _ = sequence_logps(model, layout(PROMPTS, kl_completions, pad_id=0), "", n)
 
     # Shared: prompt once; main suffixes with grad, mismatched suffixes detached without grad.
-    batch = {**prefix_layout(PROMPTS, pad_id=0), **suffix_layout(PROMPTS, COMPLETIONS, pad_id=0),
-             **{"kl_" + k: v for k, v in suffix_layout(PROMPTS, kl_completions, pad_id=0).items()}}
+    batch = {
+        **prefix_layout(PROMPTS, pad_id=0),
+        **suffix_layout(PROMPTS, COMPLETIONS, pad_id=0),
+        **{"kl_" + k: v for k, v in suffix_layout(PROMPTS, kl_completions, pad_id=0).items()},
+    }
     states = prompt_states(model, batch)
     main, lengths = suffix_logps(model, batch, states, "", n)
     with torch.no_grad():
@@ -108,7 +123,10 @@ def test_lora_disabled_reference_and_truncation():
 
 
 def test_collators_emit_shared_layout():
-    rows = [{"prompt_ids": p, "completion_ids": c, "label": i % 2 == 0} for i, (p, c) in enumerate(zip(PROMPTS, COMPLETIONS))]
+    rows = [
+        {"prompt_ids": p, "completion_ids": c, "label": i % 2 == 0}
+        for i, (p, c) in enumerate(zip(PROMPTS, COMPLETIONS))
+    ]
     b = UnpairedCollator(pad_id=0, share_prompt=True)(rows)
     # Prefix: prompts without their last token, left-padded; positions count real tokens only.
     assert b["prefix_input_ids"].shape == (5, 6)
@@ -147,13 +165,19 @@ def test_trainer_loss_equal_with_and_without_sharing(method, tmp_path):
 
     model = _model(seed=3, lora=True)
     if method == "kto":
-        cfg = KTOConfig.model_validate({"method": {"name": "kto"}, "kto": {"desirable_weight": 1.0, "undesirable_weight": 1.0}})
-        rows = [{"prompt_ids": p, "completion_ids": c, "label": i % 2 == 0}
-                for i, (p, c) in enumerate(zip(PROMPTS, COMPLETIONS))]
+        cfg = KTOConfig.model_validate(
+            {"method": {"name": "kto"}, "kto": {"desirable_weight": 1.0, "undesirable_weight": 1.0}}
+        )
+        rows = [
+            {"prompt_ids": p, "completion_ids": c, "label": i % 2 == 0}
+            for i, (p, c) in enumerate(zip(PROMPTS, COMPLETIONS))
+        ]
         coll, z0 = UnpairedCollator, build_reference_point("batch_mismatch")
     else:
         cfg = DPOConfig.model_validate({"method": {"name": "dpo"}})
-        rows = [{"prompt_ids": p, "chosen_ids": c, "rejected_ids": r} for p, c, r in zip(PROMPTS, COMPLETIONS, REJECTED)]
+        rows = [
+            {"prompt_ids": p, "chosen_ids": c, "rejected_ids": r} for p, c, r in zip(PROMPTS, COMPLETIONS, REJECTED)
+        ]
         coll, z0 = PairedCollator, None
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, remove_unused_columns=False)
     trainer = PreferenceTrainer(model=model, args=args, loss_fn=build_loss(cfg), z0_estimator=z0)
@@ -165,5 +189,7 @@ def test_trainer_loss_equal_with_and_without_sharing(method, tmp_path):
         grads.append(_grads(model))
         model.zero_grad()
     assert torch.allclose(losses[0], losses[1], atol=1e-6), losses
-    assert abs(float(losses[0]) - (0.5 if method == "kto" else 0.6931)) > 1e-4  # a non-zero adapter: not the trivial value
+    assert (
+        abs(float(losses[0]) - (0.5 if method == "kto" else 0.6931)) > 1e-4
+    )  # a non-zero adapter: not the trivial value
     _assert_grads_close(grads[0], grads[1])

@@ -5,6 +5,7 @@ and config (`reference_run`, trained once per module). On CPU, resuming restores
 optimizer, scheduler, RNG state and the sampler position, so the interrupted run must end
 with bit-identical adapter weights and identical per-step metrics (only wall times differ).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import learnable_unpaired, write_config, write_jsonl
 from safetensors.torch import load_file
 
+from helpers import learnable_unpaired, write_config, write_jsonl
 from prospect.cli import main
 from prospect.io import read_jsonl
 
@@ -38,8 +39,11 @@ def _make_run(tmp: Path, **training) -> Path:
     must be the same)."""
     tmp.mkdir(parents=True, exist_ok=True)
     data = write_jsonl(tmp / "train.jsonl", learnable_unpaired(8, seed=1))
-    return write_config(tmp / "run.yaml", data={"train_file": str(data), "validation_split_percentage": 0.0},
-                        training={"max_steps": MAX_STEPS, "save_steps": 3, "save_total_limit": 3, **training})
+    return write_config(
+        tmp / "run.yaml",
+        data={"train_file": str(data), "validation_split_percentage": 0.0},
+        training={"max_steps": MAX_STEPS, "save_steps": 3, "save_total_limit": 3, **training},
+    )
 
 
 def _run_dir(cfg: Path) -> Path:
@@ -68,15 +72,24 @@ def _metric_rows(run: Path) -> list[dict]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
 
 
 def _start(cfg: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     err = cfg.parent / f"stderr-{time.monotonic_ns()}.txt"
     with open(err, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "prospect", "train", str(cfg), "--quiet", *extra],
-                                stdout=subprocess.DEVNULL, stderr=fh, env=_env(), cwd=cfg.parent)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prospect", "train", str(cfg), "--quiet", *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=fh,
+            env=_env(),
+            cwd=cfg.parent,
+        )
     return proc, err
 
 
@@ -87,8 +100,9 @@ def _wait_for_step(proc: subprocess.Popen, err: Path, run: Path, step: int, time
         if any(r.get("step", 0) >= step and "loss" in r for r in read_jsonl(run / "metrics.jsonl")):
             return
         if proc.poll() is not None:
-            pytest.fail(f"training ended (rc {proc.returncode}) before step {step} was logged:\n"
-                        + err.read_text()[-3000:])
+            pytest.fail(
+                f"training ended (rc {proc.returncode}) before step {step} was logged:\n" + err.read_text()[-3000:]
+            )
         time.sleep(0.05)
     proc.kill()
     pytest.fail(f"step {step} not logged within {timeout} s:\n" + err.read_text()[-3000:])
@@ -144,8 +158,9 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(tmp_path, referen
 
 
 # ------------------------------------------------------------------ SIGTERM / SIGINT
-@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
-                         ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)], ids=["SIGTERM", "SIGINT"]
+)
 def test_signal_saves_checkpoint_exits_nonzero_and_resumes(tmp_path, reference_run, sig):
     # No scheduled checkpoint before step 100: the only one is the one the signal asks for.
     cfg = _make_run(tmp_path, save_steps=100)
@@ -211,11 +226,17 @@ def test_ctrl_c_during_a_sweep_checkpoints_and_stops_the_sweep(tmp_path, monkeyp
 
     monkeypatch.setattr(PreferenceTrainer, "training_step", ctrl_c_in_step_2)
     data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(4, seed=1))
-    cfg = write_config(tmp_path / "sweep.yaml", data={"train_file": str(data), "validation_split_percentage": 0.0},
-                       training={"max_steps": 4, "save_steps": 100}, sweep={"kto.beta": [0.1, 0.2]})
+    cfg = write_config(
+        tmp_path / "sweep.yaml",
+        data={"train_file": str(data), "validation_split_percentage": 0.0},
+        training={"max_steps": 4, "save_steps": 100},
+        sweep={"kto.beta": [0.1, 0.2]},
+    )
     assert main(["sweep", str(cfg)]) == 130
-    assert re.search(r"prospect: error: stopped by SIGINT at step 2 of 4; checkpoint saved in \S+checkpoint-2;",
-                     capsys.readouterr().err)
+    assert re.search(
+        r"prospect: error: stopped by SIGINT at step 2 of 4; checkpoint saved in \S+checkpoint-2;",
+        capsys.readouterr().err,
+    )
     table = list(csv.DictReader((tmp_path / "runs" / "t" / "results.csv").open()))
     assert [row["status"] for row in table] == ["interrupted", "pending"]
     first = next(d for d in (tmp_path / "runs" / "t").iterdir() if d.name.endswith("beta0.1"))
@@ -284,15 +305,26 @@ def test_nonfinite_steps_are_skipped_without_touching_the_weights(tmp_path, monk
 def test_nonfinite_steps_in_a_row_stop_the_run_with_one_clear_line(tmp_path, capsys):
     """A learning rate of 1e30 overflows the weights after one step; every later loss is NaN."""
     cfg = _make_run(tmp_path)
-    rc = main(["train", str(cfg), "--quiet", "--set", "training.learning_rate=1e30",
-               "--set", "training.max_nonfinite_steps=2"])
+    rc = main(
+        [
+            "train",
+            str(cfg),
+            "--quiet",
+            "--set",
+            "training.learning_rate=1e30",
+            "--set",
+            "training.max_nonfinite_steps=2",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     # The progress bar redraws without a newline, so the message may follow it on one terminal line.
     lines = re.findall(r"prospect: error: [^\r\n]*", err)
-    assert lines == ["prospect: error: stopped at step 3: 2 optimizer steps in a row had a non-finite loss or "
-                     "gradients (training.max_nonfinite_steps=2); lower training.learning_rate, check the data, "
-                     "or train in float32"]
+    assert lines == [
+        "prospect: error: stopped at step 3: 2 optimizer steps in a row had a non-finite loss or "
+        "gradients (training.max_nonfinite_steps=2); lower training.learning_rate, check the data, "
+        "or train in float32"
+    ]
     assert "Traceback" not in err
     assert not (_run_dir(cfg) / "final").exists()
 
@@ -318,8 +350,13 @@ def test_last_complete_checkpoint_skips_and_removes_partial_ones(tmp_path):
 
     ck = tmp_path / "checkpoints"
     assert last_complete_checkpoint(ck) is None
-    for step, state in [(2, {"global_step": 2}), (4, {"global_step": 4}), (6, None), (8, "torn"),
-                        (10, {"global_step": 2})]:
+    for step, state in [
+        (2, {"global_step": 2}),
+        (4, {"global_step": 4}),
+        (6, None),
+        (8, "torn"),
+        (10, {"global_step": 2}),
+    ]:
         d = ck / f"checkpoint-{step}"
         d.mkdir(parents=True)
         if state == "torn":
@@ -361,7 +398,9 @@ def test_damaged_reference_cache_entry_is_recomputed(tmp_path, caplog, damage):
     meta = path.with_suffix(".json")
     if damage == "bit_flip":
         _flip_last_data_byte(path)
-        assert not torch.equal(load_file(str(path))["ref_logps"], good["ref_logps"])  # still loads: only the checksum tells
+        assert not torch.equal(
+            load_file(str(path))["ref_logps"], good["ref_logps"]
+        )  # still loads: only the checksum tells
     elif damage == "truncated":
         path.write_bytes(path.read_bytes()[:-7])
     elif damage == "meta_missing":
@@ -389,8 +428,10 @@ def _tokenize(records):
 def _records():
     from prospect.data.records import UnpairedRecord
 
-    return [UnpairedRecord(prompt=f"Tell me about item {i}.", completion=f"A kind answer {i}.", label=bool(i % 2))
-            for i in range(6)]
+    return [
+        UnpairedRecord(prompt=f"Tell me about item {i}.", completion=f"A kind answer {i}.", label=bool(i % 2))
+        for i in range(6)
+    ]
 
 
 def test_tokenization_cache_ignores_what_a_killed_writer_left(tmp_path, monkeypatch):
@@ -403,7 +444,9 @@ def test_tokenization_cache_ignores_what_a_killed_writer_left(tmp_path, monkeypa
     # A writer killed before its rename leaves only a temp directory: the entry does not exist yet.
     shutil.rmtree(entry)
     (cache_root() / "tokenized" / f"{entry.name}.tmp12345" / "data").mkdir(parents=True)
-    (cache_root() / "tokenized" / f"{entry.name}.tmp12345" / "data" / "data-00000-of-00001.arrow").write_bytes(b"\0" * 9)
+    (cache_root() / "tokenized" / f"{entry.name}.tmp12345" / "data" / "data-00000-of-00001.arrow").write_bytes(
+        b"\0" * 9
+    )
     again, status = _tokenize(_records())
     assert status == "miss" and again == fresh
     assert _tokenize(_records()) == (fresh, "hit")
@@ -439,8 +482,9 @@ def test_plots_are_written_atomically(tmp_path, monkeypatch):
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1 / s, "kl": 0.1 * s}) + "\n"
-                                               for s in range(1, 5)))
+    (run / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": 1 / s, "kl": 0.1 * s}) + "\n" for s in range(1, 5))
+    )
     written = plot_run(run)
     assert {p.name for p in written} == {"loss.png", "kl.png", "overview.png"}
     before = {p.name: p.read_bytes() for p in written}

@@ -10,6 +10,7 @@
 Each refusal is paired with a positive control showing the payload is live, so a test cannot
 pass merely because the payload was broken.
 """
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import learnable_unpaired, write_config, write_jsonl
 
+from helpers import learnable_unpaired, write_config, write_jsonl
 from prospect.cli import main
 from prospect.testing import tiny_model_dir, tiny_tokenizer_dir
 
@@ -83,9 +84,14 @@ def test_model_code_from_the_repository_does_not_run_unless_trusted(tmp_path):
     model = tmp_path / "custom-model"
     shutil.copytree(tiny_tokenizer_dir(), model)
     marker = tmp_path / "RAN"
-    (model / "config.json").write_text(json.dumps({
-        "model_type": "prospect_custom",
-        "auto_map": {"AutoConfig": "custom.CustomConfig", "AutoModelForCausalLM": "custom.CustomModel"}}))
+    (model / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "prospect_custom",
+                "auto_map": {"AutoConfig": "custom.CustomConfig", "AutoModelForCausalLM": "custom.CustomModel"},
+            }
+        )
+    )
     (model / "custom.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('x')\n")
     cfg = write_config(tmp_path / "run.yaml", model={"name": str(model)}, data={"train_file": str(_data(tmp_path))})
     rc, _, err = run_cli(["train", str(cfg), "--quiet"])
@@ -124,7 +130,9 @@ def test_pickle_weights_are_refused_unless_trusted(tmp_path):
 
 def _train_refused(tmp_path, model_name):
     """`prospect train` on model.name = model_name: exit 1 with one error line, returned."""
-    cfg = write_config(tmp_path / "run.yaml", model={"name": str(model_name)}, data={"train_file": str(_data(tmp_path))})
+    cfg = write_config(
+        tmp_path / "run.yaml", model={"name": str(model_name)}, data={"train_file": str(_data(tmp_path))}
+    )
     rc, _, err = run_cli(["train", str(cfg), "--quiet"])
     assert rc == 1
     return one_error_line(err)
@@ -134,9 +142,18 @@ def test_pickle_adapters_are_refused_unless_trusted(tmp_path):
     """An adapter directory (model.name pointing at a PEFT adapter) stored as adapter_model.bin is refused."""
     adapter = tmp_path / "pickled-adapter"
     adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "base_model_name_or_path": str(tiny_model_dir()), "task_type": "CAUSAL_LM", "r": 2,
-        "lora_alpha": 4, "target_modules": ["q_proj"]}))
+    (adapter / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "base_model_name_or_path": str(tiny_model_dir()),
+                "task_type": "CAUSAL_LM",
+                "r": 2,
+                "lora_alpha": 4,
+                "target_modules": ["q_proj"],
+            }
+        )
+    )
     marker = tmp_path / "UNPICKLED"
     with open(adapter / "adapter_model.bin", "wb") as fh:
         pickle.dump(_Payload(marker), fh)
@@ -146,8 +163,26 @@ def test_pickle_adapters_are_refused_unless_trusted(tmp_path):
 
 
 # ------------------------------------------------------------------ run and sweep names
-NASTY_NAMES = ["../../etc", "/etc/passwd", "..", ".", "...", "", " ", "a/../../b", "~root", "\x00", "a\\..\\..\\b",
-               "C:\\Windows", "..／..／etc", "-rf", ".hidden", "x" * 500, "ok\n../..", "%2e%2e%2f"]
+NASTY_NAMES = [
+    "../../etc",
+    "/etc/passwd",
+    "..",
+    ".",
+    "...",
+    "",
+    " ",
+    "a/../../b",
+    "~root",
+    "\x00",
+    "a\\..\\..\\b",
+    "C:\\Windows",
+    "..／..／etc",
+    "-rf",
+    ".hidden",
+    "x" * 500,
+    "ok\n../..",
+    "%2e%2e%2f",
+]
 
 
 @pytest.mark.parametrize("name", NASTY_NAMES)
@@ -164,13 +199,20 @@ def test_run_names_stay_inside_the_output_directory(tmp_path, name):
 
 def test_run_name_escape_through_the_cli_writes_inside_output_dir(tmp_path):
     out = tmp_path / "a" / "b" / "out"
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(tmp_path / "missing.jsonl")},
-                       training={"output_dir": str(out), "run_name": "../../../escaped"})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(tmp_path / "missing.jsonl")},
+        training={"output_dir": str(out), "run_name": "../../../escaped"},
+    )
     rc, _, err = run_cli(["train", str(cfg), "--quiet"])
     assert rc == 1 and "file not found" in one_error_line(err)  # fails on the data, after the run dir is made
     assert (out / "escaped" / "config.yaml").is_file()
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_dir()) == [
-        "a", "a/b", "a/b/out", "a/b/out/escaped"]
+        "a",
+        "a/b",
+        "a/b/out",
+        "a/b/out/escaped",
+    ]
 
 
 def test_sweep_run_names_stay_inside_the_output_directory(tmp_path):
@@ -212,11 +254,16 @@ def test_no_secret_in_any_file_a_run_or_an_export_writes(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", SECRETS["HF_TOKEN"])
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = write_config(
-        tmp_path / "run.yaml", data={"train_file": str(_data(tmp_path)), "validation_split_percentage": 0.0},
+        tmp_path / "run.yaml",
+        data={"train_file": str(_data(tmp_path)), "validation_split_percentage": 0.0},
         training={"max_steps": 2, "save_steps": 1},
         model={"name": str(tiny_model_dir()), "model_init_kwargs": {"token": SECRETS["config token"]}},
-        logging={"report_to": ["wandb"], "wandb_project": "prospect-safety",
-                 "mlflow_tracking_uri": f"https://bob:{SECRETS['config password']}@mlflow.example.com/"})
+        logging={
+            "report_to": ["wandb"],
+            "wandb_project": "prospect-safety",
+            "mlflow_tracking_uri": f"https://bob:{SECRETS['config password']}@mlflow.example.com/",
+        },
+    )
     rc, out, err = run_cli(["train", str(cfg), "--quiet"])
     assert rc == 0, err
     run = tmp_path / "runs" / "t"
@@ -254,8 +301,9 @@ def test_secret_in_an_unknown_config_key_is_not_echoed(tmp_path):
     assert key not in err and SECRETS["HF_TOKEN"] not in err
 
 
-@pytest.mark.parametrize("override", [f"logging.wandb_api_key={SECRETS['WANDB_API_KEY']}",
-                                      f"model.token={SECRETS['HF_TOKEN']}"])
+@pytest.mark.parametrize(
+    "override", [f"logging.wandb_api_key={SECRETS['WANDB_API_KEY']}", f"model.token={SECRETS['HF_TOKEN']}"]
+)
 def test_secret_in_a_bad_override_is_not_echoed(tmp_path, override):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("method: kto\n")
@@ -269,8 +317,13 @@ def test_a_saved_config_never_hands_redacted_secrets_back(tmp_path):
     from prospect.config.loader import REDACTED, load_saved_config
     from prospect.config.schema import RunConfig
 
-    cfg = RunConfig.model_validate({"method": "kto", "model": {"name": "m", "model_init_kwargs": {
-        "token": SECRETS["HF_TOKEN"], "revision": "main"}}, "kto": {"beta": 0.3}})
+    cfg = RunConfig.model_validate(
+        {
+            "method": "kto",
+            "model": {"name": "m", "model_init_kwargs": {"token": SECRETS["HF_TOKEN"], "revision": "main"}},
+            "kto": {"beta": 0.3},
+        }
+    )
     path = tmp_path / "config.yaml"
     cfg.to_yaml(str(path))
     assert REDACTED in path.read_text() and SECRETS["HF_TOKEN"] not in path.read_text()

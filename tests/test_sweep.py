@@ -1,5 +1,6 @@
 """Sweeps: grid expansion and run names, the results table, and end-to-end sweeps on tiny models
 (skip on re-run, a failed run recorded and retrained alone, an interrupted sweep resumed)."""
+
 from __future__ import annotations
 
 import csv
@@ -31,8 +32,13 @@ VALIDATION = [
 
 
 def write_pairs(path: Path, rows: list[tuple]) -> Path:
-    path.write_text("".join(json.dumps({"prompt": p, "chosen": c, "rejected": r, "h_w": hw, "h_l": hl}) + "\n"
-                            for p, c, r, hw, hl in rows), encoding="utf-8")
+    path.write_text(
+        "".join(
+            json.dumps({"prompt": p, "chosen": c, "rejected": r, "h_w": hw, "h_l": hl}) + "\n"
+            for p, c, r, hw, hl in rows
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -58,14 +64,29 @@ def base_config(tmp: Path, **sections: dict) -> dict:
     cfg = {
         "method": {"name": "factual_dpo"},
         "model": {"name": "unused", "max_length": 64},
-        "training": {"learning_rate": 1e-3, "batch_size": 2, "max_steps": 2, "logging_steps": 1, "save_steps": 2,
-                     "eval_steps": 2, "output_dir": str(tmp / "out"), "seed": 0},
+        "training": {
+            "learning_rate": 1e-3,
+            "batch_size": 2,
+            "max_steps": 2,
+            "logging_steps": 1,
+            "save_steps": 2,
+            "eval_steps": 2,
+            "output_dir": str(tmp / "out"),
+            "seed": 0,
+        },
         "data": {"train_file": str(tmp / "train.jsonl"), "validation_file": str(tmp / "val.jsonl")},
         "dpo": {"beta": 0.1, "max_length": 64, "max_prompt_length": 32, "max_target_length": 32},
-        "optimization": {"use_lora": True, "lora_rank": 4, "lora_dropout": 0.0,
-                         "lora_target_modules": ["q_proj", "v_proj"]},
-        "evaluation": {"num_generation_samples": 1, "max_new_tokens": 4,
-                       "metric_for_best_model": "eval_rewards/accuracies"},
+        "optimization": {
+            "use_lora": True,
+            "lora_rank": 4,
+            "lora_dropout": 0.0,
+            "lora_target_modules": ["q_proj", "v_proj"],
+        },
+        "evaluation": {
+            "num_generation_samples": 1,
+            "max_new_tokens": 4,
+            "metric_for_best_model": "eval_rewards/accuracies",
+        },
     }
     for k, v in sections.items():
         cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
@@ -78,13 +99,21 @@ def load(d: dict):
 
 # --------------------------------------------------------------------------- grid (no training)
 def test_grid_names_values_and_directories(tmp_path: Path) -> None:
-    cfg = load(base_config(tmp_path, models=[{"id": "org/Model-A", "short": "tiny-a"}, {"id": "/x/model-b"}],
-                           sweep={"method.delta": [0, 10], "dpo.beta": [0.05]}))
+    cfg = load(
+        base_config(
+            tmp_path,
+            models=[{"id": "org/Model-A", "short": "tiny-a"}, {"id": "/x/model-b"}],
+            sweep={"method.delta": [0, 10], "dpo.beta": [0.05]},
+        )
+    )
     runs = expand_grid(cfg)
     # models outermost, grid in listed order; key = last dotted component; 10.0 -> "10"
     assert [r.name for r in runs] == [
-        "tiny-a_factual_dpo_delta0_beta0.05", "tiny-a_factual_dpo_delta10_beta0.05",
-        "model-b_factual_dpo_delta0_beta0.05", "model-b_factual_dpo_delta10_beta0.05"]
+        "tiny-a_factual_dpo_delta0_beta0.05",
+        "tiny-a_factual_dpo_delta10_beta0.05",
+        "model-b_factual_dpo_delta0_beta0.05",
+        "model-b_factual_dpo_delta10_beta0.05",
+    ]
     sweep_dir = tmp_path / "out" / "factual_dpo_delta_beta"
     assert sweep_directory(cfg) == sweep_dir.resolve()
     r = runs[1]
@@ -98,20 +127,38 @@ def test_grid_names_values_and_directories(tmp_path: Path) -> None:
 
 
 def test_grid_without_registry_uses_the_model_and_run_name_names_the_sweep(tmp_path: Path) -> None:
-    cfg = load(base_config(tmp_path, model={"name": "HuggingFaceTB/SmolLM2-135M-Instruct"},
-                           training={"run_name": "my sweep"}, sweep={"training.learning_rate": [1e-5, 2.5e-4]}))
+    cfg = load(
+        base_config(
+            tmp_path,
+            model={"name": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+            training={"run_name": "my sweep"},
+            sweep={"training.learning_rate": [1e-5, 2.5e-4]},
+        )
+    )
     runs = expand_grid(cfg)
-    assert [r.name for r in runs] == ["smollm2-135m-instruct_factual_dpo_learning_rate1e-05",
-                                      "smollm2-135m-instruct_factual_dpo_learning_rate0.00025"]
+    assert [r.name for r in runs] == [
+        "smollm2-135m-instruct_factual_dpo_learning_rate1e-05",
+        "smollm2-135m-instruct_factual_dpo_learning_rate0.00025",
+    ]
     assert sweep_directory(cfg).name == "my-sweep"
     assert runs[1].cfg.training.learning_rate == 2.5e-4
 
 
 def test_value_and_key_labels() -> None:
-    assert [format_value(v) for v in (10.0, 0.05, 3, True, "cosine", [1, 2.0], None)] == \
-        ["10", "0.05", "3", "true", "cosine", "1-2", "none"]
-    assert name_keys(["kto.beta", "dpo.beta", "method.delta"]) == \
-        {"kto.beta": "kto-beta", "dpo.beta": "dpo-beta", "method.delta": "delta"}
+    assert [format_value(v) for v in (10.0, 0.05, 3, True, "cosine", [1, 2.0], None)] == [
+        "10",
+        "0.05",
+        "3",
+        "true",
+        "cosine",
+        "1-2",
+        "none",
+    ]
+    assert name_keys(["kto.beta", "dpo.beta", "method.delta"]) == {
+        "kto.beta": "kto-beta",
+        "dpo.beta": "dpo-beta",
+        "method.delta": "delta",
+    }
 
 
 def test_two_models_with_one_short_name_are_refused(tmp_path: Path) -> None:
@@ -150,25 +197,49 @@ def test_finished_run_with_a_changed_config_is_skipped_and_flagged(tmp_path: Pat
 def test_results_row_final_and_best_metrics(tmp_path: Path) -> None:
     run = tmp_path / "r1"
     run.mkdir()
-    (run / "results.json").write_text(json.dumps({"global_step": 30, "wall_time_s": 12.5, "metrics": {
-        "train_loss": 0.61, "eval_loss": 0.6, "eval_rewards/accuracies": 0.75, "eval_runtime": 1.0,
-        "train_samples_per_second": 9.0}}))
-    rows = [{"step": 10, "loss": 0.69}, {"step": 10, "eval_loss": 0.7, "eval_rewards/accuracies": 0.5},
-            {"step": 20, "eval_loss": 0.5, "eval_rewards/accuracies": 1.0},
-            {"step": 30, "eval_loss": 0.6, "eval_rewards/accuracies": 0.75}]
+    (run / "results.json").write_text(
+        json.dumps(
+            {
+                "global_step": 30,
+                "wall_time_s": 12.5,
+                "metrics": {
+                    "train_loss": 0.61,
+                    "eval_loss": 0.6,
+                    "eval_rewards/accuracies": 0.75,
+                    "eval_runtime": 1.0,
+                    "train_samples_per_second": 9.0,
+                },
+            }
+        )
+    )
+    rows = [
+        {"step": 10, "loss": 0.69},
+        {"step": 10, "eval_loss": 0.7, "eval_rewards/accuracies": 0.5},
+        {"step": 20, "eval_loss": 0.5, "eval_rewards/accuracies": 1.0},
+        {"step": 30, "eval_loss": 0.6, "eval_rewards/accuracies": 0.75},
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    row = run_row(run, name="r1", status=STATUS_DONE, model="m", values={"method.delta": 10.0},
-                  preferred="eval_reward_accuracy")
+    row = run_row(
+        run, name="r1", status=STATUS_DONE, model="m", values={"method.delta": 10.0}, preferred="eval_reward_accuracy"
+    )
     # final: from results.json (bookkeeping like runtime left out); best: min loss 0.5, max accuracy 1.0 at step 20
     assert row["eval_loss"] == 0.6 and row["train_loss"] == 0.61 and "eval_runtime" not in row
     assert row["best_eval_loss"] == 0.5 and row["best_eval_rewards/accuracies"] == 1.0 and row["best_step"] == 20
-    failed = run_row(tmp_path / "missing", name="r2", status=STATUS_FAILED, model="m", values={"method.delta": 20},
-                     error="KTODataError: bad | row")
+    failed = run_row(
+        tmp_path / "missing",
+        name="r2",
+        status=STATUS_FAILED,
+        model="m",
+        values={"method.delta": 20},
+        error="KTODataError: bad | row",
+    )
     csv_path, md_path = write_tables(tmp_path, [row, failed], ["method.delta"])
     table = list(csv.DictReader(csv_path.open()))
     assert [t["run"] for t in table] == ["r1", "r2"]
     assert table[0]["method.delta"] == "10.0" and table[0]["global_step"] == "30" and table[0]["best_step"] == "20"
-    assert table[1]["status"] == "failed" and table[1]["eval_loss"] == "" and table[1]["error"].startswith("KTODataError")
+    assert (
+        table[1]["status"] == "failed" and table[1]["eval_loss"] == "" and table[1]["error"].startswith("KTODataError")
+    )
     md = md_path.read_text()
     assert "| r1 | done | m | 10 | 30 | 12.5 |" in md and "bad \\| row" in md
 
@@ -196,11 +267,20 @@ def test_two_models_by_two_deltas_then_rerun_skips(tmp_path: Path, env: None, co
     a, b = tiny_models()
     write_pairs(tmp_path / "train.jsonl", PAIRS)
     write_pairs(tmp_path / "val.jsonl", VALIDATION)
-    cfg = load(base_config(tmp_path, models=[{"id": str(a), "short": "tiny-a"}, {"id": str(b), "short": "tiny-b"}],
-                           sweep={"method.delta": [0, 10]}))
+    cfg = load(
+        base_config(
+            tmp_path,
+            models=[{"id": str(a), "short": "tiny-a"}, {"id": str(b), "short": "tiny-b"}],
+            sweep={"method.delta": [0, 10]},
+        )
+    )
     assert run_sweep(cfg) == 0
-    names = ["tiny-a_factual_dpo_delta0", "tiny-a_factual_dpo_delta10",
-             "tiny-b_factual_dpo_delta0", "tiny-b_factual_dpo_delta10"]
+    names = [
+        "tiny-a_factual_dpo_delta0",
+        "tiny-a_factual_dpo_delta10",
+        "tiny-b_factual_dpo_delta0",
+        "tiny-b_factual_dpo_delta10",
+    ]
     assert count_trainings == names
     sweep_dir = tmp_path / "out" / "factual_dpo_delta"
     for n in names:
@@ -235,8 +315,9 @@ def test_two_models_by_two_deltas_then_rerun_skips(tmp_path: Path, env: None, co
     assert [t["eval_loss"] for t in table2] == [t["eval_loss"] for t in table]
 
 
-def test_failed_run_is_recorded_and_only_it_trains_again(tmp_path: Path, env: None, count_trainings: list[str],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_run_is_recorded_and_only_it_trains_again(
+    tmp_path: Path, env: None, count_trainings: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from prospect.sweep import run_sweep
 
     a, _ = tiny_models()
@@ -244,9 +325,14 @@ def test_failed_run_is_recorded_and_only_it_trains_again(tmp_path: Path, env: No
     write_pairs(tmp_path / "good.jsonl", PAIRS)
     (tmp_path / "bad.jsonl").write_text('{"prompt": "q", "chosen": \n', encoding="utf-8")  # not JSON at all
     write_pairs(tmp_path / "val.jsonl", VALIDATION)
-    cfg = load(base_config(tmp_path, models=[{"id": str(a), "short": "tiny"}],
-                           data={"train_file": "good.jsonl", "validation_file": "val.jsonl"},
-                           sweep={"data.train_file": ["good.jsonl", "bad.jsonl"]}))
+    cfg = load(
+        base_config(
+            tmp_path,
+            models=[{"id": str(a), "short": "tiny"}],
+            data={"train_file": "good.jsonl", "validation_file": "val.jsonl"},
+            sweep={"data.train_file": ["good.jsonl", "bad.jsonl"]},
+        )
+    )
     assert run_sweep(cfg) == 1  # the sweep went on past the failure, and says so
     sweep_dir = tmp_path / "out" / "factual_dpo_train_file"
     good, bad = "tiny_factual_dpo_train_filegood.jsonl", "tiny_factual_dpo_train_filebad.jsonl"
@@ -266,17 +352,24 @@ def test_failed_run_is_recorded_and_only_it_trains_again(tmp_path: Path, env: No
     assert "error" not in table[bad] or table[bad]["error"] == ""
 
 
-def test_interrupted_sweep_resumes_from_the_last_checkpoint(tmp_path: Path, env: None, count_trainings: list[str],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_sweep_resumes_from_the_last_checkpoint(
+    tmp_path: Path, env: None, count_trainings: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from prospect.engine.trainer import PreferenceTrainer
     from prospect.sweep import run_sweep
 
     a, _ = tiny_models()
     write_pairs(tmp_path / "train.jsonl", PAIRS)
     write_pairs(tmp_path / "val.jsonl", VALIDATION)
-    cfg = load(base_config(tmp_path, models=[{"id": str(a), "short": "tiny"}], method={"name": "dpo"},
-                           training={"max_steps": 4, "save_steps": 2, "eval_steps": 4},
-                           sweep={"dpo.beta": [0.1, 0.2]}))
+    cfg = load(
+        base_config(
+            tmp_path,
+            models=[{"id": str(a), "short": "tiny"}],
+            method={"name": "dpo"},
+            training={"max_steps": 4, "save_steps": 2, "eval_steps": 4},
+            sweep={"dpo.beta": [0.1, 0.2]},
+        )
+    )
     resumed_from: list = []
     real_train, real_step = PreferenceTrainer.train, PreferenceTrainer.training_step
 
@@ -319,8 +412,15 @@ def test_runs_that_differ_in_lora_settings_share_the_reference_cache(tmp_path: P
     a, _ = tiny_models()
     write_pairs(tmp_path / "train.jsonl", PAIRS)
     write_pairs(tmp_path / "val.jsonl", VALIDATION)
-    cfg = load(base_config(tmp_path, method={"name": "dpo"}, models=[{"id": str(a), "short": "tiny"}],
-                           sweep={"optimization.lora_rank": [2, 4]}, evaluation={"num_generation_samples": 0}))
+    cfg = load(
+        base_config(
+            tmp_path,
+            method={"name": "dpo"},
+            models=[{"id": str(a), "short": "tiny"}],
+            sweep={"optimization.lora_rank": [2, 4]},
+            evaluation={"num_generation_samples": 0},
+        )
+    )
     assert run_sweep(cfg, quiet=True) == 0
     runs = sorted(p for p in (tmp_path / "out").glob("*/tiny_dpo_*") if p.is_dir())
     caches = [json.loads((r / "results.json").read_text())["reference"]["cache"] for r in runs]
@@ -339,8 +439,10 @@ def test_reference_cache_key_covers_what_defines_the_reference(tmp_path: Path) -
     a, b = tiny_models()
     base = AutoModelForCausalLM.from_pretrained(str(a))
     fp = base_weights_fingerprint(base)
-    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(str(a)),
-                          LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    lora = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(str(a)),
+        LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False),
+    )
     assert base_weights_fingerprint(lora) == fp  # the adapter is not the reference
     assert base_weights_fingerprint(AutoModelForCausalLM.from_pretrained(str(b))) != fp
     tok = load_tiny_tokenizer()
@@ -350,6 +452,10 @@ def test_reference_cache_key_covers_what_defines_the_reference(tmp_path: Path) -
     key = dict(base_fingerprint=fp, tokenizer_key=tk, data_key="d1", settings={"max_length": 64})
     ref = reference_cache_key(**key)
     assert reference_cache_key(**key) == ref
-    for change in ({"tokenizer_key": "other"}, {"data_key": "d2"}, {"settings": {"max_length": 65}},
-                   {"base_fingerprint": "other"}):
+    for change in (
+        {"tokenizer_key": "other"},
+        {"data_key": "d2"},
+        {"settings": {"max_length": 65}},
+        {"base_fingerprint": "other"},
+    ):
         assert reference_cache_key(**{**key, **change}) != ref, change

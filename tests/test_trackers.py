@@ -1,6 +1,7 @@
 """Trackers for real: a tiny run per tracker, the logged values read back from each store and
 compared with the run's own metrics.jsonl (TensorBoard event files, W&B offline files, MLflow
 local file store). No network: W&B runs offline (the engine's default), MLflow on a local store."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,13 +21,23 @@ PAIRS = [
     ("Say hello politely.", "Hello, nice to meet you.", "Go away."),
 ]
 
-TRACKER_ENV = ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_API_KEY", "MLFLOW_TRACKING_URI",
-               "MLFLOW_EXPERIMENT_NAME", "MLFLOW_ALLOW_FILE_STORE", "TENSORBOARD_LOGGING_DIR")
+TRACKER_ENV = (
+    "WANDB_MODE",
+    "WANDB_DIR",
+    "WANDB_PROJECT",
+    "WANDB_ENTITY",
+    "WANDB_API_KEY",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_ALLOW_FILE_STORE",
+    "TENSORBOARD_LOGGING_DIR",
+)
 
 
 def _needs(module: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
-                              reason=f"{module} is not installed (pip install 'prospect[trackers]')")
+    return pytest.mark.skipif(
+        importlib.util.find_spec(module) is None, reason=f"{module} is not installed (pip install 'prospect[trackers]')"
+    )
 
 
 @pytest.fixture
@@ -52,8 +63,16 @@ def _config(tmp: Path, tracker: str, sweep: dict | None = None, **logging: objec
     cfg = {
         "method": "dpo",
         "model": {"name": str(tiny_model_dir()), "max_length": 64},
-        "training": {"learning_rate": 1e-3, "batch_size": 2, "max_steps": 2, "logging_steps": 1, "save_steps": 2,
-                     "output_dir": str(tmp / "runs"), "run_name": f"tiny_{tracker}", "seed": 0},
+        "training": {
+            "learning_rate": 1e-3,
+            "batch_size": 2,
+            "max_steps": 2,
+            "logging_steps": 1,
+            "save_steps": 2,
+            "output_dir": str(tmp / "runs"),
+            "run_name": f"tiny_{tracker}",
+            "seed": 0,
+        },
         "data": {"train_file": str(data), "validation_split_percentage": 0},
         "dpo": {"max_length": 64, "max_prompt_length": 32, "max_target_length": 32},
         "optimization": {"use_lora": True, "lora_rank": 4, "lora_target_modules": ["q_proj", "v_proj"]},
@@ -106,11 +125,11 @@ def read_wandb_records(path: Path):
     pos, block, pending = 7, 32768, b""
     while pos + 7 <= len(data):
         left = block - pos % block
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if left < 7 or (length == 0 and kind == 0):  # block trailer / padding
             pos += left
             continue
-        chunk = data[pos + 7:pos + 7 + length]
+        chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):
@@ -126,8 +145,9 @@ def test_wandb_offline_runs_of_a_sweep_hold_their_own_losses(tmp_path: Path, cle
     losses, named <run_prefix>_<run name> (seed 004); nothing needs the network."""
     from prospect.sweep import run_sweep
 
-    cfg = _config(tmp_path, "wandb", sweep={"dpo.beta": [0.1, 0.5]}, wandb_project="prospect-test",
-                  run_prefix="FactualDPO")
+    cfg = _config(
+        tmp_path, "wandb", sweep={"dpo.beta": [0.1, 0.5]}, wandb_project="prospect-test", run_prefix="FactualDPO"
+    )
     assert run_sweep(cfg, quiet=True) == 0
     assert "WANDB_MODE" not in os.environ  # the engine's offline default did not leak past the sweep
     sweep_dir = tmp_path / "runs" / "dpo_beta"

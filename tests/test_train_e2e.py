@@ -1,4 +1,5 @@
 """End to end through the CLI on a tiny model: run directory, metrics, final model, learning, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import sys
 import pytest
 import torch
 import yaml
-from helpers import learnable_unpaired, write_config, write_jsonl
 
+from helpers import learnable_unpaired, write_config, write_jsonl
 from prospect.cli import main
 from prospect.io import read_jsonl
 
@@ -18,8 +19,11 @@ from prospect.io import read_jsonl
 def test_train_cli_writes_complete_run_directory(tmp_path, capsys):
     data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
     val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val)},
-                       kto={"desirable_weight": "auto", "undesirable_weight": "auto"})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(data), "validation_file": str(val)},
+        kto={"desirable_weight": "auto", "undesirable_weight": "auto"},
+    )
     rc = main(["train", str(cfg), "--set", "kto.beta=0.2", "--lr", "5e-3", "--quiet"])
     assert rc == 0
     run = tmp_path / "runs" / "t"
@@ -35,8 +39,18 @@ def test_train_cli_writes_complete_run_directory(tmp_path, capsys):
     rows = read_jsonl(run / "metrics.jsonl")
     train_rows = [r for r in rows if "loss" in r]
     assert len(train_rows) == 4
-    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "kl", "logps/chosen",
-                "logps/rejected", "perplexity", "learning_rate", "grad_norm"):
+    for key in (
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "kl",
+        "logps/chosen",
+        "logps/rejected",
+        "perplexity",
+        "learning_rate",
+        "grad_norm",
+    ):
         assert any(key in r for r in train_rows), key
     assert not any(k.startswith("sum/") for r in rows for k in r)
     assert any("eval_loss" in r for r in rows)
@@ -50,8 +64,12 @@ def test_train_cli_writes_complete_run_directory(tmp_path, capsys):
 
     model = AutoPeftModelForCausalLM.from_pretrained(str(run / "final"))
     tok = AutoTokenizer.from_pretrained(str(run / "final"))
-    ids = tok.apply_chat_template([{"role": "user", "content": "Tell me about rain."}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "Tell me about rain."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 5
 
@@ -66,8 +84,9 @@ def _held_out_rewards(run_dir, rows):
 
     def logp(m, prompt, completion):
         p = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-        full = tok.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}],
-                                       tokenize=False)
+        full = tok.apply_chat_template(
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}], tokenize=False
+        )
         p_ids = tok(p, add_special_tokens=False)["input_ids"]
         ids = tok(full, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
@@ -87,10 +106,12 @@ def test_kto_learns_held_out_preference(tmp_path):
     """After training, held-out desirable completions get higher implicit rewards than undesirable ones."""
     data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(16, seed=3))
     held = learnable_unpaired(4, seed=4, offset=100)
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_split_percentage": 0.0},
-                       training={"max_steps": 24, "batch_size": 8, "learning_rate": 1e-2, "save_steps": 100,
-                                 "warmup_steps": 0},
-                       kto={"beta": 0.5})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(data), "validation_split_percentage": 0.0},
+        training={"max_steps": 24, "batch_size": 8, "learning_rate": 1e-2, "save_steps": 100, "warmup_steps": 0},
+        kto={"beta": 0.5},
+    )
     assert main(["train", str(cfg), "--quiet"]) == 0
     rewards = _held_out_rewards(tmp_path / "runs" / "t", held)
     desirable = [r for lab, r in rewards if lab]
@@ -114,8 +135,13 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, case):
         args += ["--set", "model.name=no-such-org/no-such-model"]
     elif case == "bad_type":
         args += ["--set", "training.learning_rate=fast"]
-    proc = subprocess.run([sys.executable, "-m", "prospect", "train", *args], capture_output=True, text=True,
-                          timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "prospect", "train", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr
     err = [line for line in proc.stderr.splitlines() if line.startswith("prospect: error:")]
@@ -131,8 +157,11 @@ def test_final_metrics_reuse_an_evaluation_of_the_last_step(tmp_path, eval_steps
     """The held-out pass runs once per evaluated step: at the last step, scheduled or final, never twice."""
     data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
     val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val)},
-                       training={"eval_steps": eval_steps})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(data), "validation_file": str(val)},
+        training={"eval_steps": eval_steps},
+    )
     assert main(["train", str(cfg), "--quiet"]) == 0
     run = tmp_path / "runs" / "t"
     evals = [r for r in read_jsonl(run / "metrics.jsonl") if "eval_loss" in r]
@@ -149,10 +178,17 @@ def test_save_best_only_keeps_and_finishes_with_the_best_checkpoint(tmp_path):
 
     data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
     val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val)},
-                       training={"max_steps": 6, "save_steps": 5, "learning_rate": 5e-2},
-                       evaluation={"eval_interval": 2, "save_best_only": True,
-                                   "metric_for_best_model": "eval_loss", "greater_is_better": False})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(data), "validation_file": str(val)},
+        training={"max_steps": 6, "save_steps": 5, "learning_rate": 5e-2},
+        evaluation={
+            "eval_interval": 2,
+            "save_best_only": True,
+            "metric_for_best_model": "eval_loss",
+            "greater_is_better": False,
+        },
+    )
     assert main(["train", str(cfg), "--quiet"]) == 0
     run = tmp_path / "runs" / "t"
     evals = {r["step"]: r["eval_loss"] for r in read_jsonl(run / "metrics.jsonl") if "eval_loss" in r}
@@ -170,10 +206,12 @@ def test_early_stopping_stops_when_the_metric_stops_improving(tmp_path):
     data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
     val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))
     # A learning rate this small leaves the held-out metric unchanged: no evaluation improves on the first.
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val)},
-                       training={"max_steps": 20, "learning_rate": 1e-30, "early_stopping_patience": 2,
-                                 "save_steps": 100},
-                       evaluation={"eval_interval": 1, "metric_for_best_model": "eval_loss", "greater_is_better": False})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(data), "validation_file": str(val)},
+        training={"max_steps": 20, "learning_rate": 1e-30, "early_stopping_patience": 2, "save_steps": 100},
+        evaluation={"eval_interval": 1, "metric_for_best_model": "eval_loss", "greater_is_better": False},
+    )
     assert main(["train", str(cfg), "--quiet"]) == 0
     results = json.loads((tmp_path / "runs" / "t" / "results.json").read_text())
     assert results["global_step"] == 3  # the first evaluation, then two without improvement
@@ -181,8 +219,11 @@ def test_early_stopping_stops_when_the_metric_stops_improving(tmp_path):
 
 @pytest.mark.parametrize("section, key", [("training", "early_stopping_patience"), ("evaluation", "save_best_only")])
 def test_best_model_settings_without_evaluations_are_refused(tmp_path, capsys, section, key):
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(tmp_path / "none.jsonl")},
-                       **{section: {key: 2 if key == "early_stopping_patience" else True}})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(tmp_path / "none.jsonl")},
+        **{section: {key: 2 if key == "early_stopping_patience" else True}},
+    )
     assert main(["train", str(cfg), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert key in err and "eval_interval" in err
@@ -209,8 +250,11 @@ def _adapter(run):
 
 def test_rerunning_a_run_directory_never_trains_it_twice_or_mixes_settings(tmp_path, capsys, caplog):
     data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_split_percentage": 0.0},
-                       training={"max_steps": 2, "save_steps": 2})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(data), "validation_split_percentage": 0.0},
+        training={"max_steps": 2, "save_steps": 2},
+    )
     run = tmp_path / "runs" / "t"
     assert main(["train", str(cfg), "--quiet"]) == 0
     first = _adapter(run)
@@ -246,8 +290,11 @@ def test_default_balance_weights_the_minority_label(tmp_path, strategy, expected
     rows = learnable_unpaired(12, seed=1)
     rows = [r for r in rows if r["label"]] + [r for r in rows if not r["label"]][:4]  # 12 desirable, 4 undesirable
     data = write_jsonl(tmp_path / "train.jsonl", rows)
-    cfg = write_config(tmp_path / "run.yaml", training={"max_steps": 1},
-                       data={"train_file": str(data), "validation_split_percentage": 0.0, "balance_strategy": strategy})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        training={"max_steps": 1},
+        data={"train_file": str(data), "validation_split_percentage": 0.0, "balance_strategy": strategy},
+    )
     assert main(["train", str(cfg), "--quiet"]) == 0
     run = tmp_path / "runs" / "t"
     resolved = yaml.safe_load((run / "config.yaml").read_text())["kto"]
@@ -266,8 +313,11 @@ def test_eval_perplexity_and_logps_match_an_independent_forward(tmp_path):
     data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
     held = learnable_unpaired(3, seed=2, offset=50)
     val = write_jsonl(tmp_path / "val.jsonl", held)
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val)},
-                       training={"eval_steps": 4, "eval_batch_size": 8, "learning_rate": 1e-2})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(data), "validation_file": str(val)},
+        training={"eval_steps": 4, "eval_batch_size": 8, "learning_rate": 1e-2},
+    )
     assert main(["train", str(cfg), "--quiet"]) == 0
     run = tmp_path / "runs" / "t"
     last = [r for r in read_jsonl(run / "metrics.jsonl") if "eval_loss" in r][-1]
@@ -277,9 +327,13 @@ def test_eval_perplexity_and_logps_match_an_independent_forward(tmp_path):
     total, tokens, per_row = 0.0, 0, []
     for r in (r for r in held if r["label"]):
         msgs = [{"role": "user", "content": r["prompt"]}]
-        p_ids = tok(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
-        ids = tok(tok.apply_chat_template(msgs + [{"role": "assistant", "content": r["completion"]}], tokenize=False),
-                  add_special_tokens=False)["input_ids"]
+        p_ids = tok(
+            tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False), add_special_tokens=False
+        )["input_ids"]
+        ids = tok(
+            tok.apply_chat_template(msgs + [{"role": "assistant", "content": r["completion"]}], tokenize=False),
+            add_special_tokens=False,
+        )["input_ids"]
         with torch.no_grad():
             lp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
         row = sum(lp[t - 1, ids[t]].item() for t in range(len(p_ids), len(ids)))
@@ -295,8 +349,11 @@ def test_unknown_eval_metric_is_refused_before_the_model_loads(tmp_path, capsys,
 
     monkeypatch.setattr("prospect.engine.model.load_policy_and_reference", no_model)
     data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(4, seed=1))
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data)},
-                       evaluation={"metrics": ["reward_accuracy", "spiral_score"]})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(data)},
+        evaluation={"metrics": ["reward_accuracy", "spiral_score"]},
+    )
     assert main(["train", str(cfg), "--quiet"]) == 2
     assert "unknown metric 'spiral_score'" in capsys.readouterr().err
 
@@ -306,9 +363,12 @@ def test_prospect_eval_cli_on_a_kto_run_agrees_with_the_training_evaluation(tmp_
     as the Trainer's last evaluation) gives the Trainer's held-out loss; without --json a table."""
     data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
     val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val)},
-                       training={"eval_steps": 4, "eval_batch_size": 8, "learning_rate": 1e-2},
-                       evaluation={"num_generation_samples": 1, "max_new_tokens": 4})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(data), "validation_file": str(val)},
+        training={"eval_steps": 4, "eval_batch_size": 8, "learning_rate": 1e-2},
+        evaluation={"num_generation_samples": 1, "max_new_tokens": 4},
+    )
     assert main(["train", str(cfg), "--quiet"]) == 0
     run = tmp_path / "runs" / "t"
     trained = json.loads((run / "results.json").read_text())["metrics"]
@@ -328,8 +388,11 @@ def test_prospect_eval_cli_on_a_kto_run_agrees_with_the_training_evaluation(tmp_
 def test_progress_bars_show_training_figures_and_evaluation(tmp_path, capsys):
     data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
     val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val)},
-                       training={"eval_steps": 2, "eval_batch_size": 2})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(data), "validation_file": str(val)},
+        training={"eval_steps": 2, "eval_batch_size": 2},
+    )
     assert main(["train", str(cfg)]) == 0
     err = capsys.readouterr().err
     assert "Training: 100%" in err and "loss=" in err and "r+=" in err
@@ -339,9 +402,12 @@ def test_progress_bars_show_training_figures_and_evaluation(tmp_path, capsys):
 def test_generate_during_eval_writes_samples_at_every_evaluation(tmp_path):
     data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(8, seed=1))
     val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))
-    cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data), "validation_file": str(val),
-                                                     "generate_during_eval": True},
-                       training={"eval_steps": 2}, evaluation={"num_generation_samples": 2, "max_new_tokens": 3})
+    cfg = write_config(
+        tmp_path / "run.yaml",
+        data={"train_file": str(data), "validation_file": str(val), "generate_during_eval": True},
+        training={"eval_steps": 2},
+        evaluation={"num_generation_samples": 2, "max_new_tokens": 3},
+    )
     assert main(["train", str(cfg), "--quiet"]) == 0
     run = tmp_path / "runs" / "t"
     assert sorted(p.name for p in (run / "generations").iterdir()) == ["step-2.jsonl", "step-4.jsonl"]
@@ -360,10 +426,12 @@ def test_precomputed_eval_mismatched_reference_gives_the_on_the_fly_numbers(tmp_
     val = write_jsonl(tmp_path / "val.jsonl", learnable_unpaired(3, seed=2, offset=50))  # 6 rows: batches of 4, 2
     out = {}
     for name, pre in (("pre", True), ("fly", False)):
-        cfg = write_config(tmp_path / f"{name}.yaml", data={"train_file": str(data), "validation_file": str(val)},
-                           training={"eval_steps": 2, "eval_batch_size": 4, "learning_rate": 3e-2, "num_epochs": 2,
-                                     "run_name": name},
-                           kto={"precompute_ref_log_probs": pre})
+        cfg = write_config(
+            tmp_path / f"{name}.yaml",
+            data={"train_file": str(data), "validation_file": str(val)},
+            training={"eval_steps": 2, "eval_batch_size": 4, "learning_rate": 3e-2, "num_epochs": 2, "run_name": name},
+            kto={"precompute_ref_log_probs": pre},
+        )
         assert main(["train", str(cfg), "--quiet"]) == 0
         out[name] = [r for r in read_jsonl(tmp_path / "runs" / name / "metrics.jsonl") if "eval_loss" in r]
     assert len(out["pre"]) == len(out["fly"]) >= 2

@@ -1,4 +1,5 @@
 """KTO at any batch size: z0 from mismatched pairs across the gradient-accumulation window."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,8 @@ import math
 
 import pytest
 import torch
-from helpers import learnable_unpaired, write_config, write_jsonl
 
+from helpers import learnable_unpaired, write_config, write_jsonl
 from prospect.cli import main
 from prospect.config.schema import RunConfig
 from prospect.engine.window import resolve_reference_point, window_mismatched_pairs
@@ -34,12 +35,18 @@ def test_batch_one_defaults_to_window_and_explicit_batch_mismatch_is_refused():
     assert resolve_reference_point(_cfg(batch_size=1), world_size=2).kto.reference_point == "window_mismatch"
     with pytest.raises(ConfigError, match="window_mismatch"):
         resolve_reference_point(_cfg(batch_size=1), world_size=1)
-    explicit = RunConfig.model_validate({"method": "kto", "training": {"batch_size": 1, "gradient_accumulation_steps": 8},
-                                         "kto": {"reference_point": "batch_mismatch"}})
+    explicit = RunConfig.model_validate(
+        {
+            "method": "kto",
+            "training": {"batch_size": 1, "gradient_accumulation_steps": 8},
+            "kto": {"reference_point": "batch_mismatch"},
+        }
+    )
     with pytest.raises(ConfigError, match="batch_size >= 2"):
         resolve_reference_point(explicit, world_size=1)
-    lonely = RunConfig.model_validate({"method": "kto", "training": {"batch_size": 1},
-                                       "kto": {"reference_point": "window_mismatch"}})
+    lonely = RunConfig.model_validate(
+        {"method": "kto", "training": {"batch_size": 1}, "kto": {"reference_point": "window_mismatch"}}
+    )
     with pytest.raises(ConfigError, match="at least 2 rows"):
         resolve_reference_point(lonely, world_size=1)
     # batch >= 2 keeps what was asked for
@@ -76,16 +83,29 @@ def test_window_z0_equals_independent_computation(tmp_path):
                 p.normal_(0, 2.0)
     cfg = RunConfig.model_validate({"method": "kto"})
     trainer = WindowMismatchTrainer(
-        model=model, args=TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, report_to="none",
-                                            use_cpu=True),
-        data_collator=WindowRowsCollator(UnpairedCollator(pad_id=0)), loss_fn=build_loss(cfg),
-        z0_estimator=build_reference_point("window_mismatch", reduce=distributed_mean))
+        model=model,
+        args=TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, report_to="none", use_cpu=True),
+        data_collator=WindowRowsCollator(UnpairedCollator(pad_id=0)),
+        loss_fn=build_loss(cfg),
+        z0_estimator=build_reference_point("window_mismatch", reduce=distributed_mean),
+    )
     g = torch.Generator().manual_seed(1)
-    rows = [{"prompt_ids": torch.randint(3, 300, (int(torch.randint(2, 9, (1,), generator=g)),), generator=g).tolist(),
-             "completion_ids": torch.randint(3, 300, (int(torch.randint(1, 7, (1,), generator=g)),), generator=g).tolist()}
-            for _ in range(6)]
-    micro = [{"prompt_ids": [r["prompt_ids"] for r in rows[i:i + 2]],
-              "completion_ids": [r["completion_ids"] for r in rows[i:i + 2]]} for i in (0, 2, 4)]
+    rows = [
+        {
+            "prompt_ids": torch.randint(3, 300, (int(torch.randint(2, 9, (1,), generator=g)),), generator=g).tolist(),
+            "completion_ids": torch.randint(
+                3, 300, (int(torch.randint(1, 7, (1,), generator=g)),), generator=g
+            ).tolist(),
+        }
+        for _ in range(6)
+    ]
+    micro = [
+        {
+            "prompt_ids": [r["prompt_ids"] for r in rows[i : i + 2]],
+            "completion_ids": [r["completion_ids"] for r in rows[i : i + 2]],
+        }
+        for i in (0, 2, 4)
+    ]
     z0 = float(trainer.window_z0(micro))
 
     class Unclamped(ReferencePoint):  # the window mean before the clamp, to check the pairing itself
@@ -125,17 +145,35 @@ def _run(tmp_path, name, batch, accum, reference_point, steps=3):
     kto = {"beta": 0.5, "precompute_ref_log_probs": False}
     if reference_point:
         kto["reference_point"] = reference_point
-    cfg = write_config(tmp_path / f"{name}.yaml", data={"train_file": str(data)}, kto=kto,
-                       training={"batch_size": batch, "gradient_accumulation_steps": accum, "max_steps": steps,
-                                 "learning_rate": 0.5, "optim": "sgd", "max_grad_norm": 0.0, "shuffle": False,
-                                 "logging_steps": 1, "save_steps": 100, "run_name": name,
-                                 "output_dir": str(tmp_path / "runs"), "seed": 0})
+    cfg = write_config(
+        tmp_path / f"{name}.yaml",
+        data={"train_file": str(data)},
+        kto=kto,
+        training={
+            "batch_size": batch,
+            "gradient_accumulation_steps": accum,
+            "max_steps": steps,
+            "learning_rate": 0.5,
+            "optim": "sgd",
+            "max_grad_norm": 0.0,
+            "shuffle": False,
+            "logging_steps": 1,
+            "save_steps": 100,
+            "run_name": name,
+            "output_dir": str(tmp_path / "runs"),
+            "seed": 0,
+        },
+    )
     assert main(["train", str(cfg), "--quiet"]) == 0
     run = tmp_path / "runs" / name
     logs = [r for r in read_jsonl(run / "metrics.jsonl") if "loss" in r]
     from safetensors.torch import load_file
 
-    return logs, load_file(str(run / "final" / "adapter_model.safetensors")), json.loads((run / "results.json").read_text())
+    return (
+        logs,
+        load_file(str(run / "final" / "adapter_model.safetensors")),
+        json.loads((run / "results.json").read_text()),
+    )
 
 
 def test_batch_one_with_accumulation_trains_like_one_batch(tmp_path):

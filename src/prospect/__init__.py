@@ -4,6 +4,7 @@ KTO (flagship), DPO, IPO, Factual-DPO and a DPO+KTO hybrid, from one YAML file.
 Public API names follow the seeds (KTOConfig, KTOSpecificConfig, KTODataConfig,
 KTODataLoader, KTODataError, KTOLabelError and the DPO counterparts).
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"
@@ -37,7 +38,19 @@ def __getattr__(name: str):  # lazy: importing prospect must not import torch
 
 
 __all__ = [
-    "KTOConfig", "KTOSpecificConfig", "KTODataConfig", "DPOConfig", "DPOSpecificConfig",
-    "DPODataConfig", "RunConfig", "KTODataLoader", "DPODataLoader", "KTODataError",
-    "KTOLabelError", "DPODataError", "DPOLabelError", "ConfigError", "ProspectError",
+    "KTOConfig",
+    "KTOSpecificConfig",
+    "KTODataConfig",
+    "DPOConfig",
+    "DPOSpecificConfig",
+    "DPODataConfig",
+    "RunConfig",
+    "KTODataLoader",
+    "DPODataLoader",
+    "KTODataError",
+    "KTOLabelError",
+    "DPODataError",
+    "DPOLabelError",
+    "ConfigError",
+    "ProspectError",
 ]

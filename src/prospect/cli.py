@@ -10,6 +10,7 @@
 User errors (bad config, bad data, missing model) print one line to stderr and exit
 non-zero (2 for config errors) without a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,9 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from prospect.errors import ProspectError
 
@@ -30,8 +32,14 @@ SHORTCUTS = ("lr", "beta", "kto_lambda", "lambda", "delta", "model", "output_dir
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config_path", nargs="?", metavar="CONFIG", help="run YAML file")
     p.add_argument("--config", dest="config_opt", metavar="CONFIG", help="run YAML file (seed 003 spelling)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set kto.beta=0.2 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set kto.beta=0.2 (repeatable)",
+    )
     for name in SHORTCUTS:
         p.add_argument(f"--{name}", dest=f"sc_{name}", metavar="VALUE", help=argparse.SUPPRESS)
 
@@ -44,8 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one run from a YAML config")
     _add_config_args(p)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--resume", dest="resume", action="store_true", default=None,
-                   help="resume from the run directory's last checkpoint")
+    g.add_argument(
+        "--resume",
+        dest="resume",
+        action="store_true",
+        default=None,
+        help="resume from the run directory's last checkpoint",
+    )
     g.add_argument("--no-resume", dest="resume", action="store_false", help="start fresh even if a checkpoint exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -57,16 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = p.add_subparsers(dest="data_command")
     pi = dsub.add_parser("inspect", help="report what Prospect makes of a data file")
     pi.add_argument("file")
-    pi.add_argument("--format", default=None, metavar="FORMAT",
-                    help="force the input format: auto (detect, the default), unpaired, binary, score, paired, "
-                         "pairwise, ranking, conversation, hh")
+    pi.add_argument(
+        "--format",
+        default=None,
+        metavar="FORMAT",
+        help="force the input format: auto (detect, the default), unpaired, binary, score, paired, "
+        "pairwise, ranking, conversation, hh",
+    )
     pi.add_argument("--json", action="store_true", help="print one JSON object")
     pi.add_argument("--plot", default=None, metavar="PNG", help="write a length histogram")
     pi.add_argument("--strict", action="store_true", help="stop at the first bad row")
-    pi.add_argument("--streaming", action="store_true",
-                    help="read with bounded memory (as data.streaming: true): duplicate and pairing indexes on disk")
-    pi.add_argument("--config", default=None,
-                    help="take the data settings from this run config, and read the file for its method")
+    pi.add_argument(
+        "--streaming",
+        action="store_true",
+        help="read with bounded memory (as data.streaming: true): duplicate and pairing indexes on disk",
+    )
+    pi.add_argument(
+        "--config", default=None, help="take the data settings from this run config, and read the file for its method"
+    )
 
     p = sub.add_parser("eval", help="evaluate a finished run on a data file")
     p.add_argument("run_dir")
@@ -141,8 +162,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command != "inspect":
-        raise ProspectError("usage: prospect data inspect FILE [--format F] [--json] [--plot PNG] [--strict] "
-                            "[--streaming] [--config CONFIG]")
+        raise ProspectError(
+            "usage: prospect data inspect FILE [--format F] [--json] [--plot PNG] [--strict] "
+            "[--streaming] [--config CONFIG]"
+        )
     from prospect.data.inspect import inspect_file, plot_lengths, render_report
 
     data_cfg, kind = None, None
@@ -152,8 +175,14 @@ def cmd_data(args: argparse.Namespace) -> int:
         run = load_config(args.config, [])
         data_cfg, kind = run.data, ("unpaired" if run.is_unpaired else "paired")
     # Flags only ever switch a setting on; without them the config's (or default) value stands.
-    report = inspect_file(args.file, data_config=data_cfg, fmt=args.format, strict=True if args.strict else None,
-                          streaming=True if args.streaming else None, kind=kind)
+    report = inspect_file(
+        args.file,
+        data_config=data_cfg,
+        fmt=args.format,
+        strict=True if args.strict else None,
+        streaming=True if args.streaming else None,
+        kind=kind,
+    )
     if args.plot:
         plot_lengths(report, args.plot)
     if args.json:
@@ -184,8 +213,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     console = Console()
     console.print(table)
     eval_dir = Path(args.run_dir) / "eval"
-    console.print(f"metrics: {eval_dir / 'metrics.json'}; {result['n_generations']} generation samples: "
-                  f"{Path(args.run_dir) / result['generations_file']}")
+    console.print(
+        f"metrics: {eval_dir / 'metrics.json'}; {result['n_generations']} generation samples: "
+        f"{Path(args.run_dir) / result['generations_file']}"
+    )
     return 0
 
 
@@ -206,11 +237,17 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "data": cmd_data, "eval": cmd_eval, "export": cmd_export,
-            "config": cmd_config}
+COMMANDS = {
+    "train": cmd_train,
+    "sweep": cmd_sweep,
+    "data": cmd_data,
+    "eval": cmd_eval,
+    "export": cmd_export,
+    "config": cmd_config,
+}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:

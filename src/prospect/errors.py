@@ -4,6 +4,7 @@ Every error a *user* can cause (a bad config, a bad data row, a missing file) is
 `ProspectError`. The CLI prints its message on one line to stderr and exits with
 `exit_code`, never with a traceback. Anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 

@@ -4,14 +4,16 @@ Each writer writes to a temporary file in the same directory, flushes and fsyncs
 then `os.replace`s it over the target (atomic on POSIX), so a reader sees either the
 old file or the new one.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def cache_root() -> Path:
@@ -107,8 +109,10 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def _digests(directory: Path) -> dict[str, str]:
-    return {f.relative_to(directory).as_posix(): file_sha256(f)
-            for f in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)}
+    return {
+        f.relative_to(directory).as_posix(): file_sha256(f)
+        for f in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+    }
 
 
 def write_manifest(directory: str | os.PathLike[str]) -> None:

@@ -5,6 +5,7 @@ hundred thousand parameters plus the shipped tiny tokenizer into `path`, loadabl
 ``AutoModelForCausalLM.from_pretrained(path)`` / ``AutoTokenizer.from_pretrained(path)``.
 `tiny_model_dir()` builds it once per settings and reuses it (across tests and processes).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,9 +13,9 @@ import json
 import os
 import shutil
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 TINY_TOKENIZER_DIR = Path(__file__).resolve().parent / "resources" / "tiny_tokenizer"
 
@@ -38,8 +39,8 @@ def make_tiny_model_dir(
     layers: int = 2,
     hidden: int = 64,
     heads: int = 4,
-    kv_heads: Optional[int] = None,
-    intermediate: Optional[int] = None,
+    kv_heads: int | None = None,
+    intermediate: int | None = None,
     max_position_embeddings: int = 512,
     tie_word_embeddings: bool = False,
     dtype: str = "float32",
@@ -100,7 +101,7 @@ def _settings_key(settings: dict[str, Any], vocab_from: Path) -> str:
     return h.hexdigest()[:16]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached_tiny_model_dir(root: str, items: tuple[tuple[str, Any], ...]) -> Path:
     settings = dict(items)
     vocab_from = Path(settings.pop("vocab_from", None) or TINY_TOKENIZER_DIR)

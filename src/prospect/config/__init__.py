@@ -1,5 +1,5 @@
 """Run configuration: pydantic models, YAML in and out, dotted overrides, seed aliases."""
-from prospect.config.schema import *  # noqa: F401,F403
+
 from prospect.config.loader import (  # noqa: F401
     ConfigWarning,
     apply_overrides,
@@ -12,3 +12,4 @@ from prospect.config.loader import (  # noqa: F401
     resolve_shortcuts,
     valid_keys,
 )
+from prospect.config.schema import *  # noqa: F401,F403

@@ -23,12 +23,14 @@ under `kto:` it is seed 000's loss aversion (canonical `kto.kto_lambda`); under
 
 Keys that are neither canonical nor in this table stay errors (pydantic refuses them).
 """
+
 from __future__ import annotations
 
 import copy
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Literal
 
 from prospect.config.schema import METHODS, OptimizationConfig, TrainingConfig
 
@@ -84,11 +86,23 @@ _KTO_LAMBDA_CLASH = (
 
 ALIASES: tuple[Alias, ...] = (
     # --- top level -------------------------------------------------------------
-    Alias("", "deltas", "sweep.method.delta", "seed 004 (modified_dpo.deltas)", "sweep",
-          note="becomes the sweep grid {method.delta: [...]}; sets method factual_dpo when no method is given"),
+    Alias(
+        "",
+        "deltas",
+        "sweep.method.delta",
+        "seed 004 (modified_dpo.deltas)",
+        "sweep",
+        note="becomes the sweep grid {method.delta: [...]}; sets method factual_dpo when no method is given",
+    ),
     Alias("", "wandb", "", "seed 004", "container", note="W&B block: project, entity, run_prefix"),
-    Alias("", "hyperparams", "", "seed 004", "container",
-          note="flat block; besides the rows below, any training.* or optimization.* key name is accepted"),
+    Alias(
+        "",
+        "hyperparams",
+        "",
+        "seed 004",
+        "container",
+        note="flat block; besides the rows below, any training.* or optimization.* key name is accepted",
+    ),
     Alias("", "paths", "", "seed 004", "container", note="dataset and output paths"),
     Alias("", "kto_lambda", "", "seeds 000 and 003 disagree", "ambiguous", note=_KTO_LAMBDA_CLASH),
     Alias("", "lambda", "", "seed 003 CLI (--lambda)", "ambiguous", note=_KTO_LAMBDA_CLASH),
@@ -97,8 +111,14 @@ ALIASES: tuple[Alias, ...] = (
     Alias("model", "base_model", "model.name", "seed 003"),
     Alias("model", "id", "model.name", "seed 004 (model registry entry)"),
     Alias("model", "max_seq_length", "model.max_length", "seed 004 / TRL SFT"),
-    Alias("model", "use_phase_attention", "", "seed 003 (PhaseGPT)", "ignore",
-          note="PhaseGPT's custom phase attention; Prospect's models have no such feature"),
+    Alias(
+        "model",
+        "use_phase_attention",
+        "",
+        "seed 003 (PhaseGPT)",
+        "ignore",
+        note="PhaseGPT's custom phase attention; Prospect's models have no such feature",
+    ),
     Alias("model", "lora_config", "", "seed 003 (peft LoraConfig fields)", "container"),
     Alias("model.lora_config", "r", "optimization.lora_rank", "seed 003 / peft"),
     Alias("model.lora_config", "lora_r", "optimization.lora_rank", "seed 004 spelling"),
@@ -109,10 +129,22 @@ ALIASES: tuple[Alias, ...] = (
     Alias("training", "method", "method.name", "seed 003"),
     Alias("training", "preference_dataset", "data.train_file", "seed 003"),
     Alias("training", "beta", "{method}.beta", "seed 003"),
-    Alias("training", "kto_lambda", "method.kto_weight", "seed 003 track B", methods=("dpo_kto",),
-          note="seed 003 meaning: weight of the KTO term in DPO+KTO; loss aversion is kto.kto_lambda"),
-    Alias("training", "lambda", "method.kto_weight", "seed 003 (--lambda)", methods=("dpo_kto",),
-          note="same as training.kto_lambda"),
+    Alias(
+        "training",
+        "kto_lambda",
+        "method.kto_weight",
+        "seed 003 track B",
+        methods=("dpo_kto",),
+        note="seed 003 meaning: weight of the KTO term in DPO+KTO; loss aversion is kto.kto_lambda",
+    ),
+    Alias(
+        "training",
+        "lambda",
+        "method.kto_weight",
+        "seed 003 (--lambda)",
+        methods=("dpo_kto",),
+        note="same as training.kto_lambda",
+    ),
     Alias("training", "reference_model", "{method}.reference_model_name", "seed 003"),
     Alias("training", "per_device_train_batch_size", "training.batch_size", "seed 004 / transformers"),
     Alias("training", "per_device_eval_batch_size", "training.eval_batch_size", "transformers"),
@@ -235,8 +267,15 @@ def canonicalize(tree: Mapping[Any, Any], method: str) -> Canonical:
     return result
 
 
-def _process(node: dict[Any, Any], path: Path, where: str, method: str, result: Canonical,
-             written_by: dict[Path, Path], container: Optional[str] = None) -> None:
+def _process(
+    node: dict[Any, Any],
+    path: Path,
+    where: str,
+    method: str,
+    result: Canonical,
+    written_by: dict[Path, Path],
+    container: str | None = None,
+) -> None:
     """Apply the rows for `where` to the keys of `node` (found at `path` in the input)."""
     for key in list(node):
         rule = _RULES.get((where, key)) if isinstance(key, str) else None
@@ -271,8 +310,7 @@ def _process(node: dict[Any, Any], path: Path, where: str, method: str, result: 
             elif not isinstance(sweep, dict):
                 raise AliasError(src, "cannot add the deltas grid: 'sweep' is not a mapping")
             if "method.delta" in sweep and sweep["method.delta"] != grid:
-                raise AliasError(src, f"deltas {grid!r} conflicts with sweep['method.delta'] "
-                                 f"{sweep['method.delta']!r}")
+                raise AliasError(src, f"deltas {grid!r} conflicts with sweep['method.delta'] {sweep['method.delta']!r}")
             sweep["method.delta"] = grid
             result.moves.append((src, ("sweep", "method.delta")))
             result.rules[src] = rule
@@ -294,15 +332,16 @@ def _fallback_names(container: str) -> list[str]:
     return [n for _, cls in _CONTAINER_FALLBACK.get(container, ()) for n in cls.model_fields]
 
 
-def _fallback_target(container: str, key: Any) -> Optional[Path]:
+def _fallback_target(container: str, key: Any) -> Path | None:
     for section, cls in _CONTAINER_FALLBACK.get(container, ()):
         if isinstance(key, str) and key in cls.model_fields:
             return (section, key)
     return None
 
 
-def _move(result: Canonical, written_by: dict[Path, Path], src: Path, dst: Path, value: Any,
-          rule: Optional[Alias]) -> None:
+def _move(
+    result: Canonical, written_by: dict[Path, Path], src: Path, dst: Path, value: Any, rule: Alias | None
+) -> None:
     """Put `value` at `dst`, refusing to overwrite a different value already there."""
     node = result.tree
     for i, part in enumerate(dst[:-1]):
@@ -312,16 +351,16 @@ def _move(result: Canonical, written_by: dict[Path, Path], src: Path, dst: Path,
         elif part == "method" and i == 0 and isinstance(child, str):
             child = node[part] = {"name": child}
         if not isinstance(child, dict):
-            raise AliasError(src, f"cannot set {_dotted(dst)} (alias target): "
-                             f"{_dotted(dst[: i + 1])} is not a mapping")
+            raise AliasError(src, f"cannot set {_dotted(dst)} (alias target): {_dotted(dst[: i + 1])} is not a mapping")
         node = child
     leaf = dst[-1]
     if value is None and leaf in node:
         return  # a null alias (e.g. the `max_completion_length: null` a resolved config holds) sets nothing
     if leaf in node and node[leaf] != value:
         other = written_by.get(dst, dst)
-        raise AliasError(src, f"conflicts with {_dotted(other)}: both set {_dotted(dst)} "
-                         f"({value!r} vs {node[leaf]!r}); keep one")
+        raise AliasError(
+            src, f"conflicts with {_dotted(other)}: both set {_dotted(dst)} ({value!r} vs {node[leaf]!r}); keep one"
+        )
     node[leaf] = value
     written_by[dst] = src
     result.moves.append((src, dst))

@@ -17,6 +17,7 @@ naming the file and line (or the `--set` option) before any model is touched:
 `dump_config` writes the fully resolved config with secrets redacted; for a config
 holding no secrets `load(dump(c)) == c`, and the same config always gives the same text.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,8 +27,9 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union, get_args
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -108,7 +110,7 @@ _Dumper.add_multi_representer(object, _represent_other)
 
 def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Path, int]]:
     """Parse one YAML document; return the data and the line (1-based) of every key/item."""
-    loader: Optional[_Loader] = None
+    loader: _Loader | None = None
     try:
         loader = _Loader(text)
         node = loader.get_single_node()
@@ -201,8 +203,10 @@ def _check_expanded_size(node: yaml.Node, source: str) -> None:
         return size[id(n)]
 
     if count(node) > MAX_EXPANDED_NODES:
-        raise ConfigError(f"{source}: YAML aliases expand into more than {MAX_EXPANDED_NODES:,} values "
-                          "(an alias bomb?); write the values out or use fewer nested aliases")
+        raise ConfigError(
+            f"{source}: YAML aliases expand into more than {MAX_EXPANDED_NODES:,} values "
+            "(an alias bomb?); write the values out or use fewer nested aliases"
+        )
 
 
 def _collect_lines(loader: _Loader, node: yaml.Node, path: Path, out: dict[Path, int], seen: set[int]) -> None:
@@ -250,7 +254,7 @@ def _dotted(path: Iterable[Any]) -> str:
     return ".".join(str(p) for p in path)
 
 
-def _parse_override(text: Any, label: Optional[str] = None) -> _Override:
+def _parse_override(text: Any, label: str | None = None) -> _Override:
     if not isinstance(text, str):
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE (a string)")
     key, sep, raw = text.partition("=")
@@ -288,8 +292,10 @@ def _merge(base: dict[Any, Any], over: Mapping[Any, Any], path: Path, config_cls
         current = base.get(key)
         if isinstance(value, dict) and isinstance(current, dict) and _is_mergeable(config_cls, here):
             _merge(current, value, here, config_cls, label)
-        elif isinstance(value, dict) and isinstance(current, list) and all(
-            isinstance(k, str) and k.isdigit() for k in value
+        elif (
+            isinstance(value, dict)
+            and isinstance(current, list)
+            and all(isinstance(k, str) and k.isdigit() for k in value)
         ):
             # models.0.id=...: index into a list
             for k, item in value.items():
@@ -305,7 +311,7 @@ def _merge(base: dict[Any, Any], over: Mapping[Any, Any], path: Path, config_cls
 
 
 # --- schema helpers ------------------------------------------------------------------
-def _unwrap_model(annotation: Any) -> Optional[type[BaseModel]]:
+def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in get_args(annotation):
@@ -315,9 +321,9 @@ def _unwrap_model(annotation: Any) -> Optional[type[BaseModel]]:
     return None
 
 
-def _model_at(config_cls: type[BaseModel], path: Sequence[Any]) -> Optional[type[BaseModel]]:
+def _model_at(config_cls: type[BaseModel], path: Sequence[Any]) -> type[BaseModel] | None:
     """The pydantic model at dotted `path` (list indices skipped), or None if not a model."""
-    current: Optional[type[BaseModel]] = config_cls
+    current: type[BaseModel] | None = config_cls
     for part in path:
         if isinstance(part, int):
             continue
@@ -426,8 +432,9 @@ _SHOULD = "input should be "
 _MSG_NOISE = re.compile(r", unable to parse string as an? \w+$")
 
 
-def _validation_error(exc: ValidationError, data: Any, origins: Mapping[Path, _Origin], source: str,
-                      config_cls: type[BaseModel]) -> ConfigError:
+def _validation_error(
+    exc: ValidationError, data: Any, origins: Mapping[Path, _Origin], source: str, config_cls: type[BaseModel]
+) -> ConfigError:
     grouped: dict[Path, list[str]] = {}
     inputs: dict[Path, Any] = {}
     for err in exc.errors():
@@ -447,7 +454,7 @@ def _validation_error(exc: ValidationError, data: Any, origins: Mapping[Path, _O
     for path, messages in grouped.items():
         # union members: "input should be a valid number or 'auto'"
         message = messages[0] + "".join(
-            " or " + (m[len(_SHOULD):] if m.startswith(_SHOULD) and messages[0].startswith(_SHOULD) else m)
+            " or " + (m[len(_SHOULD) :] if m.startswith(_SHOULD) and messages[0].startswith(_SHOULD) else m)
             for m in messages[1:]
         )
         if path in inputs and not isinstance(inputs[path], (dict, list)):
@@ -473,7 +480,7 @@ def _sort_key(path: Path, origins: Mapping[Path, _Origin]) -> tuple[int, int, st
 
 
 # --- method --------------------------------------------------------------------------
-def _method_of(tree: Any) -> tuple[Optional[Any], Optional[Path]]:
+def _method_of(tree: Any) -> tuple[Any | None, Path | None]:
     """Explicit method name in a (raw or canonical) tree and the path it was written at."""
     if not isinstance(tree, dict):
         return None, None
@@ -496,8 +503,13 @@ def _check_method(name: Any, where: str) -> str:
     raise ConfigError(f"{where}: unknown method {_short_repr(name)}{hint}; valid methods: {', '.join(METHOD_NAMES)}")
 
 
-def _resolve_method(tree: dict[Any, Any], overrides: Sequence[_Override], config_cls: type[BaseModel],
-                    lines: Mapping[Path, int], source: str) -> tuple[str, bool]:
+def _resolve_method(
+    tree: dict[Any, Any],
+    overrides: Sequence[_Override],
+    config_cls: type[BaseModel],
+    lines: Mapping[Path, int],
+    source: str,
+) -> tuple[str, bool]:
     """(method, explicit?) from the file, then overrides (last wins); seed 004 deltas imply
     factual_dpo; else the config class's default."""
     name, where, explicit = None, None, False
@@ -526,9 +538,13 @@ def _resolve_method(tree: dict[Any, Any], overrides: Sequence[_Override], config
 
 
 # --- loading -------------------------------------------------------------------------
-def load_config(path: Union[str, os.PathLike[str]], overrides: Sequence[str] = (),
-                config_cls: type[RunConfig] = RunConfig, *,
-                shortcuts: Optional[Mapping[str, Any]] = None) -> RunConfig:
+def load_config(
+    path: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    config_cls: type[RunConfig] = RunConfig,
+    *,
+    shortcuts: Mapping[str, Any] | None = None,
+) -> RunConfig:
     """Load, alias, override and validate the YAML config at `path`.
 
     `overrides` are `a.b.c=value` strings (value read as YAML), applied in order after the
@@ -551,7 +567,7 @@ def load_config(path: Union[str, os.PathLike[str]], overrides: Sequence[str] = (
     return loads_config(text, overrides, config_cls, source=source, shortcuts=shortcuts)
 
 
-def load_saved_config(path: Union[str, os.PathLike[str]], config_cls: type[RunConfig] = RunConfig) -> RunConfig:
+def load_saved_config(path: str | os.PathLike[str], config_cls: type[RunConfig] = RunConfig) -> RunConfig:
     """A run directory's config.yaml, for `prospect eval` and `export`: values written as
     REDACTED are dropped (their defaults apply, e.g. a token read from the environment again)
     instead of being used as the secret."""
@@ -570,20 +586,30 @@ def load_saved_config(path: Union[str, os.PathLike[str]], config_cls: type[RunCo
             return [drop(v) for v in node if v != REDACTED]
         return node
 
-    return loads_config(yaml.dump(drop(tree or {}), Dumper=_Dumper, allow_unicode=True), config_cls=config_cls,
-                        source=source)
+    return loads_config(
+        yaml.dump(drop(tree or {}), Dumper=_Dumper, allow_unicode=True), config_cls=config_cls, source=source
+    )
 
 
-def loads_config(text: str, overrides: Sequence[str] = (), config_cls: type[RunConfig] = RunConfig, *,
-                 source: str = "<string>", shortcuts: Optional[Mapping[str, Any]] = None) -> RunConfig:
+def loads_config(
+    text: str,
+    overrides: Sequence[str] = (),
+    config_cls: type[RunConfig] = RunConfig,
+    *,
+    source: str = "<string>",
+    shortcuts: Mapping[str, Any] | None = None,
+) -> RunConfig:
     """`load_config` for YAML text; `source` names it in messages."""
     tree, lines = _parse_yaml(text, source)
     if tree is None:
-        raise ConfigError(f"{source}: the config is empty; expected a mapping of sections "
-                          f"({', '.join(config_cls.model_fields)})")
+        raise ConfigError(
+            f"{source}: the config is empty; expected a mapping of sections ({', '.join(config_cls.model_fields)})"
+        )
     if not isinstance(tree, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of sections "
-                          f"({', '.join(config_cls.model_fields)}), got {type(tree).__name__}")
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of sections "
+            f"({', '.join(config_cls.model_fields)}), got {type(tree).__name__}"
+        )
     parsed = [_parse_override(o) for o in overrides or ()]
     method, explicit = _resolve_method(tree, parsed, config_cls, lines, source)
     if shortcuts:
@@ -595,8 +621,15 @@ def loads_config(text: str, overrides: Sequence[str] = (), config_cls: type[RunC
         raise ConfigError(f"{source}: the config is nested too deeply or refers to itself") from None
 
 
-def _build(tree: dict[Any, Any], lines: Mapping[Path, int], overrides: Sequence[_Override], method: str,
-           explicit: bool, config_cls: type[RunConfig], source: str) -> RunConfig:
+def _build(
+    tree: dict[Any, Any],
+    lines: Mapping[Path, int],
+    overrides: Sequence[_Override],
+    method: str,
+    explicit: bool,
+    config_cls: type[RunConfig],
+    source: str,
+) -> RunConfig:
     # Empty sections (`data:` with only comments) mean defaults.
     tree = {k: v for k, v in tree.items() if not (v is None and _model_at(config_cls, (k,)) is not None)}
     file_origins = {p: _Origin(f"{source}:{line}", _dotted(p)) for p, line in lines.items()}
@@ -606,10 +639,10 @@ def _build(tree: dict[Any, Any], lines: Mapping[Path, int], overrides: Sequence[
         raise _fail(exc.path, exc.message, file_origins, source) from None
     data = canon.tree
     origins = _moved_origins(file_origins, canon.moves)
-    pending = [(file_origins.get(src, _Origin(source, _dotted(src))), canon.rules.get(src), msg)
-               for src, msg in canon.warnings]
-    pending += [(file_origins.get(src, _Origin(source, _dotted(src))), rule, None)
-                for src, rule in canon.rules.items()]
+    pending = [
+        (file_origins.get(src, _Origin(source, _dotted(src))), canon.rules.get(src), msg) for src, msg in canon.warnings
+    ]
+    pending += [(file_origins.get(src, _Origin(source, _dotted(src))), rule, None) for src, rule in canon.rules.items()]
 
     for ov in overrides:
         origin = _Origin(ov.label, ov.key, True)
@@ -645,7 +678,7 @@ def _written_as(leaf: Path, key: str, moves: Sequence[tuple[Path, Path]]) -> str
     """How the user wrote the override key that ended up at `leaf`."""
     for src, dst in moves:
         if leaf[: len(dst)] == dst:
-            return _dotted(src + leaf[len(dst):])
+            return _dotted(src + leaf[len(dst) :])
     return _dotted(leaf) if len(leaf) >= len(key.split(".")) else key
 
 
@@ -654,18 +687,20 @@ def _moved_origins(file_origins: Mapping[Path, _Origin], moves: Sequence[tuple[P
     for src, dst in moves:
         for path, origin in file_origins.items():
             if path[: len(src)] == src:
-                out[dst + path[len(src):]] = origin
+                out[dst + path[len(src) :]] = origin
     return out
 
 
-def _warn(pending: Sequence[tuple[_Origin, Any, Optional[str]]], method: str) -> None:
+def _warn(pending: Sequence[tuple[_Origin, Any, str | None]], method: str) -> None:
     seen: set[str] = set()
     for origin, rule, message in pending:
         if message is None:
             if rule is None or not rule.methods or method in rule.methods:
                 continue
-            message = (f"sets {rule.target}, which has no effect with method {method} "
-                       f"(only with {', '.join(rule.methods)}): {rule.note}")
+            message = (
+                f"sets {rule.target}, which has no effect with method {method} "
+                f"(only with {', '.join(rule.methods)}): {rule.note}"
+            )
         text = f"{origin.where}: {origin.written}: {message}"
         if text not in seen:
             seen.add(text)
@@ -681,8 +716,9 @@ def _caller_level() -> int:
     return level
 
 
-def _canonical_sweep(data: dict[Any, Any], method: str, origins: dict[Path, _Origin], source: str,
-                     config_cls: type[BaseModel]) -> None:
+def _canonical_sweep(
+    data: dict[Any, Any], method: str, origins: dict[Path, _Origin], source: str, config_cls: type[BaseModel]
+) -> None:
     """Rewrite sweep keys to canonical dotted keys; refuse unknown ones."""
     sweep = data.get("sweep")
     if not isinstance(sweep, dict):
@@ -723,8 +759,13 @@ def _check_losses(config: RunConfig, origins: Mapping[Path, _Origin], source: st
             raise _fail(("dpo", "loss_type"), _unknown_name("DPO loss type", name, DPO_LOSS_TYPES), origins, source)
     weights = config.dpo.loss_weights
     if weights is not None and len(weights) != len(dpo_types):
-        raise _fail(("dpo", "loss_weights"), f"{len(weights)} weights for {len(dpo_types)} loss types "
-                    f"({', '.join(dpo_types)}); give one weight per loss type", origins, source)
+        raise _fail(
+            ("dpo", "loss_weights"),
+            f"{len(weights)} weights for {len(dpo_types)} loss types "
+            f"({', '.join(dpo_types)}); give one weight per loss type",
+            origins,
+            source,
+        )
 
 
 def _unknown_name(kind: str, name: str, valid: Sequence[str]) -> str:
@@ -733,8 +774,9 @@ def _unknown_name(kind: str, name: str, valid: Sequence[str]) -> str:
     return f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}"
 
 
-def _check_sweep(config: RunConfig, data: dict[Any, Any], origins: Mapping[Path, _Origin], source: str,
-                 config_cls: type[RunConfig]) -> None:
+def _check_sweep(
+    config: RunConfig, data: dict[Any, Any], origins: Mapping[Path, _Origin], source: str, config_cls: type[RunConfig]
+) -> None:
     """Every grid value must give a valid config, so a sweep never fails half-way."""
     if not config.sweep:
         return
@@ -748,15 +790,17 @@ def _check_sweep(config: RunConfig, data: dict[Any, Any], origins: Mapping[Path,
             except ValidationError as exc:
                 reason = exc.errors()[0]
                 msg = _MSG_NOISE.sub("", reason["msg"])
-                raise _fail(("sweep", key), f"value {i} ({_short_repr(value)}): {msg[:1].lower() + msg[1:]}",
-                            origins, source) from None
+                raise _fail(
+                    ("sweep", key), f"value {i} ({_short_repr(value)}): {msg[:1].lower() + msg[1:]}", origins, source
+                ) from None
             except ConfigError as exc:
                 raise _fail(("sweep", key), f"value {i} ({_short_repr(value)}): {exc}", origins, source) from None
 
 
 # --- overrides for callers holding a dict or a config --------------------------------
-def apply_overrides(config_dict: Mapping[str, Any], overrides: Sequence[str],
-                    config_cls: type[RunConfig] = RunConfig) -> dict[str, Any]:
+def apply_overrides(
+    config_dict: Mapping[str, Any], overrides: Sequence[str], config_cls: type[RunConfig] = RunConfig
+) -> dict[str, Any]:
     """A copy of `config_dict` with `a.b.c=value` overrides applied (seed names allowed in
     keys; values read as YAML). No validation; `config_with_overrides` validates."""
     parsed = [_parse_override(o) for o in overrides]
@@ -789,7 +833,7 @@ def _format_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _shortcut_overrides(options: Union[Mapping[str, Any], Sequence[str]], method: str) -> list[_Override]:
+def _shortcut_overrides(options: Mapping[str, Any] | Sequence[str], method: str) -> list[_Override]:
     pairs = _option_pairs(options)
     for name, value in pairs:  # --method changes where --beta / --kto_lambda land
         if name == "method":
@@ -804,9 +848,12 @@ def _shortcut_overrides(options: Union[Mapping[str, Any], Sequence[str]], method
         if name in ("kto_lambda", "lambda"):
             target = _kto_lambda_target(method)
             if method not in ("kto", "dpo_kto"):
-                warnings.warn(f"--{name} {value}: sets kto.kto_lambda (loss aversion), which has no effect "
-                              f"with method {method}; the DPO+KTO weight needs method dpo_kto", ConfigWarning,
-                              stacklevel=_caller_level())
+                warnings.warn(
+                    f"--{name} {value}: sets kto.kto_lambda (loss aversion), which has no effect "
+                    f"with method {method}; the DPO+KTO weight needs method dpo_kto",
+                    ConfigWarning,
+                    stacklevel=_caller_level(),
+                )
         elif name == "beta":
             target = f"{method_section(method)}.beta"
         elif name in SHORTCUTS:
@@ -814,14 +861,17 @@ def _shortcut_overrides(options: Union[Mapping[str, Any], Sequence[str]], method
         else:
             close = difflib.get_close_matches(name, list(SHORTCUTS) + ["set", "config"], n=1, cutoff=0.6)
             hint = f" (did you mean --{close[0]}?)" if close else ""
-            raise ConfigError(f"--{name}: unknown option{hint}; shortcuts: "
-                              + ", ".join("--" + s for s in SHORTCUTS) + ", --set KEY=VALUE")
+            raise ConfigError(
+                f"--{name}: unknown option{hint}; shortcuts: "
+                + ", ".join("--" + s for s in SHORTCUTS)
+                + ", --set KEY=VALUE"
+            )
         shown = _format_value(value)
         out.append(_Override(f"{target}={shown}", f"--{name} {shown}", target, _parse_value(shown)))
     return out
 
 
-def _option_pairs(options: Union[Mapping[str, Any], Sequence[str]]) -> list[tuple[str, Any]]:
+def _option_pairs(options: Mapping[str, Any] | Sequence[str]) -> list[tuple[str, Any]]:
     """(name, value) pairs from a mapping (None values skipped, as argparse leaves them) or
     argv tokens (`--lr 5e-6`, `--lr=5e-6`, `--set a.b=c`)."""
     if isinstance(options, Mapping):
@@ -851,7 +901,7 @@ def _option_pairs(options: Union[Mapping[str, Any], Sequence[str]]) -> list[tupl
     return pairs
 
 
-def parse_cli_shortcuts(argv_options: Union[Mapping[str, Any], Sequence[str]], method: str = "kto") -> list[str]:
+def parse_cli_shortcuts(argv_options: Mapping[str, Any] | Sequence[str], method: str = "kto") -> list[str]:
     """Map the seeds' command-line shortcuts to dotted overrides for a run of `method`.
 
     --lr X -> training.learning_rate=X; --beta X -> <kto|dpo>.beta=X (the active method's
@@ -912,8 +962,7 @@ def redact_secrets(obj: Any, key: Any = None) -> Any:
     return obj
 
 
-def dump_config(config: BaseModel, path: Optional[Union[str, os.PathLike[str]]] = None, *,
-                redact: bool = True) -> str:
+def dump_config(config: BaseModel, path: str | os.PathLike[str] | None = None, *, redact: bool = True) -> str:
     """The fully resolved config as YAML (schema order, secrets redacted); written atomically
     to `path` if given. Deterministic: the same config always gives the same text."""
     data = config.model_dump(mode="python")
@@ -923,4 +972,3 @@ def dump_config(config: BaseModel, path: Optional[Union[str, os.PathLike[str]]] 
     if path is not None:
         atomic_write_text(path, text)
     return text
-

@@ -10,12 +10,19 @@ balance (KTO weights, resampling), split, report, pipeline (load_records), inspe
 (`prospect data inspect`), loader (seed 001's KTODataLoader / DPODataLoader; imports
 `datasets`, so it is loaded lazily).
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 from prospect.data.balance import auto_kto_weights, balance_unpaired
-from prospect.data.convert import pair_unpaired, ranking_to_pairs, ranking_to_unpaired, reorient_factual_pairs, unpair_pair
+from prospect.data.convert import (
+    pair_unpaired,
+    ranking_to_pairs,
+    ranking_to_unpaired,
+    reorient_factual_pairs,
+    unpair_pair,
+)
 from prospect.data.formats import RankingItem
 from prospect.data.inspect import inspect_file, plot_lengths, render_report
 from prospect.data.labels import normalize_label
@@ -34,8 +41,25 @@ def __getattr__(name: str) -> Any:  # datasets is imported only when the loaders
 
 
 __all__ = [
-    "load_records", "LoadedData", "DataReport", "inspect_file", "render_report", "plot_lengths",
-    "auto_kto_weights", "balance_unpaired", "normalize_label", "open_source", "UnpairedRecord", "PairedRecord",
-    "RankingItem", "unpair_pair", "pair_unpaired", "ranking_to_pairs", "ranking_to_unpaired", "reorient_factual_pairs",
-    "KTODataLoader", "DPODataLoader", "records_to_dataset",
+    "load_records",
+    "LoadedData",
+    "DataReport",
+    "inspect_file",
+    "render_report",
+    "plot_lengths",
+    "auto_kto_weights",
+    "balance_unpaired",
+    "normalize_label",
+    "open_source",
+    "UnpairedRecord",
+    "PairedRecord",
+    "RankingItem",
+    "unpair_pair",
+    "pair_unpaired",
+    "ranking_to_pairs",
+    "ranking_to_unpaired",
+    "reorient_factual_pairs",
+    "KTODataLoader",
+    "DPODataLoader",
+    "records_to_dataset",
 ]

@@ -16,12 +16,14 @@ Strategies (`data.balance_strategy`; `data.balance_labels: true` is seed 001's d
   first, then a seeded sample for the remainder);
 - `none`: keep every row, no weights suggested beyond the rule's numbers.
 """
+
 from __future__ import annotations
 
 import random
 from typing import Any
 
 from prospect.data.records import UnpairedRecord
+
 
 def auto_kto_weights(n_d: int, n_u: int) -> tuple[float, float]:
     """(desirable_weight, undesirable_weight) by the rule (`prospect.losses.weights.auto_kto_weights`);

@@ -10,9 +10,11 @@ KTO's mismatched pairs are built here, inside each batch as it is formed: prompt
 paired with completion (i - 1) mod n, TRL's rotation (x1, yn), (x2, y1), ..., so the
 sampler is free to group rows by length and any batch order gives valid pairs.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -22,8 +24,9 @@ def mismatched_order(n: int) -> list[int]:
     return [(i - 1) % n for i in range(n)]
 
 
-def cut_to_length(prompt: Sequence[int], completion: Sequence[int],
-                  max_length: int | None) -> tuple[list[int], list[int]]:
+def cut_to_length(
+    prompt: Sequence[int], completion: Sequence[int], max_length: int | None
+) -> tuple[list[int], list[int]]:
     """(prompt, completion) as lists, the completion cut so that len(prompt) + len(completion) <= max_length."""
     p, c = list(prompt), list(completion)
     if max_length is not None and len(p) + len(c) > max_length:
@@ -40,15 +43,19 @@ def eval_order(lengths: Sequence[int]) -> list[int]:
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
-def eval_mismatched_pairs(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
-                          batch_size: int, max_length: int | None,
-                          order: Sequence[int]) -> list[tuple[list[int], list[int]]]:
+def eval_mismatched_pairs(
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    batch_size: int,
+    max_length: int | None,
+    order: Sequence[int],
+) -> list[tuple[list[int], list[int]]]:
     """The mismatched (prompt, completion) pair of every row, in row order, when a loader takes the
     rows in `order`, `batch_size` at a time: in each batch the i-th row's prompt with the
     completion of row (i - 1) mod n, cut to `max_length` (`cut_to_length`, as `layout` cuts it)."""
     out: list[tuple[list[int], list[int]] | None] = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
-        rows = list(order[start:start + batch_size])
+        rows = list(order[start : start + batch_size])
         for i, j in enumerate(mismatched_order(len(rows))):
             out[rows[i]] = cut_to_length(prompts[rows[i]], completions[rows[j]], max_length)
     return [pair for pair in out if pair is not None]
@@ -104,8 +111,14 @@ class UnpairedCollator:
     ref_kl_logps (B,) when precomputed; n (number of sequences).
     """
 
-    def __init__(self, pad_id: int, packed: bool = False, max_length: int | None = None,
-                 build_mismatched: bool = True, share_prompt: bool = False) -> None:
+    def __init__(
+        self,
+        pad_id: int,
+        packed: bool = False,
+        max_length: int | None = None,
+        build_mismatched: bool = True,
+        share_prompt: bool = False,
+    ) -> None:
         self.pad_id, self.packed, self.max_length = pad_id, packed, max_length
         self.build_mismatched = build_mismatched
         self.share_prompt = share_prompt  # [prefix-sharing] layout of engine/prefix.py
@@ -116,14 +129,29 @@ class UnpairedCollator:
         if self.share_prompt:  # [prefix-sharing] prompts once (prefix_*), suffixes as the main and kl_ keys
             from prospect.engine.prefix import shared_layout
 
-            batch = shared_layout(prompts, [completions], pad_id=self.pad_id, max_length=self.max_length,
-                                  mismatched=completions if self.build_mismatched else None)
+            batch = shared_layout(
+                prompts,
+                [completions],
+                pad_id=self.pad_id,
+                max_length=self.max_length,
+                mismatched=completions if self.build_mismatched else None,
+            )
         else:
             batch = layout(prompts, completions, pad_id=self.pad_id, packed=self.packed)
         if self.build_mismatched and not self.share_prompt:
             order = mismatched_order(len(rows))
-            batch.update(_prefixed("kl_", layout(prompts, [completions[j] for j in order], pad_id=self.pad_id,
-                                                  packed=self.packed, max_length=self.max_length)))
+            batch.update(
+                _prefixed(
+                    "kl_",
+                    layout(
+                        prompts,
+                        [completions[j] for j in order],
+                        pad_id=self.pad_id,
+                        packed=self.packed,
+                        max_length=self.max_length,
+                    ),
+                )
+            )
         batch["label"] = torch.tensor([bool(r["label"]) for r in rows], dtype=torch.bool)
         batch["weight"] = torch.tensor([float(r.get("weight", 1.0)) for r in rows], dtype=torch.float32)
         if "ref_logps" in rows[0]:
@@ -142,8 +170,14 @@ class PairedCollator:
     n (= B pairs). With build_mismatched (dpo_kto), kl_* holds (x_i, chosen_{(i-1) mod B}).
     """
 
-    def __init__(self, pad_id: int, packed: bool = False, max_length: int | None = None,
-                 build_mismatched: bool = False, share_prompt: bool = False) -> None:
+    def __init__(
+        self,
+        pad_id: int,
+        packed: bool = False,
+        max_length: int | None = None,
+        build_mismatched: bool = False,
+        share_prompt: bool = False,
+    ) -> None:
         self.pad_id, self.packed, self.max_length = pad_id, packed, max_length
         self.build_mismatched = build_mismatched
         self.share_prompt = share_prompt  # [prefix-sharing] layout of engine/prefix.py
@@ -155,14 +189,29 @@ class PairedCollator:
         if self.share_prompt:  # [prefix-sharing] prompts once, 2B suffixes (chosen then rejected) on them
             from prospect.engine.prefix import shared_layout
 
-            batch = shared_layout(prompts, [chosen, rejected], pad_id=self.pad_id, max_length=self.max_length,
-                                  mismatched=chosen if self.build_mismatched else None)
+            batch = shared_layout(
+                prompts,
+                [chosen, rejected],
+                pad_id=self.pad_id,
+                max_length=self.max_length,
+                mismatched=chosen if self.build_mismatched else None,
+            )
         else:
             batch = layout(prompts + prompts, chosen + rejected, pad_id=self.pad_id, packed=self.packed)
         if self.build_mismatched and not self.share_prompt:
             order = mismatched_order(len(rows))
-            batch.update(_prefixed("kl_", layout(prompts, [chosen[j] for j in order], pad_id=self.pad_id,
-                                                  packed=self.packed, max_length=self.max_length)))
+            batch.update(
+                _prefixed(
+                    "kl_",
+                    layout(
+                        prompts,
+                        [chosen[j] for j in order],
+                        pad_id=self.pad_id,
+                        packed=self.packed,
+                        max_length=self.max_length,
+                    ),
+                )
+            )
         batch["h_w"] = torch.tensor([int(r.get("h_w", 0)) for r in rows], dtype=torch.long)
         batch["h_l"] = torch.tensor([int(r.get("h_l", 0)) for r in rows], dtype=torch.long)
         batch["margin"] = torch.tensor([float(r.get("margin", 0.0)) for r in rows], dtype=torch.float32)

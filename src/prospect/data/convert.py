@@ -30,6 +30,7 @@ responses are desirable and all the others undesirable.
 factual re-orientation (Factual-DPO, delta > 0): a pair whose chosen is non-factual (h_w=1)
 and whose rejected is factual (h_l=0) is swapped, so the factual completion is preferred.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -51,7 +52,9 @@ def coin(seed: int, index: int) -> int:
 def unpair_pair(pair: PairedRecord, index: int, strategy: str = "all", seed: int = 42) -> list[UnpairedRecord]:
     """One pair -> its unpaired rows by `strategy` (see module doc); `index` = pair's position."""
     chosen = UnpairedRecord(pair.prompt, pair.chosen, True, pair.system, None, pair.h_w, pair.source_row, "pair:chosen")
-    rejected = UnpairedRecord(pair.prompt, pair.rejected, False, pair.system, None, pair.h_l, pair.source_row, "pair:rejected")
+    rejected = UnpairedRecord(
+        pair.prompt, pair.rejected, False, pair.system, None, pair.h_l, pair.source_row, "pair:rejected"
+    )
     if strategy == "all":
         return [chosen, rejected]
     if strategy == "random":
@@ -82,12 +85,22 @@ def ranking_to_pairs(item: RankingItem, strategy: str = "best_vs_rest") -> list[
     elif strategy == "adjacent":
         idx = [(i, j) for upper, lower in zip(levels, levels[1:]) for i in upper for j in lower]
     elif strategy == "all_pairs":
-        idx = [(i, j) for a, i in enumerate(order) for j in order[a + 1:] if q[i] > q[j]]
+        idx = [(i, j) for a, i in enumerate(order) for j in order[a + 1 :] if q[i] > q[j]]
     else:
         raise ValueError(f"unknown ranking_strategy {strategy!r}")
     return [
-        PairedRecord(item.prompt, item.responses[i], item.responses[j], item.system, None, None, None,
-                     item.source_row, f"ranking:{strategy}", {"chosen_index": i, "rejected_index": j})
+        PairedRecord(
+            item.prompt,
+            item.responses[i],
+            item.responses[j],
+            item.system,
+            None,
+            None,
+            None,
+            item.source_row,
+            f"ranking:{strategy}",
+            {"chosen_index": i, "rejected_index": j},
+        )
         for i, j in idx
     ]
 
@@ -124,8 +137,20 @@ def pair_unpaired(records: list[UnpairedRecord]) -> tuple[list[PairedRecord], li
     for desirable, undesirable in groups.values():
         k = min(len(desirable), len(undesirable))
         for d, u in zip(desirable, undesirable):
-            pairs.append(PairedRecord(d.prompt, d.completion, u.completion, d.system, d.h, u.h, None,
-                                      d.source_row, "unpaired:paired", {"rejected_source_row": u.source_row}))
+            pairs.append(
+                PairedRecord(
+                    d.prompt,
+                    d.completion,
+                    u.completion,
+                    d.system,
+                    d.h,
+                    u.h,
+                    None,
+                    d.source_row,
+                    "unpaired:paired",
+                    {"rejected_source_row": u.source_row},
+                )
+            )
         unused += desirable[k:] + undesirable[k:]
     pairs.sort(key=lambda p: p.source_row or 0)
     unused.sort(key=lambda r: r.source_row or 0)
@@ -138,7 +163,9 @@ def reorient_factual_pairs(pairs: list[PairedRecord]) -> tuple[list[PairedRecord
     for p in pairs:
         if p.h_w == 1 and p.h_l == 0:
             swapped += 1
-            p = replace(p, chosen=p.rejected, rejected=p.chosen, h_w=p.h_l, h_l=p.h_w, extra={**p.extra, "reoriented": True})
+            p = replace(
+                p, chosen=p.rejected, rejected=p.chosen, h_w=p.h_l, h_l=p.h_w, extra={**p.extra, "reoriented": True}
+            )
         out.append(p)
     return out, swapped
 
@@ -188,9 +215,19 @@ class ViewCounter:
         labels = {k: u[k] + p[k] + r[k] for k in ("desirable", "undesirable")}
         conversions = {
             "pairs_to_unpaired": {"strategy": self.strategy, "converted": self.convert_pairs, **p},
-            "unpaired_to_pairs": {"rule": PAIRING_RULE, "rows": u["rows"], "pairs": grouped, "unused": u["rows"] - 2 * grouped},
+            "unpaired_to_pairs": {
+                "rule": PAIRING_RULE,
+                "rows": u["rows"],
+                "pairs": grouped,
+                "unused": u["rows"] - 2 * grouped,
+            },
             "ranking_to_pairs": {"strategy": self.ranking_strategy, "rows": r["rows"], "pairs": r["pairs"]},
-            "ranking_to_unpaired": {"strategy": self.ranking_strategy, "rows": r["rows"], "desirable": r["desirable"],
-                                    "undesirable": r["undesirable"], "unused": r["unused"]},
+            "ranking_to_unpaired": {
+                "strategy": self.ranking_strategy,
+                "rows": r["rows"],
+                "desirable": r["desirable"],
+                "undesirable": r["undesirable"],
+                "unused": r["unused"],
+            },
         }
         return {"labels": labels, "pairs": p["pairs"] + grouped + r["pairs"], "conversions": conversions}

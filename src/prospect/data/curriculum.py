@@ -20,10 +20,12 @@ so every epoch goes easy-to-hard; group-by-length sampling is off for such a run
 
 `curriculum_order` is the pure core; `apply_curriculum` is what `engine/run.py` calls.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from prospect.errors import ConfigError, DPODataError
 
@@ -50,8 +52,9 @@ def reference_margin_difficulty(ref_chosen_logps: Sequence[float], ref_rejected_
     return [-(float(c) - float(r)) for c, r in zip(ref_chosen_logps, ref_rejected_logps)]
 
 
-def column_difficulty(source_rows: Sequence[int], values_by_row: Mapping[int, Any], column: str,
-                      source: str = "training data") -> list[float]:
+def column_difficulty(
+    source_rows: Sequence[int], values_by_row: Mapping[int, Any], column: str, source: str = "training data"
+) -> list[float]:
     """Difficulty of each pair from `column` of its source row ("-column": negated, largest first).
 
     Raises DPODataError naming the file, row and column when a value is missing or not a number.
@@ -60,16 +63,20 @@ def column_difficulty(source_rows: Sequence[int], values_by_row: Mapping[int, An
     out = []
     for row in source_rows:
         if row not in values_by_row or values_by_row[row] is None:
-            raise DPODataError(f"{source}: row {row}: field '{name}': missing; dpo.curriculum 'column' needs a "
-                               f"number in every training row")
+            raise DPODataError(
+                f"{source}: row {row}: field '{name}': missing; dpo.curriculum 'column' needs a "
+                f"number in every training row"
+            )
         value = values_by_row[row]
         try:
             if isinstance(value, bool):
                 raise TypeError
             number = float(value)
         except (TypeError, ValueError):
-            raise DPODataError(f"{source}: row {row}: field '{name}': {value!r} is not a number "
-                               "(dpo.curriculum 'column' orders pairs by a numeric difficulty)") from None
+            raise DPODataError(
+                f"{source}: row {row}: field '{name}': {value!r} is not a number "
+                "(dpo.curriculum 'column' orders pairs by a numeric difficulty)"
+            ) from None
         if math.isnan(number):
             raise DPODataError(f"{source}: row {row}: field '{name}': NaN is not a difficulty")
         out.append(sign * number)
@@ -90,22 +97,30 @@ def check_curriculum(cfg: Any) -> None:
     if mode is None:
         return
     if cfg.is_unpaired:
-        raise ConfigError(f"dpo.curriculum: orders pairs, but method {cfg.method.name} trains on unpaired rows; "
-                          "remove dpo.curriculum or use a pair method (dpo, ipo, factual_dpo, dpo_kto)")
+        raise ConfigError(
+            f"dpo.curriculum: orders pairs, but method {cfg.method.name} trains on unpaired rows; "
+            "remove dpo.curriculum or use a pair method (dpo, ipo, factual_dpo, dpo_kto)"
+        )
     if mode == "reference_margin":
         sec = cfg.method_section
         if sec.reference_free:
-            raise ConfigError("dpo.curriculum: 'reference_margin' needs a reference model, but dpo.reference_free "
-                              "is true; use curriculum 'column' or drop reference_free")
+            raise ConfigError(
+                "dpo.curriculum: 'reference_margin' needs a reference model, but dpo.reference_free "
+                "is true; use curriculum 'column' or drop reference_free"
+            )
         if not sec.precompute_ref_log_probs:
-            raise ConfigError("dpo.curriculum: 'reference_margin' reads the precomputed reference log-probs; "
-                              "set dpo.precompute_ref_log_probs: true")
+            raise ConfigError(
+                "dpo.curriculum: 'reference_margin' reads the precomputed reference log-probs; "
+                "set dpo.precompute_ref_log_probs: true"
+            )
     elif mode == "column" and not cfg.dpo.curriculum_column:
-        raise ConfigError("dpo.curriculum: 'column' needs dpo.curriculum_column (a numeric column of the training "
-                          "file; smallest first, '-name' for largest first)")
+        raise ConfigError(
+            "dpo.curriculum: 'column' needs dpo.curriculum_column (a numeric column of the training "
+            "file; smallest first, '-name' for largest first)"
+        )
 
 
-def apply_curriculum(train_ds: Any, cfg: Any) -> tuple[Any, Optional[dict[str, Any]]]:
+def apply_curriculum(train_ds: Any, cfg: Any) -> tuple[Any, dict[str, Any] | None]:
     """(train_ds reordered easy-to-hard, a note for results.json), or (train_ds, None) without a curriculum.
 
     `train_ds`: the tokenized `datasets.Dataset` of pairs (with `source_row`, and the reference
@@ -119,24 +134,40 @@ def apply_curriculum(train_ds: Any, cfg: Any) -> tuple[Any, Optional[dict[str, A
     if mode == "reference_margin":
         missing = [c for c in ("ref_chosen_logps", "ref_rejected_logps") if c not in train_ds.column_names]
         if missing:
-            raise ConfigError(f"dpo.curriculum: 'reference_margin' needs the precomputed reference columns "
-                              f"({', '.join(missing)} missing); set dpo.precompute_ref_log_probs: true")
-        difficulty = reference_margin_difficulty(list(train_ds["ref_chosen_logps"]),
-                                                 list(train_ds["ref_rejected_logps"]))
+            raise ConfigError(
+                f"dpo.curriculum: 'reference_margin' needs the precomputed reference columns "
+                f"({', '.join(missing)} missing); set dpo.precompute_ref_log_probs: true"
+            )
+        difficulty = reference_margin_difficulty(
+            list(train_ds["ref_chosen_logps"]), list(train_ds["ref_rejected_logps"])
+        )
         column = None
     else:
         column = str(cfg.dpo.curriculum_column)
         values = read_column(str(cfg.data.train_file), column)
-        difficulty = column_difficulty([int(r) for r in train_ds["source_row"]], values, column,
-                                       source=str(cfg.data.train_file))
+        difficulty = column_difficulty(
+            [int(r) for r in train_ds["source_row"]], values, column, source=str(cfg.data.train_file)
+        )
     order = curriculum_order(difficulty)
     rows = [int(r) for r in train_ds["source_row"]]
-    note = {"mode": mode, "column": column, "pairs": len(order), "sampler": "sequential",
-            "easiest_difficulty": difficulty[order[0]] if order else None,
-            "hardest_difficulty": difficulty[order[-1]] if order else None,
-            "first_source_rows": [rows[i] for i in order[:5]]}
+    note = {
+        "mode": mode,
+        "column": column,
+        "pairs": len(order),
+        "sampler": "sequential",
+        "easiest_difficulty": difficulty[order[0]] if order else None,
+        "hardest_difficulty": difficulty[order[-1]] if order else None,
+        "first_source_rows": [rows[i] for i in order[:5]],
+    }
     return train_ds.select(order), note
 
 
-__all__ = ["CURRICULA", "apply_curriculum", "check_curriculum", "column_difficulty", "curriculum_order",
-           "read_column", "reference_margin_difficulty"]
+__all__ = [
+    "CURRICULA",
+    "apply_curriculum",
+    "check_curriculum",
+    "column_difficulty",
+    "curriculum_order",
+    "read_column",
+    "reference_margin_difficulty",
+]

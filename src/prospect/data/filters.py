@@ -11,10 +11,11 @@
   alpha and lambda are `data.kto_specific.alpha` / `data.kto_specific.lambda_param`
   (defaults 0.88 / 2.25), never the loss's `kto.kto_alpha` / `kto.kto_lambda`.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 from prospect.data.formats import Item, RankingItem
 from prospect.data.index import DigestIndex, digest
@@ -25,7 +26,14 @@ from prospect.data.text import FieldError, plain, stripped_chars, text_chars, te
 # data.kto_specific (schema.DataUtilityConfig): the filter reads the config's values.
 UTILITY_ALPHA = 0.88  # value-function curvature
 UTILITY_LAMBDA = 2.25  # loss aversion
-FILTER_CODES = ("prompt_too_short", "prompt_too_long", "response_too_short", "response_too_long", "duplicate", "utility_out_of_range")
+FILTER_CODES = (
+    "prompt_too_short",
+    "prompt_too_long",
+    "response_too_short",
+    "response_too_long",
+    "duplicate",
+    "utility_out_of_range",
+)
 
 _SENTENCE_SPLIT = re.compile(r"[.!?\u061f\u06d4\n]+")
 _SENTENCE_END = re.compile(r"[.!?\u061f\u06d4\u2026][\"')\]\u00bb]*\s*$")
@@ -58,7 +66,9 @@ def response_quality(text: str) -> float:
     return (length + structure + informativeness) / 3.0
 
 
-def kto_utility(quality: float, desirable: bool, alpha: float = UTILITY_ALPHA, loss_aversion: float = UTILITY_LAMBDA) -> float:
+def kto_utility(
+    quality: float, desirable: bool, alpha: float = UTILITY_ALPHA, loss_aversion: float = UTILITY_LAMBDA
+) -> float:
     """Prospect-theory utility of a labelled response (seed 001).
 
     desirable: v = q ** alpha (concave gains); undesirable: v = -lambda * (1 - q) ** alpha
@@ -76,10 +86,14 @@ def kto_utility(quality: float, desirable: bool, alpha: float = UTILITY_ALPHA, l
 def item_key(item: Item) -> int:
     """Digest of an item's canonical content (exact-duplicate detection)."""
     if isinstance(item, UnpairedRecord):
-        return digest("u", item.system or "", text_key(item.prompt), text_key(item.completion), "1" if item.label else "0")
+        return digest(
+            "u", item.system or "", text_key(item.prompt), text_key(item.completion), "1" if item.label else "0"
+        )
     if isinstance(item, PairedRecord):
         return digest("p", item.system or "", text_key(item.prompt), text_key(item.chosen), text_key(item.rejected))
-    return digest("r", item.system or "", text_key(item.prompt), *(text_key(r) for r in item.responses), repr(item.quality))
+    return digest(
+        "r", item.system or "", text_key(item.prompt), *(text_key(r) for r in item.responses), repr(item.quality)
+    )
 
 
 def _completions(item: Item) -> list[tuple[str, Text]]:
@@ -95,23 +109,39 @@ class RowFilters:
 
     def __init__(self, cfg: Any, *, on_disk: bool = False) -> None:
         self.cfg = cfg
-        self.dedup: Optional[DigestIndex] = DigestIndex(on_disk) if cfg.drop_duplicates else None
+        self.dedup: DigestIndex | None = DigestIndex(on_disk) if cfg.drop_duplicates else None
         params = getattr(cfg, "kto_specific", None)  # data configs from before data.kto_specific existed
-        self.utility_params = (params.alpha, params.lambda_param) if params is not None else (UTILITY_ALPHA, UTILITY_LAMBDA)
+        self.utility_params = (
+            (params.alpha, params.lambda_param) if params is not None else (UTILITY_ALPHA, UTILITY_LAMBDA)
+        )
 
     def check(self, item: Item) -> None:
         cfg = self.cfg
         n = stripped_chars(item.prompt)
         if n < cfg.min_prompt_length:
-            raise FieldError("prompt", "prompt_too_short", f"{n} characters, fewer than data.min_prompt_length={cfg.min_prompt_length}")
+            raise FieldError(
+                "prompt",
+                "prompt_too_short",
+                f"{n} characters, fewer than data.min_prompt_length={cfg.min_prompt_length}",
+            )
         if cfg.max_prompt_chars is not None and (n := text_chars(item.prompt)) > cfg.max_prompt_chars:
-            raise FieldError("prompt", "prompt_too_long", f"{n} characters, more than data.max_prompt_chars={cfg.max_prompt_chars}")
+            raise FieldError(
+                "prompt", "prompt_too_long", f"{n} characters, more than data.max_prompt_chars={cfg.max_prompt_chars}"
+            )
         for name, text in _completions(item):
             n = stripped_chars(text)
             if n < cfg.min_response_length:
-                raise FieldError(name, "response_too_short", f"{n} characters, fewer than data.min_response_length={cfg.min_response_length}")
+                raise FieldError(
+                    name,
+                    "response_too_short",
+                    f"{n} characters, fewer than data.min_response_length={cfg.min_response_length}",
+                )
             if cfg.max_response_chars is not None and (n := text_chars(text)) > cfg.max_response_chars:
-                raise FieldError(name, "response_too_long", f"{n} characters, more than data.max_response_chars={cfg.max_response_chars}")
+                raise FieldError(
+                    name,
+                    "response_too_long",
+                    f"{n} characters, more than data.max_response_chars={cfg.max_response_chars}",
+                )
         if cfg.filter_low_utility:
             self._check_utility(item)
         if self.dedup is not None and item.source_row is not None:
@@ -132,7 +162,9 @@ class RowFilters:
             q = response_quality(plain(text))
             u = kto_utility(q, desirable, alpha, loss_aversion)
             if not lo <= u <= hi:
-                raise FieldError(name, "utility_out_of_range", f"utility {u:.3f} outside [{lo}, {hi}] (quality {q:.3f})")
+                raise FieldError(
+                    name, "utility_out_of_range", f"utility {u:.3f} outside [{lo}, {hi}] (quality {q:.3f})"
+                )
 
     def close(self) -> None:
         if self.dedup is not None:

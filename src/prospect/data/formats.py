@@ -35,12 +35,13 @@ fallback: an unambiguous row is parsed by its own family, an ambiguous row (say 
 both chosen/rejected and completion/label) by the file's family. When the first rows are
 all ambiguous, `KTODataError` says how to set `data.format`.
 """
+
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any
 
 from prospect.data.labels import LabelReader
 from prospect.data.records import PairedRecord, Text, UnpairedRecord
@@ -58,14 +59,27 @@ from prospect.errors import KTODataError
 
 FAMILIES = ("unpaired", "paired", "ranking")
 FORMAT_FAMILY = {
-    "unpaired": "unpaired", "binary": "unpaired", "score": "unpaired", "conversation": "unpaired",
-    "paired": "paired", "pairwise": "paired", "hh": "paired", "ranking": "ranking",
+    "unpaired": "unpaired",
+    "binary": "unpaired",
+    "score": "unpaired",
+    "conversation": "unpaired",
+    "paired": "paired",
+    "pairwise": "paired",
+    "hh": "paired",
+    "ranking": "ranking",
 }
 CONVERSATION_KEYS = ("conversation", "messages", "conversations")
 RESPONSES_KEYS = ("responses", "completions", "candidates")
 RANK_KEYS = ("rankings", "ranking", "ranks")
 SCORES_KEYS = ("scores",)
-PAIR_SCORE_KEYS = ("score_chosen", "score_rejected", "chosen_score", "rejected_score", "chosen_rating", "rejected_rating")
+PAIR_SCORE_KEYS = (
+    "score_chosen",
+    "score_rejected",
+    "chosen_score",
+    "rejected_score",
+    "chosen_rating",
+    "rejected_rating",
+)
 HH_MARKER = "Assistant:"
 DETECT_ROWS = 100
 
@@ -80,13 +94,13 @@ class RankingItem:
     prompt: Text
     responses: list[Text]
     quality: list[float]
-    system: Optional[str] = None
-    source_row: Optional[int] = None
+    system: str | None = None
+    source_row: int | None = None
     by: str = "rankings"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Item = Union[UnpairedRecord, PairedRecord, RankingItem]
+Item = UnpairedRecord | PairedRecord | RankingItem
 
 
 def family_of(item: Item) -> str:
@@ -98,7 +112,7 @@ def family_of(item: Item) -> str:
     return "ranking"
 
 
-def _uniq(*names: Optional[str]) -> tuple[str, ...]:
+def _uniq(*names: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for n in names if n))
 
 
@@ -113,7 +127,7 @@ def _has_key(row: dict[str, Any], keys: frozenset[str]) -> bool:
     return not keys.isdisjoint(row)
 
 
-def _get(row: dict[str, Any], keys: tuple[str, ...]) -> tuple[Optional[str], Any]:
+def _get(row: dict[str, Any], keys: tuple[str, ...]) -> tuple[str | None, Any]:
     for k in keys:
         v = row.get(k)
         if v is not None:
@@ -135,7 +149,7 @@ def _float(value: Any, name: str) -> float:
     return x
 
 
-def _indicator(row: dict[str, Any], name: str) -> Optional[int]:
+def _indicator(row: dict[str, Any], name: str) -> int | None:
     """0/1 factuality indicator (h, h_w, h_l); None when absent."""
     v = row.get(name)
     if v is None or (isinstance(v, str) and not v.strip()):
@@ -159,7 +173,7 @@ def _common_prefix_messages(a: list[dict], b: list[dict]) -> int:
     return n
 
 
-def split_hh(chosen: str, rejected: str) -> Optional[tuple[str, str, str]]:
+def split_hh(chosen: str, rejected: str) -> tuple[str, str, str] | None:
     """Anthropic HH: prompt = common prefix up to and including its last 'Assistant:' marker."""
     prefix = os.path.commonprefix([chosen, rejected])
     cut = prefix.rfind(HH_MARKER)
@@ -175,7 +189,9 @@ class RowParser:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
         self.prompt_keys = _uniq(cfg.prompt_column, "prompt", "question", "query")
-        self.completion_keys = _uniq(cfg.response_column, cfg.completion_column, "response", "completion", "output", "answer")
+        self.completion_keys = _uniq(
+            cfg.response_column, cfg.completion_column, "response", "completion", "output", "answer"
+        )
         self.chosen_keys = _uniq(cfg.chosen_column, "chosen")
         self.rejected_keys = _uniq(cfg.rejected_column, "rejected")
         self.system_keys = _uniq(cfg.system_column, "system")
@@ -183,10 +199,14 @@ class RowParser:
         self.label_keys = tuple(self.labels.columns)
         self.check_prompt = cfg.min_prompt_length > 0
         self._sets = {
-            "label": frozenset(self.label_keys), "completion": frozenset(self.completion_keys),
-            "conversation": frozenset(CONVERSATION_KEYS), "chosen": frozenset(self.chosen_keys),
-            "rejected": frozenset(self.rejected_keys), "responses": frozenset(RESPONSES_KEYS),
-            "rank": frozenset(RANK_KEYS), "scores": frozenset(SCORES_KEYS),
+            "label": frozenset(self.label_keys),
+            "completion": frozenset(self.completion_keys),
+            "conversation": frozenset(CONVERSATION_KEYS),
+            "chosen": frozenset(self.chosen_keys),
+            "rejected": frozenset(self.rejected_keys),
+            "responses": frozenset(RESPONSES_KEYS),
+            "rank": frozenset(RANK_KEYS),
+            "scores": frozenset(SCORES_KEYS),
         }
         self.notes: dict[str, int] = {}
 
@@ -200,8 +220,11 @@ class RowParser:
     def partly_fits(self, row: dict[str, Any], family: str) -> bool:
         """Whether `row` has some of `family`'s columns (a completion, chosen or rejected, responses)."""
         sets = self._sets
-        wanted = {"unpaired": ("completion", "conversation"), "paired": ("chosen", "rejected"),
-                  "ranking": ("responses",)}[family]
+        wanted = {
+            "unpaired": ("completion", "conversation"),
+            "paired": ("chosen", "rejected"),
+            "ranking": ("responses",),
+        }[family]
         return any(_has_key(row, sets[w]) for w in wanted)
 
     def _families(self, row: dict[str, Any], has: Any) -> list[str]:
@@ -227,7 +250,7 @@ class RowParser:
     def _note(self, key: str) -> None:
         self.notes[key] = self.notes.get(key, 0) + 1
 
-    def _system(self, row: dict[str, Any]) -> Optional[str]:
+    def _system(self, row: dict[str, Any]) -> str | None:
         k, v = _get(row, self.system_keys)
         if k is None:
             return None
@@ -254,7 +277,7 @@ class RowParser:
         msgs.append({"role": "user", "content": text})
         return to_messages(msgs, "history")
 
-    def _prompt(self, row: dict[str, Any], stringly: bool) -> tuple[Optional[Text], Optional[str], str]:
+    def _prompt(self, row: dict[str, Any], stringly: bool) -> tuple[Text | None, str | None, str]:
         """(prompt, how it was found: 'prompt'|'conversation'|'alpaca'|None, field name)."""
         k, v = _get(row, self.prompt_keys)
         if k is not None:
@@ -293,7 +316,11 @@ class RowParser:
                 prompt: Text = msgs[:end]
             else:
                 if msgs[-1]["role"] != "assistant":
-                    raise FieldError(conv_key, "missing_field", "no response column and the conversation does not end with an assistant turn")
+                    raise FieldError(
+                        conv_key,
+                        "missing_field",
+                        "no response column and the conversation does not end with an assistant turn",
+                    )
                 prompt, completion = msgs[:-1], [msgs[-1]]
                 ck = conv_key
             if not prompt:
@@ -310,7 +337,9 @@ class RowParser:
             if how == "alpaca":
                 shape = "unpaired:alpaca"
             else:
-                shape = "unpaired" if isinstance(prompt, str) and isinstance(completion, str) else "unpaired:conversational"
+                shape = (
+                    "unpaired" if isinstance(prompt, str) and isinstance(completion, str) else "unpaired:conversational"
+                )
         prompt, completion = unify(prompt, completion)
         self._check_prompt(prompt, pname)
         self._check_completion(completion, ck)
@@ -333,13 +362,19 @@ class RowParser:
         chosen = coerce_text(cv, ck, stringly=stringly)
         rejected = coerce_text(rv, rk, stringly=stringly)
         prompt, how, pname = self._prompt(row, stringly)
-        shape = {"prompt": "paired", "conversation": "paired:sharegpt", "alpaca": "paired:alpaca"}.get(how or "", "paired")
+        shape = {"prompt": "paired", "conversation": "paired:sharegpt", "alpaca": "paired:alpaca"}.get(
+            how or "", "paired"
+        )
         if isinstance(chosen, list) and isinstance(rejected, list):
             if chosen == rejected:
                 raise FieldError(ck, "identical_pair", "identical to rejected")
             k = _common_prefix_messages(chosen, rejected)
             if k == len(chosen) or k == len(rejected):
-                raise FieldError(ck if k == len(chosen) else rk, "empty_text", "nothing left after removing the messages shared with the other side")
+                raise FieldError(
+                    ck if k == len(chosen) else rk,
+                    "empty_text",
+                    "nothing left after removing the messages shared with the other side",
+                )
             if k:
                 prefix = chosen[:k]
                 chosen, rejected = chosen[k:], rejected[k:]
@@ -354,13 +389,19 @@ class RowParser:
             if prompt is None:
                 split = split_hh(chosen, rejected)
                 if split is None:
-                    raise FieldError(pname, "missing_field", "missing: no prompt column, and chosen/rejected are not Human/Assistant "
-                                     "transcripts with a shared prefix (set data.prompt_column)")
+                    raise FieldError(
+                        pname,
+                        "missing_field",
+                        "missing: no prompt column, and chosen/rejected are not Human/Assistant "
+                        "transcripts with a shared prefix (set data.prompt_column)",
+                    )
                 prompt, chosen, rejected = split
                 shape = "paired:hh"
-            elif isinstance(prompt, str) and prompt.strip() and chosen.startswith(prompt) and rejected.startswith(prompt):
+            elif (
+                isinstance(prompt, str) and prompt.strip() and chosen.startswith(prompt) and rejected.startswith(prompt)
+            ):
                 # Some exports repeat the prompt at the start of both completions.
-                chosen, rejected = chosen[len(prompt):], rejected[len(prompt):]
+                chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]
                 self._note("prompt_removed_from_completions")
         if prompt is None:
             raise FieldError(pname, "missing_field", "missing")
@@ -374,8 +415,9 @@ class RowParser:
             raise FieldError(ck, "identical_pair", "identical to rejected")
         margin = _float(row["margin"], "margin") if row.get("margin") is not None else None
         extra = {k: _float(row[k], k) for k in PAIR_SCORE_KEYS if row.get(k) is not None}
-        rec = PairedRecord(prompt, chosen, rejected, system, _indicator(row, "h_w"), _indicator(row, "h_l"),
-                           margin, n, "paired", extra)
+        rec = PairedRecord(
+            prompt, chosen, rejected, system, _indicator(row, "h_w"), _indicator(row, "h_l"), margin, n, "paired", extra
+        )
         return rec, shape
 
     @staticmethod
@@ -429,14 +471,14 @@ class FormatResolver:
         self.parser = parser
         self.source_name = source_name
         self.forced = None if cfg.format == "auto" else FORMAT_FAMILY[cfg.format]
-        self.file_family: Optional[str] = self.forced
+        self.file_family: str | None = self.forced
 
     def observe(self, sample: list[tuple[int, dict[str, Any]]]) -> None:
         """Pick the file's family from the first rows (row number, row); raise if they are all ambiguous."""
         if self.forced:
             return
         counts = {f: 0 for f in FAMILIES}
-        ambiguous: Optional[tuple[int, dict[str, Any], list[str]]] = None
+        ambiguous: tuple[int, dict[str, Any], list[str]] | None = None
         for n, row in sample:
             fams = self.parser.families(row)
             if len(fams) == 1:
@@ -465,7 +507,8 @@ class FormatResolver:
             return self.file_family
         if not fams:
             raise FieldError(
-                "row", "unknown_format",
+                "row",
+                "unknown_format",
                 f"cannot tell the row's format from its columns ({_columns(row)}): expected prompt+completion+label "
                 "(unpaired), prompt+chosen+rejected (paired) or prompt+responses+rankings (ranking); "
                 "column names can be set with data.prompt_column, data.response_column, data.label_column, ...",

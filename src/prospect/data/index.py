@@ -4,13 +4,13 @@ Both keep 64-bit digests (BLAKE2b) of canonical row keys, in memory by default. 
 streaming mode they live in a temporary SQLite file instead, so memory stays bounded
 (SQLite's page cache, ~2 MiB) however large the input; the file is deleted on close.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import sqlite3
 import tempfile
-from typing import Optional
 
 _SEP = "\x1f"
 
@@ -41,13 +41,13 @@ class DigestIndex:
     """Remembers which row first had each digest; `check_add` answers "seen before, at row N?"."""
 
     def __init__(self, on_disk: bool = False) -> None:
-        self._mem: Optional[dict[int, int]] = None if on_disk else {}
-        self._disk: Optional[_Scratch] = None
+        self._mem: dict[int, int] | None = None if on_disk else {}
+        self._disk: _Scratch | None = None
         if on_disk:
             self._disk = _Scratch()
             self._disk.db.execute("CREATE TABLE seen (h INTEGER PRIMARY KEY, row INTEGER) WITHOUT ROWID")
 
-    def check_add(self, h: int, row: int) -> Optional[int]:
+    def check_add(self, h: int, row: int) -> int | None:
         """Add `h` for `row`; return the earlier row if `h` was already there (then nothing is added)."""
         if self._mem is not None:
             first = self._mem.setdefault(h, row)
@@ -70,8 +70,8 @@ class LabelGroups:
     _BATCH = 10_000
 
     def __init__(self, on_disk: bool = False) -> None:
-        self._mem: Optional[dict[int, list[int]]] = None if on_disk else {}
-        self._disk: Optional[_Scratch] = None
+        self._mem: dict[int, list[int]] | None = None if on_disk else {}
+        self._disk: _Scratch | None = None
         self._buf: list[tuple[int, int]] = []
         if on_disk:
             self._disk = _Scratch()

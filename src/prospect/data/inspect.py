@@ -5,10 +5,11 @@ training, and returns `DataReport.to_dict()` (keys in report.py). Nothing is kep
 but the rejected list; with `data.streaming: true` the duplicate and pairing indexes live
 in a temporary SQLite file, so memory does not grow with the file.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Union, get_args
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
@@ -40,7 +41,7 @@ def _one_line_errors(exc: ValidationError) -> str:
     return one_line("; ".join(parts))
 
 
-def _config(data_config: Any, fmt: Optional[str], strict: Optional[bool], streaming: Optional[bool]) -> Any:
+def _config(data_config: Any, fmt: str | None, strict: bool | None, streaming: bool | None) -> Any:
     from prospect.config.schema import KTODataConfig
 
     cfg = data_config if data_config is not None else KTODataConfig()
@@ -63,14 +64,14 @@ def _config(data_config: Any, fmt: Optional[str], strict: Optional[bool], stream
 
 
 def inspect_file(
-    path: Union[str, os.PathLike[str]],
+    path: str | os.PathLike[str],
     data_config: Any = None,
-    fmt: Optional[str] = None,
+    fmt: str | None = None,
     *,
-    strict: Optional[bool] = None,
-    streaming: Optional[bool] = None,
+    strict: bool | None = None,
+    streaming: bool | None = None,
     seed: int = 42,
-    kind: Optional[str] = None,
+    kind: str | None = None,
 ) -> dict[str, Any]:
     """Read `path` and return its report dict (format, rows_read, accepted, rejected, labels,
     pairs, suggested_weights, lengths, conversions, filters, ...).
@@ -88,23 +89,30 @@ def inspect_file(
     source = open_source(path, split="train", streaming=cfg.streaming)
     report = DataReport(source=source.name)
     on_disk = bool(cfg.streaming)
-    for _ in count_views(scan(source, cfg, report, on_disk=on_disk, kind=kind), cfg, report, seed,  # type: ignore[arg-type]
-                         on_disk=on_disk):
+    for _ in count_views(
+        scan(source, cfg, report, on_disk=on_disk, kind=kind),
+        cfg,
+        report,
+        seed,  # type: ignore[arg-type]
+        on_disk=on_disk,
+    ):
         pass
     return report.to_dict()
 
 
-def _as_dict(report: Union[DataReport, dict[str, Any]]) -> dict[str, Any]:
+def _as_dict(report: DataReport | dict[str, Any]) -> dict[str, Any]:
     return report.to_dict() if isinstance(report, DataReport) else report
 
 
-def render_report(report: Union[DataReport, dict[str, Any]], console: Any) -> None:
+def render_report(report: DataReport | dict[str, Any], console: Any) -> None:
     """Print the report as rich tables on `console` (a rich.console.Console)."""
     from rich.table import Table
 
     r = _as_dict(report)
     shapes = ", ".join(f"{k} ({v})" for k, v in r.get("shapes", {}).items()) or "-"
-    console.print(f"[bold]{r['source']}[/bold]  reader: {r.get('reader', '?')}  format: [bold]{r['format']}[/bold]  shapes: {shapes}")
+    console.print(
+        f"[bold]{r['source']}[/bold]  reader: {r.get('reader', '?')}  format: [bold]{r['format']}[/bold]  shapes: {shapes}"
+    )
 
     rows = Table(title="Rows", show_header=True)
     for col in ("read", "accepted", "rejected"):
@@ -116,8 +124,13 @@ def render_report(report: Union[DataReport, dict[str, Any]], console: Any) -> No
     for col in ("desirable", "undesirable", "pairs", "desirable_weight", "undesirable_weight"):
         labels.add_column(col, justify="right")
     w = r["suggested_weights"]
-    labels.add_row(str(r["labels"]["desirable"]), str(r["labels"]["undesirable"]), str(r["pairs"]),
-                   f"{w.get('desirable_weight', 1.0):g}", f"{w.get('undesirable_weight', 1.0):g}")
+    labels.add_row(
+        str(r["labels"]["desirable"]),
+        str(r["labels"]["undesirable"]),
+        str(r["pairs"]),
+        f"{w.get('desirable_weight', 1.0):g}",
+        f"{w.get('undesirable_weight', 1.0):g}",
+    )
     console.print(labels)
 
     if r.get("lengths"):
@@ -148,7 +161,9 @@ def render_report(report: Union[DataReport, dict[str, Any]], console: Any) -> No
         for code, n in r.get("rejected_by_reason", {}).items():
             reasons.add_row(code, str(n))
         console.print(reasons)
-        shown = Table(title=f"Rejected rows (first {min(MAX_REJECTED_SHOWN, len(r['rejected']))} of {len(r['rejected'])})")
+        shown = Table(
+            title=f"Rejected rows (first {min(MAX_REJECTED_SHOWN, len(r['rejected']))} of {len(r['rejected'])})"
+        )
         shown.add_column("row", justify="right")
         shown.add_column("reason", overflow="fold")
         for entry in r["rejected"][:MAX_REJECTED_SHOWN]:
@@ -162,7 +177,7 @@ def render_report(report: Union[DataReport, dict[str, Any]], console: Any) -> No
         console.print(f"[yellow]warning:[/yellow] {text}")
 
 
-def plot_lengths(report: Union[DataReport, dict[str, Any]], path: Union[str, os.PathLike[str]]) -> None:
+def plot_lengths(report: DataReport | dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write a PNG with one character-length histogram per field (prompt, completion, ...)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -20,35 +20,94 @@ Where the label comes from (first present, non-null column wins): `label_column`
 `preference`. A present but unusable value is rejected with its reason; it does not
 fall through to the next column.
 """
+
 from __future__ import annotations
 
 import math
 import re
 import unicodedata
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from prospect.data.text import FieldError, show, type_name
 
 _INVISIBLE = dict.fromkeys(
-    [0x200E, 0x200F, 0x061C, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069,
-     0xFEFF, 0x200B, 0x200C, 0x200D, 0x0640]  # bidi marks, zero-width chars, Arabic tatweel
-    + list(range(0x064B, 0x0660)) + [0x0670],  # Arabic diacritics (harakat, superscript alef)
+    [
+        0x200E,
+        0x200F,
+        0x061C,
+        0x202A,
+        0x202B,
+        0x202C,
+        0x202D,
+        0x202E,
+        0x2066,
+        0x2067,
+        0x2068,
+        0x2069,
+        0xFEFF,
+        0x200B,
+        0x200C,
+        0x200D,
+        0x0640,
+    ]  # bidi marks, zero-width chars, Arabic tatweel
+    + list(range(0x064B, 0x0660))
+    + [0x0670],  # Arabic diacritics (harakat, superscript alef)
     None,
 )
 _SEPARATORS = re.compile(r"[\s\-]+")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 
-DESIRABLE_WORDS = frozenset({
-    "good", "positive", "true", "yes", "y", "t", "accept", "accepted", "preferred", "high", "excellent",
-    "great", "desirable", "chosen", "thumbs_up",
-    "جيد", "ممتاز", "مقبول", "جيد_جدا", "نعم",
-})
-UNDESIRABLE_WORDS = frozenset({
-    "bad", "negative", "false", "no", "n", "f", "reject", "rejected", "not_preferred", "dispreferred",
-    "low", "poor", "terrible", "undesirable", "thumbs_down",
-    "سيء", "سيئ", "سئ", "ضعيف", "مرفوض", "لا",
-})
+DESIRABLE_WORDS = frozenset(
+    {
+        "good",
+        "positive",
+        "true",
+        "yes",
+        "y",
+        "t",
+        "accept",
+        "accepted",
+        "preferred",
+        "high",
+        "excellent",
+        "great",
+        "desirable",
+        "chosen",
+        "thumbs_up",
+        "جيد",
+        "ممتاز",
+        "مقبول",
+        "جيد_جدا",
+        "نعم",
+    }
+)
+UNDESIRABLE_WORDS = frozenset(
+    {
+        "bad",
+        "negative",
+        "false",
+        "no",
+        "n",
+        "f",
+        "reject",
+        "rejected",
+        "not_preferred",
+        "dispreferred",
+        "low",
+        "poor",
+        "terrible",
+        "undesirable",
+        "thumbs_down",
+        "سيء",
+        "سيئ",
+        "سئ",
+        "ضعيف",
+        "مرفوض",
+        "لا",
+    }
+)
 
 
 def clean_label_text(text: str) -> str:
@@ -91,7 +150,9 @@ class CleanMapping(dict):
     """
 
     def __init__(self, mapping: Mapping[str, Any]) -> None:
-        super().__init__((clean_label_text(str(k)), mapping_value(v, f"label mapping[{k!r}]")) for k, v in mapping.items())
+        super().__init__(
+            (clean_label_text(str(k)), mapping_value(v, f"label mapping[{k!r}]")) for k, v in mapping.items()
+        )
 
 
 def user_mapping(cfg: Any) -> CleanMapping:
@@ -113,7 +174,7 @@ def normalize_label(
     *,
     field: str = "label",
     threshold: float = 0.5,
-    mapping: Optional[Mapping[str, Any]] = None,
+    mapping: Mapping[str, Any] | None = None,
 ) -> bool:
     """Map one label value to True (desirable) / False (undesirable), or raise FieldError(label=True).
 
@@ -131,7 +192,9 @@ def normalize_label(
             number = math.inf if value > 0 else -math.inf
         return _number(number, field, threshold)
     if not isinstance(value, str):
-        raise FieldError(field, "bad_label", f"expected a label word, boolean or number, got {type_name(value)}", label=True)
+        raise FieldError(
+            field, "bad_label", f"expected a label word, boolean or number, got {type_name(value)}", label=True
+        )
     raw = unicodedata.normalize("NFKC", value).translate(_INVISIBLE).strip()
     if not raw:
         raise FieldError(field, "null_label", "empty label", label=True)
@@ -201,4 +264,6 @@ def label_from_row(row: Mapping[str, Any], reader: Any) -> bool:
         return normalize_label(value, field=col, threshold=thr, mapping=reader.mapping)
     if null_field is not None:
         raise FieldError(null_field, "null_label", "null label", label=True)
-    raise FieldError("label", "missing_label", "missing (no label, kto_tag, score, rating or preference column)", label=True)
+    raise FieldError(
+        "label", "missing_label", "missing (no label, kto_tag, score, rating or preference column)", label=True
+    )

@@ -32,6 +32,7 @@ converted row by row, the validation split is a seeded hash of the row number (s
 split.py), rows are not resampled (use the suggested weights) and, for DPODataLoader,
 unpaired rows cannot be paired (they are skipped and counted in the report's notes).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,9 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any
 
 from prospect.data.convert import unpair_pair
 from prospect.data.formats import DETECT_ROWS
@@ -65,15 +67,32 @@ def _features(kind: str, conversational: bool) -> Any:
 
     text = List({"role": Value("string"), "content": Value("string")}) if conversational else Value("string")
     if kind == "unpaired":
-        return Features({
-            "prompt": text, "completion": text, "label": Value("bool"), "system": Value("string"),
-            "weight": Value("float64"), "h": Value("int64"), "source_row": Value("int64"), "origin": Value("string"),
-        })
-    return Features({
-        "prompt": text, "chosen": text, "rejected": text, "system": Value("string"), "h_w": Value("int64"),
-        "h_l": Value("int64"), "margin": Value("float64"), "source_row": Value("int64"), "origin": Value("string"),
-        "extra": Value("string"),
-    })
+        return Features(
+            {
+                "prompt": text,
+                "completion": text,
+                "label": Value("bool"),
+                "system": Value("string"),
+                "weight": Value("float64"),
+                "h": Value("int64"),
+                "source_row": Value("int64"),
+                "origin": Value("string"),
+            }
+        )
+    return Features(
+        {
+            "prompt": text,
+            "chosen": text,
+            "rejected": text,
+            "system": Value("string"),
+            "h_w": Value("int64"),
+            "h_l": Value("int64"),
+            "margin": Value("float64"),
+            "source_row": Value("int64"),
+            "origin": Value("string"),
+            "extra": Value("string"),
+        }
+    )
 
 
 def is_conversational(records: list[Any]) -> bool:
@@ -87,24 +106,36 @@ def is_conversational(records: list[Any]) -> bool:
 
 def record_row(record: Any, conversational: bool) -> dict[str, Any]:
     """A canonical record as a Dataset row (texts promoted to messages when `conversational`)."""
+
     def text(t: Any, role: str) -> Any:
         return as_messages(t, role) if conversational else t
 
     if isinstance(record, UnpairedRecord):
         return {
-            "prompt": text(record.prompt, "user"), "completion": text(record.completion, "assistant"),
-            "label": record.label, "system": record.system, "weight": record.weight, "h": record.h,
-            "source_row": record.source_row, "origin": record.origin,
+            "prompt": text(record.prompt, "user"),
+            "completion": text(record.completion, "assistant"),
+            "label": record.label,
+            "system": record.system,
+            "weight": record.weight,
+            "h": record.h,
+            "source_row": record.source_row,
+            "origin": record.origin,
         }
     return {
-        "prompt": text(record.prompt, "user"), "chosen": text(record.chosen, "assistant"),
-        "rejected": text(record.rejected, "assistant"), "system": record.system, "h_w": record.h_w, "h_l": record.h_l,
-        "margin": record.margin, "source_row": record.source_row, "origin": record.origin,
+        "prompt": text(record.prompt, "user"),
+        "chosen": text(record.chosen, "assistant"),
+        "rejected": text(record.rejected, "assistant"),
+        "system": record.system,
+        "h_w": record.h_w,
+        "h_l": record.h_l,
+        "margin": record.margin,
+        "source_row": record.source_row,
+        "origin": record.origin,
         "extra": json.dumps(record.extra, ensure_ascii=False) if record.extra else None,
     }
 
 
-def records_to_dataset(records: list[Any], kind: str, conversational: Optional[bool] = None) -> Any:
+def records_to_dataset(records: list[Any], kind: str, conversational: bool | None = None) -> Any:
     """Canonical records -> datasets.Dataset with the columns in the module doc."""
     import datasets
 
@@ -115,7 +146,7 @@ def records_to_dataset(records: list[Any], kind: str, conversational: Optional[b
     return datasets.Dataset.from_list([record_row(r, conv) for r in records], features=features)
 
 
-def _fingerprint(location: Optional[str]) -> list[Any]:
+def _fingerprint(location: str | None) -> list[Any]:
     if not location:
         return []
     path = Path(location).expanduser()
@@ -143,10 +174,19 @@ class KTODataLoader:
 
     kind = "unpaired"
 
-    def __init__(self, config: Any, tokenizer: Any = None, enable_cache: bool = True, *,
-                 cache_dir: Optional[str | os.PathLike[str]] = None, cache_compression: Union[bool, str, None] = None,
-                 seed: Optional[int] = None, method: Optional[str] = None, delta_reorient: Optional[bool] = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        config: Any,
+        tokenizer: Any = None,
+        enable_cache: bool = True,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_compression: bool | str | None = None,
+        seed: int | None = None,
+        method: str | None = None,
+        delta_reorient: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
         run = config if hasattr(config, "data") and hasattr(config, "training") else None
         self.config = run.data if run is not None else config
         self.tokenizer = tokenizer
@@ -154,26 +194,32 @@ class KTODataLoader:
         self._cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self.cache_compression = cache_compression
         if cache_compression:
-            warnings.warn(f"{type(self).__name__}(cache_compression={cache_compression!r}) has no effect: the disk cache "
-                          "is the Arrow files of datasets.save_to_disk, which are memory-mapped when loaded back, and "
-                          "compressed Arrow buffers cannot be", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"{type(self).__name__}(cache_compression={cache_compression!r}) has no effect: the disk cache "
+                "is the Arrow files of datasets.save_to_disk, which are memory-mapped when loaded back, and "
+                "compressed Arrow buffers cannot be",
+                UserWarning,
+                stacklevel=2,
+            )
         self.seed = seed if seed is not None else (run.training.seed if run is not None else 42)
         self.method = method or (run.method.name if run is not None else ("kto" if self.kind == "unpaired" else "dpo"))
-        self.delta_reorient = delta_reorient if delta_reorient is not None else bool(run is not None and run.method.delta > 0)
+        self.delta_reorient = (
+            delta_reorient if delta_reorient is not None else bool(run is not None and run.method.delta > 0)
+        )
         self.kwargs = kwargs
-        self._loaded: Optional[LoadedData] = None
-        self._report: Optional[dict[str, Any]] = None
+        self._loaded: LoadedData | None = None
+        self._report: dict[str, Any] | None = None
 
     # ---- public ----------------------------------------------------------
     @property
-    def cache_dir(self) -> Optional[Path]:
+    def cache_dir(self) -> Path | None:
         """The disk cache directory: the constructor's `cache_dir`, else `data.cache_dir`, else None (no disk cache)."""
         if self._cache_dir is not None:
             return self._cache_dir
         return Path(self.config.cache_dir).expanduser() if self.config.cache_dir else None
 
     @property
-    def report(self) -> Optional[dict[str, Any]]:
+    def report(self) -> dict[str, Any] | None:
         """The data report (dict) of the last load, or None before loading."""
         return self._report
 
@@ -185,7 +231,9 @@ class KTODataLoader:
         """The LoadedData of train + validation (memoised when enable_cache)."""
         if self._loaded is not None and self.enable_cache:
             return self._loaded
-        loaded = load_records(self.config, kind=self.kind, seed=self.seed, method=self.method, delta_reorient=self.delta_reorient)  # type: ignore[arg-type]
+        loaded = load_records(
+            self.config, kind=self.kind, seed=self.seed, method=self.method, delta_reorient=self.delta_reorient
+        )  # type: ignore[arg-type]
         self._report = loaded.report.to_dict()
         if self.enable_cache:
             self._loaded = loaded
@@ -220,19 +268,29 @@ class KTODataLoader:
         items, report = read_items(self.config.test_file, self.config, seed=self.seed, kind=self.kind)  # type: ignore[arg-type]
         if self._report is not None:
             self._report["test"] = report.to_dict()
-        records: list[Any] = to_unpaired(items, self.config, self.seed) if self.kind == "unpaired" else to_paired(items, self.config)[0]
+        records: list[Any] = (
+            to_unpaired(items, self.config, self.seed) if self.kind == "unpaired" else to_paired(items, self.config)[0]
+        )
         return records, is_conversational(records)
 
-    def _cache_path(self, split: str) -> Optional[Path]:
+    def _cache_path(self, split: str) -> Path | None:
         root = self.cache_dir
         if not self.enable_cache or root is None:
             return None
         cfg = self.config
-        key_src = json.dumps({
-            "v": CACHE_VERSION, "config": cfg.model_dump(mode="json"), "kind": self.kind, "seed": self.seed,
-            "method": self.method, "delta_reorient": self.delta_reorient,
-            "files": [_fingerprint(cfg.train_file), _fingerprint(cfg.validation_file), _fingerprint(cfg.test_file)],
-        }, sort_keys=True, default=str)
+        key_src = json.dumps(
+            {
+                "v": CACHE_VERSION,
+                "config": cfg.model_dump(mode="json"),
+                "kind": self.kind,
+                "seed": self.seed,
+                "method": self.method,
+                "delta_reorient": self.delta_reorient,
+                "files": [_fingerprint(cfg.train_file), _fingerprint(cfg.validation_file), _fingerprint(cfg.test_file)],
+            },
+            sort_keys=True,
+            default=str,
+        )
         key = hashlib.sha256(key_src.encode("utf-8")).hexdigest()[:20]
         return root / "prospect-data" / f"{self.kind}-{key}"
 
@@ -289,15 +347,20 @@ class KTODataLoader:
             source = open_source(location, split=source_split, streaming=True)
             report.source = source.name
             pair_index = 0
-            for item in count_views(scan(source, cfg, report, on_disk=True, kind=kind), cfg, report, seed, on_disk=True):
+            for item in count_views(
+                scan(source, cfg, report, on_disk=True, kind=kind), cfg, report, seed, on_disk=True
+            ):
                 index = pair_index
                 if isinstance(item, PairedRecord):
                     pair_index += 1
                 if hash_split and in_validation(seed, item.source_row or 0, fraction) != (split == "validation"):
                     continue
                 if kind == "unpaired":
-                    yield from unpair_pair(item, index, cfg.pairwise_sampling_strategy, seed) \
-                        if isinstance(item, PairedRecord) else to_unpaired([item], cfg, seed)
+                    yield from (
+                        unpair_pair(item, index, cfg.pairwise_sampling_strategy, seed)
+                        if isinstance(item, PairedRecord)
+                        else to_unpaired([item], cfg, seed)
+                    )
                 elif isinstance(item, UnpairedRecord):
                     _bump(report.notes, "unpaired_rows_not_paired_in_streaming")
                 else:

@@ -13,12 +13,14 @@ given), converts everything to `kind`, re-orients Factual-DPO pairs, splits off
 validation, balances, and returns `LoadedData` with the report. A training source whose
 every row is rejected is an error that names the count and the most common reasons.
 """
+
 from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Optional, Union
+from typing import Any, Literal
 
 from prospect.data.balance import balance_unpaired, effective_strategy, weights_dict
 from prospect.data.convert import (
@@ -42,13 +44,13 @@ Kind = Literal["unpaired", "paired"]
 log = logging.getLogger("prospect.data")
 
 
-def row_limit(cfg: Any) -> Optional[int]:
+def row_limit(cfg: Any) -> int | None:
     """Rows to read at most: max_samples and, with sanity_check, sanity_check_size."""
     limits = [n for n in (cfg.max_samples, cfg.sanity_check_size if cfg.sanity_check else None) if n]
     return min(limits) if limits else None
 
 
-def strict_error(source: str, raw: RawRow, err: FieldError, family: Optional[str]) -> KTODataError:
+def strict_error(source: str, raw: RawRow, err: FieldError, family: str | None) -> KTODataError:
     """The exception strict mode raises for a bad row: 'file:row: field: reason'."""
     where = f"{source}:{raw.row}"
     if raw.line is not None and raw.line != raw.row:
@@ -106,8 +108,8 @@ def scan(
     report: DataReport,
     *,
     on_disk: bool = False,
-    strict: Optional[bool] = None,
-    kind: Optional[Kind] = None,
+    strict: bool | None = None,
+    kind: Kind | None = None,
 ) -> Iterator[Item]:
     """Yield accepted items of `source` in file order, accounting for every row in `report`.
 
@@ -134,7 +136,7 @@ def scan(
                 report.stopped_at_max_samples = True
                 break
             report.rows_read += 1
-            family: Optional[str] = resolver.file_family
+            family: str | None = resolver.file_family
             try:
                 if raw.error is not None:
                     raise FieldError(*raw.error)
@@ -173,7 +175,9 @@ def scan(
         report.filters = {"settings": filter_settings(cfg), "rejected": {c: by_reason.get(c, 0) for c in FILTER_CODES}}
 
 
-def count_views(items: Iterator[Item], cfg: Any, report: DataReport, seed: int, on_disk: bool = False) -> Iterator[Item]:
+def count_views(
+    items: Iterator[Item], cfg: Any, report: DataReport, seed: int, on_disk: bool = False
+) -> Iterator[Item]:
     """Pass items through while filling report.labels, .pairs, .conversions and .suggested_weights."""
     views = ViewCounter(cfg, seed, on_disk)
     try:
@@ -188,8 +192,15 @@ def count_views(items: Iterator[Item], cfg: Any, report: DataReport, seed: int, 
         report.suggested_weights = weights_dict(report.labels["desirable"], report.labels["undesirable"])
 
 
-def read_items(location: str, cfg: Any, *, split: str = "train", seed: int = 42,
-               report: Optional[DataReport] = None, kind: Optional[Kind] = None) -> tuple[list[Item], DataReport]:
+def read_items(
+    location: str,
+    cfg: Any,
+    *,
+    split: str = "train",
+    seed: int = 42,
+    report: DataReport | None = None,
+    kind: Kind | None = None,
+) -> tuple[list[Item], DataReport]:
     """All accepted items of one source, with its report (`kind` as in `scan`)."""
     source = open_source(location, split=split, streaming=cfg.streaming)
     report = report or DataReport(source=source.name)
@@ -203,10 +214,12 @@ def nothing_accepted_error(report: DataReport, kind: str) -> KTODataError:
     cls = KTODataError if kind == "unpaired" else DPODataError
     if not report.rows_read:
         return cls(f"{report.source}: no rows to train on (the source is empty)")
-    return cls(one_line(
-        f"{report.source}: all {report.rows_read} rows were rejected, none is left to train on: "
-        f"{report.reasons_summary()}; `prospect data inspect {report.source}` lists every row"
-    ))
+    return cls(
+        one_line(
+            f"{report.source}: all {report.rows_read} rows were rejected, none is left to train on: "
+            f"{report.reasons_summary()}; `prospect data inspect {report.source}` lists every row"
+        )
+    )
 
 
 # ---- conversion to the training kind ---------------------------------------
@@ -252,8 +265,8 @@ class LoadedData:
     """What the engine trains on: records per split, the report and suggested KTO weights."""
 
     kind: str
-    train: Union[list[UnpairedRecord], list[PairedRecord]]
-    validation: Union[list[UnpairedRecord], list[PairedRecord]]
+    train: list[UnpairedRecord] | list[PairedRecord]
+    validation: list[UnpairedRecord] | list[PairedRecord]
     report: DataReport
     suggested_weights: dict[str, float] = field(default_factory=dict)
 
@@ -294,8 +307,9 @@ def load_records(
     train_source = open_source(cfg.train_file, split="train", streaming=cfg.streaming)
     report = DataReport(source=train_source.name)
     on_disk = bool(cfg.streaming)  # bounded memory: duplicate and pairing indexes in SQLite
-    items = list(count_views(scan(train_source, cfg, report, kind=kind, on_disk=on_disk), cfg, report, seed,
-                             on_disk=on_disk))
+    items = list(
+        count_views(scan(train_source, cfg, report, kind=kind, on_disk=on_disk), cfg, report, seed, on_disk=on_disk)
+    )
     if not report.accepted:
         raise nothing_accepted_error(report, kind)
     train, unused = _convert(items, kind, cfg, seed)
@@ -320,35 +334,47 @@ def load_records(
 
     if kind == "unpaired":
         strategy = effective_strategy(cfg)
-        train, report.balancing = balance_unpaired(train, strategy=strategy, tolerance=cfg.label_imbalance_tolerance, seed=seed)
+        train, report.balancing = balance_unpaired(
+            train, strategy=strategy, tolerance=cfg.label_imbalance_tolerance, seed=seed
+        )
         counts = label_counts(train)
         suggested = weights_dict(counts["desirable"], counts["undesirable"])
-        report.records = {"train": {"rows": len(train), **counts},
-                          "validation": {"rows": len(validation), **label_counts(validation)}}
+        report.records = {
+            "train": {"rows": len(train), **counts},
+            "validation": {"rows": len(validation), **label_counts(validation)},
+        }
         short = [name for name, n in counts.items() if n < cfg.min_samples_per_label]
         if short:
-            raise KTOLabelError(one_line(
-                f"{train_source.name}: {' and '.join(short)} rows: {', '.join(str(counts[s]) for s in short)} in the training "
-                f"split, fewer than data.min_samples_per_label={cfg.min_samples_per_label} "
-                f"(labels after conversion: {report.labels}; rejected rows: {len(report.rejected)}"
-                + (f": {report.reasons_summary()})" if report.rejected else ")")
-            ))
+            raise KTOLabelError(
+                one_line(
+                    f"{train_source.name}: {' and '.join(short)} rows: {', '.join(str(counts[s]) for s in short)} in the training "
+                    f"split, fewer than data.min_samples_per_label={cfg.min_samples_per_label} "
+                    f"(labels after conversion: {report.labels}; rejected rows: {len(report.rejected)}"
+                    + (f": {report.reasons_summary()})" if report.rejected else ")")
+                )
+            )
     else:
         suggested = {}
-        report.records = {"train": {"pairs": len(train), "unused_unpaired_rows": unused},
-                          "validation": {"pairs": len(validation), "unused_unpaired_rows": val_unused}}
+        report.records = {
+            "train": {"pairs": len(train), "unused_unpaired_rows": unused},
+            "validation": {"pairs": len(validation), "unused_unpaired_rows": val_unused},
+        }
         if not train:
-            raise DPODataError(one_line(
-                f"{train_source.name}: no usable pairs (accepted rows: {report.accepted}, rejected: {len(report.rejected)}"
-                + (f": {report.reasons_summary()}" if report.rejected else "")
-                + f", unpaired rows that found no partner: {unused})"
-            ))
+            raise DPODataError(
+                one_line(
+                    f"{train_source.name}: no usable pairs (accepted rows: {report.accepted}, rejected: {len(report.rejected)}"
+                    + (f": {report.reasons_summary()}" if report.rejected else "")
+                    + f", unpaired rows that found no partner: {unused})"
+                )
+            )
     split_info.update({"train": len(train), "validation": len(validation)})
     report.split = split_info
     if kind == "unpaired":
         report.suggested_weights = suggested
     if report.rejected:
-        report.warnings.append(f"{len(report.rejected)} of {report.rows_read} rows rejected; training on the accepted rows")
+        report.warnings.append(
+            f"{len(report.rejected)} of {report.rows_read} rows rejected; training on the accepted rows"
+        )
         log.warning(report.summary_line())
     return LoadedData(kind=kind, train=train, validation=validation, report=report, suggested_weights=suggested)
 

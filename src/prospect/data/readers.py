@@ -22,6 +22,7 @@ Sources (chosen by path and suffix; `.gz` accepted for the text formats):
   and read with the readers above (row numbers continue across files; `file` names the file);
 - anything else that does not exist locally: `datasets.load_dataset(name, split=...)` (hub).
 """
+
 from __future__ import annotations
 
 import codecs
@@ -31,9 +32,10 @@ import io
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 from prospect.data.text import type_name
 from prospect.errors import KTODataError
@@ -47,10 +49,10 @@ class RawRow:
     """One input row: its number, its content or why it could not be read."""
 
     row: int
-    data: Optional[dict[str, Any]]
-    error: Optional[tuple[str, str, str]] = None  # (field, code, reason)
-    line: Optional[int] = None
-    file: Optional[str] = None
+    data: dict[str, Any] | None
+    error: tuple[str, str, str] | None = None  # (field, code, reason)
+    line: int | None = None
+    file: str | None = None
     stringly: bool = False  # values came from CSV text cells
 
 
@@ -79,8 +81,11 @@ def read_rows(source: Source) -> Iterator[RawRow]:
     try:
         yield from source.rows()
     except (EOFError, OSError, zlib.error) as e:
-        what = "truncated or corrupt compressed file" if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)) \
+        what = (
+            "truncated or corrupt compressed file"
+            if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile))
             else "read error"
+        )
         raise KTODataError(f"{source.name}: cannot read the file to its end ({what}: {e})") from None
 
 
@@ -97,7 +102,7 @@ def _suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def _json_row(row: int, value: Any, line: Optional[int] = None) -> RawRow:
+def _json_row(row: int, value: Any, line: int | None = None) -> RawRow:
     if isinstance(value, dict):
         return RawRow(row, value, None, line)
     return RawRow(row, None, ("row", "not_an_object", f"row is a JSON {type_name(value)}, not an object"), line)
@@ -118,7 +123,9 @@ def iter_jsonl_lines(lines: Any, first_line: int = 1) -> Iterator[RawRow]:
             if not raw.strip():
                 continue
             row += 1
-            yield RawRow(row, None, ("row", "invalid_utf8", f"not valid UTF-8 (byte {e.start} of the line){hint}"), lineno)
+            yield RawRow(
+                row, None, ("row", "invalid_utf8", f"not valid UTF-8 (byte {e.start} of the line){hint}"), lineno
+            )
             continue
         s = text.strip()
         if not s:
@@ -170,8 +177,12 @@ class JsonSource(Source):
         if isinstance(doc, list):
             for i, value in enumerate(doc, 1):
                 yield _json_row(i, value)
-        elif isinstance(doc, dict) and doc and all(isinstance(v, list) for v in doc.values()) \
-                and len({len(v) for v in doc.values()}) == 1:
+        elif (
+            isinstance(doc, dict)
+            and doc
+            and all(isinstance(v, list) for v in doc.values())
+            and len({len(v) for v in doc.values()}) == 1
+        ):
             keys = list(doc)
             for i, values in enumerate(zip(*doc.values()), 1):
                 yield RawRow(i, dict(zip(keys, values)))
@@ -219,7 +230,12 @@ class CsvSource(Source):
                     continue
                 row += 1
                 if len(values) > len(header):
-                    yield RawRow(row, None, ("row", "invalid_csv", f"{len(values)} fields but the header has {len(header)}"), start)
+                    yield RawRow(
+                        row,
+                        None,
+                        ("row", "invalid_csv", f"{len(values)} fields but the header has {len(header)}"),
+                        start,
+                    )
                     continue
                 record = {h: (v if v != "" else None) for h, v in zip(header, values)}
                 yield RawRow(row, record, None, start, stringly=True)
@@ -251,7 +267,7 @@ class ArrowDatasetSource(Source):
 
     reader = "datasets"
 
-    def __init__(self, name: str, load: Callable[[], Any], reader: str, splits: Optional[list[str]] = None) -> None:
+    def __init__(self, name: str, load: Callable[[], Any], reader: str, splits: list[str] | None = None) -> None:
         super().__init__(name)
         self._load = load
         self.reader = reader
@@ -323,6 +339,7 @@ def file_source(path: Path) -> Source:
     if suffix in _FILE_READERS:
         return _FILE_READERS[suffix](path)
     if suffix == ".arrow":
+
         def load() -> Any:
             import datasets
 
@@ -335,10 +352,12 @@ def file_source(path: Path) -> Source:
         return JsonlSource(path)
     if head.startswith(b"["):
         return JsonSource(path)
-    raise KTODataError(f"{path}: unknown file type {suffix or '(no suffix)'!r}: use .jsonl, .json, .csv, .tsv or .parquet")
+    raise KTODataError(
+        f"{path}: unknown file type {suffix or '(no suffix)'!r}: use .jsonl, .json, .csv, .tsv or .parquet"
+    )
 
 
-def _saved_dataset(path: Path, split: str) -> Optional[Source]:
+def _saved_dataset(path: Path, split: str) -> Source | None:
     if (path / "dataset_dict.json").is_file():
         try:
             splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
@@ -354,6 +373,7 @@ def _saved_dataset(path: Path, split: str) -> Optional[Source]:
 
         return ArrowDatasetSource(f"{path}[{split}]", load_dict, "datasets (save_to_disk)", list(splits))
     if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
+
         def load() -> Any:
             import datasets
 
@@ -390,7 +410,9 @@ def _hub(name: str, split: str, streaming: bool) -> Source:
         try:
             return datasets.load_dataset(name, split=split, streaming=streaming)
         except Exception as e:  # network, auth, missing dataset: one user-facing error
-            raise KTODataError(f"cannot load dataset {name!r} (split {split!r}) with datasets.load_dataset: {e}") from None
+            raise KTODataError(
+                f"cannot load dataset {name!r} (split {split!r}) with datasets.load_dataset: {e}"
+            ) from None
 
     return ArrowDatasetSource(f"{name}[{split}]", load, "datasets (hub)")
 
@@ -406,8 +428,13 @@ def open_source(location: str | os.PathLike[str], split: str = "train", streamin
         return _saved_dataset(path, split) or _hf_dir(path, split)
     text = str(location)
     # A hub id is "name" or "owner/name"; anything else that is missing is a missing file.
-    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text \
-        or _suffix(path) in _FILE_READERS or _suffix(path) == ".arrow"
+    looks_like_path = (
+        text.startswith((".", "/", "~"))
+        or text.count("/") > 1
+        or "\\" in text
+        or _suffix(path) in _FILE_READERS
+        or _suffix(path) == ".arrow"
+    )
     if looks_like_path:
         raise KTODataError(f"{location}: file not found")
     return _hub(text, split, streaming)

@@ -4,13 +4,14 @@ Every input format becomes one of these two types. A prompt or completion is eit
 a plain string (standard format) or a list of chat messages `{"role", "content"}`
 (conversational format).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from typing import Any
 
 Message = dict[str, str]
-Text = Union[str, list[Message]]
+Text = str | list[Message]
 
 
 @dataclass
@@ -60,4 +61,4 @@ class PairedRecord:
         return asdict(self)
 
 
-Record = Union[UnpairedRecord, PairedRecord]
+Record = UnpairedRecord | PairedRecord

@@ -12,12 +12,13 @@ own report when there is one. The lead adds token-level sections through `extra`
 Length statistics are in characters. min, max, mean are exact; percentiles are exact
 up to 10,000 values and estimated from a seeded 10,000-value reservoir sample beyond.
 """
+
 from __future__ import annotations
 
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 RESERVOIR = 10_000
 MAX_EXAMPLE_CHARS = 160  # of one example reason in an error message
@@ -35,8 +36,8 @@ class LengthStats:
         self.cap = cap
         self.count = 0
         self.total = 0
-        self.min: Optional[int] = None
-        self.max: Optional[int] = None
+        self.min: int | None = None
+        self.max: int | None = None
         self.sample: list[int] = []
         self._rng = random.Random(seed)
         self._w = 1.0
@@ -61,7 +62,11 @@ class LengthStats:
         # Li's algorithm L: jump straight to the next value that enters the reservoir.
         rng = self._rng
         self._w *= math.exp(math.log(rng.random() or 1e-300) / self.cap)
-        self._next = self.count + int(math.log(rng.random() or 1e-300) / math.log1p(-self._w)) + 1 if self._w < 1 else self.count + 1
+        self._next = (
+            self.count + int(math.log(rng.random() or 1e-300) / math.log1p(-self._w)) + 1
+            if self._w < 1
+            else self.count + 1
+        )
 
     @staticmethod
     def _percentile(sorted_values: list[int], p: float) -> float:
@@ -113,7 +118,9 @@ class DataReport:
     shapes: dict[str, int] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=lambda: {"desirable": 0, "undesirable": 0})
     pairs: int = 0
-    suggested_weights: dict[str, float] = field(default_factory=lambda: {"desirable_weight": 1.0, "undesirable_weight": 1.0})
+    suggested_weights: dict[str, float] = field(
+        default_factory=lambda: {"desirable_weight": 1.0, "undesirable_weight": 1.0}
+    )
     lengths: dict[str, LengthStats] = field(default_factory=dict)
     conversions: dict[str, Any] = field(default_factory=dict)
     filters: dict[str, Any] = field(default_factory=dict)
@@ -121,16 +128,17 @@ class DataReport:
     warnings: list[str] = field(default_factory=list)
     streaming: bool = False
     stopped_at_max_samples: bool = False
-    records: Optional[dict[str, Any]] = None
-    balancing: Optional[dict[str, Any]] = None
-    split: Optional[dict[str, Any]] = None
-    reoriented: Optional[int] = None
-    validation: Optional["DataReport"] = None
+    records: dict[str, Any] | None = None
+    balancing: dict[str, Any] | None = None
+    split: dict[str, Any] | None = None
+    reoriented: int | None = None
+    validation: DataReport | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ---- accounting ------------------------------------------------------
-    def reject(self, row: int, field_name: str, code: str, reason: str, *, line: Optional[int] = None,
-               file: Optional[str] = None) -> dict[str, Any]:
+    def reject(
+        self, row: int, field_name: str, code: str, reason: str, *, line: int | None = None, file: str | None = None
+    ) -> dict[str, Any]:
         entry: dict[str, Any] = {"row": row, "field": field_name, "code": code, "reason": f"{field_name}: {reason}"}
         if line is not None and line != row:
             entry["line"] = line

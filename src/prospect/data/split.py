@@ -10,11 +10,13 @@ the group keys with `random.Random(seed)`. Both splits keep file order.
 `in_validation(seed, row, p)` is the streaming counterpart: a row goes to validation when
 a seeded hash of its row number falls below p (so the fraction is p only on average).
 """
+
 from __future__ import annotations
 
 import math
 import random
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 from prospect.data.index import digest
 

@@ -10,10 +10,11 @@ parts keeps only text parts; an image or audio part rejects the row (text models
 `FieldError` is how every row-level problem is reported: the field, a short code
 (used to count reasons in the data report) and a human reason.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 from prospect.data.records import Message, Text
 
@@ -77,7 +78,9 @@ def _check_unicode(text: str, field: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise FieldError(field, "invalid_unicode", "contains invalid Unicode (an unpaired surrogate or undecodable byte)") from None
+        raise FieldError(
+            field, "invalid_unicode", "contains invalid Unicode (an unpaired surrogate or undecodable byte)"
+        ) from None
     return text
 
 
@@ -169,7 +172,7 @@ def unify(prompt: Text, *completions: Text) -> tuple[Text, ...]:
     return (as_messages(prompt, "user"), *(as_messages(c, "assistant") for c in completions))
 
 
-def text_chars(text: Optional[Text]) -> int:
+def text_chars(text: Text | None) -> int:
     """Characters of a text: len of a string, summed content lengths of messages."""
     if text is None:
         return 0
@@ -190,7 +193,7 @@ def is_blank(text: Text) -> bool:
     return stripped_chars(text) == 0
 
 
-def text_key(text: Optional[Text]) -> str:
+def text_key(text: Text | None) -> str:
     """A canonical string of a text, for exact-duplicate detection and grouping by prompt."""
     if text is None:
         return "\x00"

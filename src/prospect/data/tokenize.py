@@ -14,6 +14,7 @@ Tokenized rows are cached on disk (a `datasets` directory keyed by the records, 
 tokenizer and the length settings), so a second run on unchanged data tokenizes nothing.
 Every file of an entry is checksummed; a damaged entry is removed and recomputed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,9 +22,10 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 from prospect.data.records import PairedRecord, Text, UnpairedRecord
 from prospect.io import cache_root
@@ -62,8 +64,13 @@ class TokenizationStats:
             if not xs:
                 return {}
             s = sorted(xs)
-            return {"min": s[0], "mean": round(sum(s) / len(s), 1), "p50": s[len(s) // 2],
-                    "p95": s[min(len(s) - 1, int(0.95 * len(s)))], "max": s[-1]}
+            return {
+                "min": s[0],
+                "mean": round(sum(s) / len(s), 1),
+                "p50": s[len(s) // 2],
+                "p95": s[min(len(s) - 1, int(0.95 * len(s)))],
+                "max": s[-1],
+            }
 
         d = {k: v for k, v in asdict(self).items() if k not in ("prompt_tokens", "completion_tokens")}
         d["prompt_token_lengths"] = stats(self.prompt_tokens)
@@ -97,7 +104,7 @@ class RecordTokenizer:
         self.bos_id = bos_id if bos_id is not None and probe[:1] == [bos_id] else None
 
     # -- rendering -----------------------------------------------------------
-    def render(self, prompt: Text, completion: Text, system: Optional[str]) -> tuple[str, str]:
+    def render(self, prompt: Text, completion: Text, system: str | None) -> tuple[str, str]:
         """Return (prompt_text, completion_text); their concatenation is the full sequence text."""
         if not self.chat:
             p = _as_plain(prompt)
@@ -110,7 +117,7 @@ class RecordTokenizer:
         prompt_text = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         full = self.tok.apply_chat_template(msgs + _as_messages(completion, "assistant"), tokenize=False)
         if full.startswith(prompt_text):
-            return prompt_text, full[len(prompt_text):]
+            return prompt_text, full[len(prompt_text) :]
         # Templates that rewrite earlier turns (rare): fall back to the plain completion.
         return prompt_text, _as_plain(completion)
 
@@ -129,6 +136,7 @@ class RecordTokenizer:
         if ids[:1] == [bos] or not self.s.add_special_tokens:
             return ids
         return [bos] + ids
+
     def _truncate(self, prompt_ids: list[int], completion_ids: list[int]) -> tuple[list[int], list[int]]:
         s = self.s
         if len(prompt_ids) > s.max_prompt_length or len(prompt_ids) + len(completion_ids) > s.max_length:
@@ -142,7 +150,7 @@ class RecordTokenizer:
             completion_ids = completion_ids[: max(budget, 0)]
         return prompt_ids, completion_ids
 
-    def encode(self, prompt: Text, completion: Text, system: Optional[str]) -> tuple[list[int], list[int]]:
+    def encode(self, prompt: Text, completion: Text, system: str | None) -> tuple[list[int], list[int]]:
         prompt_text, completion_text = self.render(prompt, completion, system)
         p, c = self._ids(prompt_text), self._ids(completion_text)
         if self._ids(prompt_text + completion_text) != p + c:
@@ -159,16 +167,26 @@ class RecordTokenizer:
         self.stats.prompt_tokens.append(len(p))
         self.stats.completion_tokens.append(len(c))
         if len(self.stats.examples) < 2:
-            self.stats.examples.append({"prompt_text": prompt_text, "completion_text": completion_text,
-                                        "prompt_tokens": len(p), "completion_tokens": len(c)})
+            self.stats.examples.append(
+                {
+                    "prompt_text": prompt_text,
+                    "completion_text": completion_text,
+                    "prompt_tokens": len(p),
+                    "completion_tokens": len(c),
+                }
+            )
         return p, c
 
     def unpaired_row(self, r: UnpairedRecord) -> dict[str, Any]:
         self.stats.rows += 1
         p, c = self.encode(r.prompt, r.completion, r.system)
-        return {"prompt_ids": p, "completion_ids": c, "label": bool(r.label),
-                "weight": 1.0 if r.weight is None else float(r.weight),
-                "source_row": -1 if r.source_row is None else int(r.source_row)}
+        return {
+            "prompt_ids": p,
+            "completion_ids": c,
+            "label": bool(r.label),
+            "weight": 1.0 if r.weight is None else float(r.weight),
+            "source_row": -1 if r.source_row is None else int(r.source_row),
+        }
 
     def paired_row(self, r: PairedRecord) -> dict[str, Any]:
         self.stats.rows += 1
@@ -177,10 +195,15 @@ class RecordTokenizer:
         # Chosen and rejected share one prompt: keep the shorter truncation of the two.
         if p2 != p:
             p = p if len(p) <= len(p2) else p2
-        return {"prompt_ids": p, "chosen_ids": c, "rejected_ids": rj,
-                "h_w": int(r.h_w or 0), "h_l": int(r.h_l or 0),
-                "margin": 0.0 if r.margin is None else float(r.margin),
-                "source_row": -1 if r.source_row is None else int(r.source_row)}
+        return {
+            "prompt_ids": p,
+            "chosen_ids": c,
+            "rejected_ids": rj,
+            "h_w": int(r.h_w or 0),
+            "h_l": int(r.h_l or 0),
+            "margin": 0.0 if r.margin is None else float(r.margin),
+            "source_row": -1 if r.source_row is None else int(r.source_row),
+        }
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -206,10 +229,10 @@ def tokenize_records(
     settings: TokenizeSettings,
     *,
     kind: str,
-    tokenizer_key: Optional[str] = None,
+    tokenizer_key: str | None = None,
     use_cache: bool = True,
     desc: str = "Tokenizing",
-) -> tuple["datasets.Dataset", dict[str, Any]]:  # noqa: F821
+) -> tuple[datasets.Dataset, dict[str, Any]]:  # noqa: F821
     """Tokenize records into a `datasets.Dataset`; returns (dataset, tokenization stats dict).
 
     The result is cached under $PROSPECT_CACHE/tokenized/<key>, key = records + tokenizer +
@@ -218,8 +241,10 @@ def tokenize_records(
     import datasets
     from tqdm.auto import tqdm
 
-    key_src = json.dumps([kind, records_fingerprint(records), tokenizer_key or tokenizer_fingerprint(tokenizer),
-                          asdict(settings)], sort_keys=True)
+    key_src = json.dumps(
+        [kind, records_fingerprint(records), tokenizer_key or tokenizer_fingerprint(tokenizer), asdict(settings)],
+        sort_keys=True,
+    )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
     cdir = cache_root() / "tokenized" / key
     if use_cache and cdir.exists():
@@ -238,7 +263,7 @@ def tokenize_records(
     return ds, stats
 
 
-def _load_cached(cdir: Path) -> Optional[tuple[Any, dict[str, Any]]]:
+def _load_cached(cdir: Path) -> tuple[Any, dict[str, Any]] | None:
     """The cached (dataset, stats) of `cdir` if every file matches its recorded checksum, else None.
 
     A damaged entry (a flipped byte, a truncated file, a torn stats file, no manifest because

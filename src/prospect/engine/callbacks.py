@@ -1,19 +1,27 @@
 """Trainer callbacks: metrics.jsonl on every log, and progress bars (training: loss and rewards; evaluation)."""
+
 from __future__ import annotations
 
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from transformers import TrainerCallback
 
 from prospect.io import append_jsonl, atomic_write_text, read_jsonl
 
 # Figures shown next to the progress bar, in this order, when present.
-_SHOWN = (("loss", "loss"), ("rewards/chosen", "r+"), ("rewards/rejected", "r-"), ("rewards/margins", "margin"),
-          ("kl", "kl"), ("rewards/accuracies", "acc"))
+_SHOWN = (
+    ("loss", "loss"),
+    ("rewards/chosen", "r+"),
+    ("rewards/rejected", "r-"),
+    ("rewards/margins", "margin"),
+    ("kl", "kl"),
+    ("rewards/accuracies", "acc"),
+)
 
 
 def truncate_metrics(path: Path, step: int) -> float:
@@ -27,8 +35,14 @@ def truncate_metrics(path: Path, step: int) -> float:
     path = Path(path)
     if not path.exists():
         return 0.0
-    rows = [r for r in read_jsonl(path) if isinstance(r, dict) and isinstance(r.get("step"), (int, float))
-            and r["step"] <= step and "train_runtime" not in r]
+    rows = [
+        r
+        for r in read_jsonl(path)
+        if isinstance(r, dict)
+        and isinstance(r.get("step"), (int, float))
+        and r["step"] <= step
+        and "train_runtime" not in r
+    ]
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
     return max((float(r.get("time_s") or 0.0) for r in rows), default=0.0)
 
@@ -81,14 +95,19 @@ class RichProgressCallback(TrainerCallback):
         if self.bar is None or not logs:
             return
         if "loss" in logs:
-            self.bar.set_postfix({short: f"{logs[k]:.4g}" for k, short in _SHOWN if isinstance(logs.get(k), (int, float))},
-                                 refresh=True)
+            self.bar.set_postfix(
+                {short: f"{logs[k]:.4g}" for k, short in _SHOWN if isinstance(logs.get(k), (int, float))}, refresh=True
+            )
         elif any(k.startswith("eval_") for k in logs):
-            shown = {k: v for k, v in logs.items() if k.startswith("eval_") and isinstance(v, (int, float))
-                     and not k.endswith(("runtime", "per_second"))}
-            self.bar.write("eval @ step %d: %s" % (state.global_step,
-                                                    ", ".join(f"{k[5:]}={v:.4g}" for k, v in shown.items())),
-                           file=sys.stderr)  # beside the bars; stdout is left for results
+            shown = {
+                k: v
+                for k, v in logs.items()
+                if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(("runtime", "per_second"))
+            }
+            self.bar.write(
+                f"eval @ step {state.global_step}: " + ", ".join(f"{k[5:]}={v:.4g}" for k, v in shown.items()),
+                file=sys.stderr,
+            )  # beside the bars; stdout is left for results
 
     def on_prediction_step(self, args: Any, state: Any, control: Any, eval_dataloader: Any = None, **kw: Any) -> None:
         """A second bar, with ETA, for each evaluation pass (removed when it ends)."""
@@ -97,8 +116,9 @@ class RichProgressCallback(TrainerCallback):
         if self.eval_bar is None:
             from tqdm.auto import tqdm
 
-            self.eval_bar = tqdm(total=len(eval_dataloader), desc="Evaluating", unit="batch", leave=False,
-                                 dynamic_ncols=True)
+            self.eval_bar = tqdm(
+                total=len(eval_dataloader), desc="Evaluating", unit="batch", leave=False, dynamic_ncols=True
+            )
         self.eval_bar.update(1)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kw: Any) -> None:

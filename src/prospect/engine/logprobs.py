@@ -4,6 +4,7 @@ Only completion positions go through the LM head (transformers' `logits_to_keep`
 boolean mask), and log-softmax is taken in chunks of rows, so a 49k-token vocabulary
 never materialises logits for prompt or padding positions.
 """
+
 from __future__ import annotations
 
 from typing import Any

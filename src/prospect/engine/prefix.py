@@ -23,9 +23,11 @@ Qwen2, Mistral without a sliding window, ...) and no gradient checkpointing (tra
 drops the cache inside checkpointed layers); `supports_prompt_sharing` says whether a model
 qualifies, and the trainer falls back to the unshared path otherwise.
 """
+
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -43,8 +45,8 @@ def prefix_layout(prompts: Sequence[Sequence[int]], *, pad_id: int) -> dict[str,
     mask = torch.zeros((len(heads), width), dtype=torch.long)
     for b, h in enumerate(heads):
         if h:
-            ids[b, width - len(h):] = torch.tensor(h, dtype=torch.long)
-            mask[b, width - len(h):] = 1
+            ids[b, width - len(h) :] = torch.tensor(h, dtype=torch.long)
+            mask[b, width - len(h) :] = 1
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     return {PREFIX + "input_ids": ids, PREFIX + "attention_mask": mask, PREFIX + "position_ids": pos}
 
@@ -54,7 +56,7 @@ def suffix_layout(
     completions: Sequence[Sequence[int]],
     *,
     pad_id: int,
-    max_length: Optional[int] = None,
+    max_length: int | None = None,
     first_index: int = 0,
 ) -> dict[str, Tensor]:
     """Right-padded suffixes x[-1:] + y: input_ids, attention_mask, position_ids, seq_index (B, S).
@@ -85,8 +87,8 @@ def shared_layout(
     completion_sets: Sequence[Sequence[Sequence[int]]],
     *,
     pad_id: int,
-    max_length: Optional[int] = None,
-    mismatched: Optional[Sequence[Sequence[int]]] = None,
+    max_length: int | None = None,
+    mismatched: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, Tensor]:
     """A collated batch for the shared-prompt path.
 
@@ -102,8 +104,9 @@ def shared_layout(
     batch.update(suffix_layout(list(prompts) * k, [c for cs in completion_sets for c in cs], pad_id=pad_id))
     if mismatched is not None:
         rotated = [mismatched[j] for j in mismatched_order(len(prompts))]
-        batch.update({"kl_" + key: v for key, v in
-                      suffix_layout(prompts, rotated, pad_id=pad_id, max_length=max_length).items()})
+        batch.update(
+            {"kl_" + key: v for key, v in suffix_layout(prompts, rotated, pad_id=pad_id, max_length=max_length).items()}
+        )
     return batch
 
 
@@ -114,8 +117,11 @@ def supports_prompt_sharing(model: Any) -> bool:
         if hasattr(base, attr):
             base = getattr(base, attr)()
     # transformers 5 renamed is_gradient_checkpointing (deprecated, warns) to is_activation_checkpointing
-    checkpointing = (base.is_activation_checkpointing if hasattr(type(base), "is_activation_checkpointing")
-                     else getattr(base, "is_gradient_checkpointing", False))
+    checkpointing = (
+        base.is_activation_checkpointing
+        if hasattr(type(base), "is_activation_checkpointing")
+        else getattr(base, "is_gradient_checkpointing", False)
+    )
     if checkpointing:
         return False
     cfg = getattr(base, "config", None)
@@ -143,8 +149,14 @@ def prompt_states(model: Any, batch: dict[str, Any]) -> list[tuple[Tensor, Tenso
 
     cache = DynamicCache()
     # logits_to_keep=1: the LM head runs on one position per row (no mask selects zero rows).
-    model(input_ids=ids, attention_mask=batch[PREFIX + "attention_mask"], position_ids=batch[PREFIX + "position_ids"],
-          past_key_values=cache, use_cache=True, logits_to_keep=1)
+    model(
+        input_ids=ids,
+        attention_mask=batch[PREFIX + "attention_mask"],
+        position_ids=batch[PREFIX + "position_ids"],
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
@@ -184,8 +196,14 @@ def suffix_logps(
     is_target = target_owner >= 0
     keep = torch.zeros_like(seq_index, dtype=torch.bool)
     keep[:, :-1] = is_target
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=batch[prefix + "position_ids"],
-                past_key_values=cache, use_cache=cache is not None, logits_to_keep=keep)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=batch[prefix + "position_ids"],
+        past_key_values=cache,
+        use_cache=cache is not None,
+        logits_to_keep=keep,
+    )
     logits = out.logits
     if logits.dim() == 3:  # a model that ignores a boolean logits_to_keep
         logits = logits[keep]

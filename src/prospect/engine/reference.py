@@ -5,13 +5,15 @@ adapter, so runs that differ only in LoRA settings share it), the tokenizer and 
 template, the tokenized data and the length settings. An entry whose stored key or
 checksum does not match is refused (with a message) and recomputed, never used.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -35,8 +37,9 @@ def _digest(t: torch.Tensor) -> str:
 
 
 def reference_cache_key(*, base_fingerprint: str, tokenizer_key: str, data_key: str, settings: dict[str, Any]) -> str:
-    src = json.dumps({"base": base_fingerprint, "tok": tokenizer_key, "data": data_key, "settings": settings},
-                     sort_keys=True)
+    src = json.dumps(
+        {"base": base_fingerprint, "tok": tokenizer_key, "data": data_key, "settings": settings}, sort_keys=True
+    )
     return hashlib.sha256(src.encode()).hexdigest()[:24]
 
 
@@ -83,7 +86,7 @@ def compute_reference_logps(
 def cached_reference_logps(
     key: str,
     compute: Callable[[], dict[str, torch.Tensor]],
-    cache_dir: Optional[Path] = None,
+    cache_dir: Path | None = None,
 ) -> tuple[dict[str, torch.Tensor], str]:
     """Load reference log-probs for `key`, or compute and store them. Returns (tensors, 'hit'|'miss')."""
     path = (cache_dir or cache_root() / "reference") / f"{key}.safetensors"

@@ -9,6 +9,7 @@ Run directory (DESIGN.md, "User surface"):
     results.json       final metrics, steps, wall time
     plots/             PNG curves of loss, rewards, margins, KL
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from prospect.config.schema import RunConfig
 from prospect.engine.rundir import config_changes, finished_step, mixing_changes, saved_config
@@ -60,29 +61,43 @@ class RunResult:
     global_step: int
 
 
-def _settings(cfg: RunConfig, max_len: int) -> "TokenizeSettings":  # noqa: F821
+def _settings(cfg: RunConfig, max_len: int) -> TokenizeSettings:  # noqa: F821
     from prospect.data.tokenize import TokenizeSettings
 
     sec = cfg.method_section
     use_chat = cfg.data.conversation_template != "none" and cfg.data.apply_chat_template is not False
-    return TokenizeSettings(max_length=max_len, max_prompt_length=min(sec.max_prompt_length, max_len),
-                            max_completion_length=sec.max_target_length, truncation_mode=sec.truncation_mode,
-                            use_chat_template=use_chat, add_special_tokens=cfg.data.add_special_tokens)
+    return TokenizeSettings(
+        max_length=max_len,
+        max_prompt_length=min(sec.max_prompt_length, max_len),
+        max_completion_length=sec.max_target_length,
+        truncation_mode=sec.truncation_mode,
+        use_chat_template=use_chat,
+        add_special_tokens=cfg.data.add_special_tokens,
+    )
 
 
-def _check_data(cfg: RunConfig, n_train: int, labels: Optional[dict[str, int]]) -> None:
+def _check_data(cfg: RunConfig, n_train: int, labels: dict[str, int] | None) -> None:
     """Clear messages before the model loads: empty data, one-class KTO data, a batch larger than the data."""
     if n_train == 0:
-        raise KTODataError(f"{cfg.data.train_file}: no usable training rows after reading and filtering "
-                           "(see data_report.json in the run directory)")
+        raise KTODataError(
+            f"{cfg.data.train_file}: no usable training rows after reading and filtering "
+            "(see data_report.json in the run directory)"
+        )
     if labels is not None and cfg.method.name == "kto":
         if labels.get("desirable", 0) == 0 or labels.get("undesirable", 0) == 0:
-            raise KTODataError(f"{cfg.data.train_file}: KTO needs both desirable and undesirable rows, "
-                               f"got {labels.get('desirable', 0)} desirable and {labels.get('undesirable', 0)} undesirable")
+            raise KTODataError(
+                f"{cfg.data.train_file}: KTO needs both desirable and undesirable rows, "
+                f"got {labels.get('desirable', 0)} desirable and {labels.get('undesirable', 0)} undesirable"
+            )
     per_step = cfg.training.batch_size * cfg.training.gradient_accumulation_steps
     if per_step > n_train:
-        log.warning("training.batch_size x gradient_accumulation_steps = %d is larger than the %d training rows; "
-                    "each optimizer step uses all %d rows", per_step, n_train, n_train)
+        log.warning(
+            "training.batch_size x gradient_accumulation_steps = %d is larger than the %d training rows; "
+            "each optimizer step uses all %d rows",
+            per_step,
+            n_train,
+            n_train,
+        )
 
 
 def _check_factuality(cfg: RunConfig, pairs: list[Any]) -> dict[str, Any]:
@@ -99,7 +114,8 @@ def _check_factuality(cfg: RunConfig, pairs: list[Any]) -> dict[str, Any]:
         raise DPODataError(
             f"{cfg.data.train_file}: method factual_dpo with delta={delta:g} needs the factuality indicators "
             f"h_w and h_l (1 = non-factual) on each pair, and none of the {len(pairs)} pairs has them; "
-            "add the columns, or use method dpo (factual_dpo with delta 0 is plain DPO)")
+            "add the columns, or use method dpo (factual_dpo with delta 0 is plain DPO)"
+        )
     if missing:
         log.warning("factual_dpo: %d of %d pairs have no h_w/h_l; they count as factual (0)", missing, len(pairs))
     return {"delta": delta, "pairs_without_indicators": missing, "treated_as": "factual (0)" if missing else None}
@@ -124,26 +140,47 @@ def _resolve_kto_weights(cfg: RunConfig, records: list[Any]) -> tuple[RunConfig,
         d = u = "auto"
     w = resolve_kto_weights(d, u, n_d, n_u)
     if w.auto:
-        cfg = cfg.model_copy(update={"kto": cfg.kto.model_copy(update={
-            "desirable_weight": w.desirable_weight, "undesirable_weight": w.undesirable_weight})})
+        cfg = cfg.model_copy(
+            update={
+                "kto": cfg.kto.model_copy(
+                    update={"desirable_weight": w.desirable_weight, "undesirable_weight": w.undesirable_weight}
+                )
+            }
+        )
     suggested = auto_kto_weights(n_d, n_u)
-    note = {"n_desirable": n_d, "n_undesirable": n_u, "desirable_weight": w.desirable_weight,
-            "undesirable_weight": w.undesirable_weight, "weighted_ratio": round(w.ratio, 4),
-            "chosen_by": ("rule (data.balance_strategy: auto)" if by_default else "rule (auto)" if w.auto
-                          else "config"),
-            "rule": "lambda_D*n_D/(lambda_U*n_U) in [1, 4/3] (KTO paper)",
-            "suggested": {"desirable_weight": suggested[0], "undesirable_weight": suggested[1]}}
-    log.info("KTO weights: desirable_weight=%.4g undesirable_weight=%.4g for %d desirable / %d undesirable rows "
-             "(lambda_D*n_D/(lambda_U*n_U) = %.3f; %s)", w.desirable_weight, w.undesirable_weight, n_d, n_u,
-             w.ratio, note["chosen_by"])
+    note = {
+        "n_desirable": n_d,
+        "n_undesirable": n_u,
+        "desirable_weight": w.desirable_weight,
+        "undesirable_weight": w.undesirable_weight,
+        "weighted_ratio": round(w.ratio, 4),
+        "chosen_by": ("rule (data.balance_strategy: auto)" if by_default else "rule (auto)" if w.auto else "config"),
+        "rule": "lambda_D*n_D/(lambda_U*n_U) in [1, 4/3] (KTO paper)",
+        "suggested": {"desirable_weight": suggested[0], "undesirable_weight": suggested[1]},
+    }
+    log.info(
+        "KTO weights: desirable_weight=%.4g undesirable_weight=%.4g for %d desirable / %d undesirable rows "
+        "(lambda_D*n_D/(lambda_U*n_U) = %.3f; %s)",
+        w.desirable_weight,
+        w.undesirable_weight,
+        n_d,
+        n_u,
+        w.ratio,
+        note["chosen_by"],
+    )
     if not w.in_range:
-        log.warning("KTO weights give lambda_D*n_D/(lambda_U*n_U) = %.3f, outside [1, 4/3]; suggested "
-                    "desirable_weight=%.3f undesirable_weight=%.3f (or set them to auto)", w.ratio, *suggested[:2])
+        log.warning(
+            "KTO weights give lambda_D*n_D/(lambda_U*n_U) = %.3f, outside [1, 4/3]; suggested "
+            "desirable_weight=%.3f undesirable_weight=%.3f (or set them to auto)",
+            w.ratio,
+            *suggested[:2],
+        )
     return cfg, note
 
 
-def _check_previous_run(run_dir: Path, cfg: RunConfig, previous: Optional[dict[str, Any]],
-                        last: Optional[str]) -> Optional[RunResult]:
+def _check_previous_run(
+    run_dir: Path, cfg: RunConfig, previous: dict[str, Any] | None, last: str | None
+) -> RunResult | None:
     """Resuming in a run directory that holds a run: a RunResult if it finished (nothing to
     train), None to go on; ConfigError if it was trained with other settings."""
     done = finished_step(run_dir)
@@ -155,12 +192,14 @@ def _check_previous_run(run_dir: Path, cfg: RunConfig, previous: Optional[dict[s
         shown = ", ".join(mixing[:5]) + (f" and {len(mixing) - 5} more" if len(mixing) > 5 else "")
         raise ConfigError(
             f"{run_dir} holds a run trained with other settings ({shown}); resuming it would mix two runs. "
-            "Use another training.run_name, or --no-resume to train this directory again from step 0")
+            "Use another training.run_name, or --no-resume to train this directory again from step 0"
+        )
     extended = {"training.max_steps", "training.num_epochs"} & set(changes)
     if done is not None and (not extended or 0 < cfg.training.max_steps <= done):
         results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-        log.info("%s finished earlier (step %d); nothing to train. --no-resume trains it again from step 0",
-                 run_dir, done)
+        log.info(
+            "%s finished earlier (step %d); nothing to train. --no-resume trains it again from step 0", run_dir, done
+        )
         return RunResult(run_dir=run_dir, metrics=results.get("metrics", {}), global_step=done)
     return None
 
@@ -170,13 +209,14 @@ def _context_cap(cfg: RunConfig, model: Any) -> int:
     max_len = cfg.effective_max_length
     ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if isinstance(ctx, int) and 0 < ctx < max_len:
-        log.warning("max_length %d exceeds the model's context of %d tokens; sequences are capped at %d",
-                    max_len, ctx, ctx)
+        log.warning(
+            "max_length %d exceeds the model's context of %d tokens; sequences are capped at %d", max_len, ctx, ctx
+        )
         return ctx
     return max_len
 
 
-def last_complete_checkpoint(ckpt_dir: Path) -> Optional[str]:
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
     """The newest checkpoint that was written to the end, or None.
 
     Trainer writes `trainer_state.json` last, after weights, optimizer, scheduler and RNG
@@ -235,7 +275,7 @@ def _save_final(trainer: Any, tokenizer: Any, final_dir: Path) -> None:
     replace_directory(tmp, final_dir)
 
 
-def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False) -> RunResult:
+def train(cfg: RunConfig, *, resume: bool | None = None, quiet: bool = False) -> RunResult:
     """Train one run described by `cfg`; returns the run directory and final metrics."""
     import torch
     from transformers import TrainingArguments, set_seed
@@ -265,8 +305,13 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     kind = "unpaired" if cfg.is_unpaired else "paired"
 
     # 1. Records and the account of every row; KTO class weights (they depend on the labels only).
-    loaded = load_records(cfg.data, kind=kind, seed=cfg.training.seed, method=cfg.method.name,
-                          delta_reorient=cfg.method.name == "factual_dpo")
+    loaded = load_records(
+        cfg.data,
+        kind=kind,
+        seed=cfg.training.seed,
+        method=cfg.method.name,
+        delta_reorient=cfg.method.name == "factual_dpo",
+    )
     report = loaded.report.to_dict()
 
     _check_data(cfg, len(loaded.train), report.get("labels") if kind == "unpaired" else None)
@@ -308,36 +353,54 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     # 3. Tokens (cached) and the tokenization check.
     settings = _settings(cfg, max_len)
     tok_key = tokenizer_fingerprint(tokenizer)
-    train_ds, tok_stats = tokenize_records(loaded.train, tokenizer, settings, kind=kind, tokenizer_key=tok_key,
-                                           desc="Tokenizing train")
-    eval_ds, eval_tok_stats = (tokenize_records(loaded.validation, tokenizer, settings, kind=kind,
-                                                tokenizer_key=tok_key, desc="Tokenizing validation")
-                               if loaded.validation else (None, None))
+    train_ds, tok_stats = tokenize_records(
+        loaded.train, tokenizer, settings, kind=kind, tokenizer_key=tok_key, desc="Tokenizing train"
+    )
+    eval_ds, eval_tok_stats = (
+        tokenize_records(
+            loaded.validation, tokenizer, settings, kind=kind, tokenizer_key=tok_key, desc="Tokenizing validation"
+        )
+        if loaded.validation
+        else (None, None)
+    )
     report["tokenization"] = {"train": tok_stats, "validation": eval_tok_stats}
 
     # 4. The loss.
-    loss_fn = build_loss(cfg, n_desirable=weights_note.get("n_desirable"), n_undesirable=weights_note.get("n_undesirable"))
-    z0_estimator = (build_reference_point(cfg.kto.reference_point, reduce=distributed_mean)
-                    if (kind == "unpaired" or cfg.method.name == "dpo_kto") else None)
+    loss_fn = build_loss(
+        cfg, n_desirable=weights_note.get("n_desirable"), n_undesirable=weights_note.get("n_undesirable")
+    )
+    z0_estimator = (
+        build_reference_point(cfg.kto.reference_point, reduce=distributed_mean)
+        if (kind == "unpaired" or cfg.method.name == "dpo_kto")
+        else None
+    )
     if is_main:  # [window]
         atomic_write_json(run_dir / "data_report.json", report)
 
     # 5. Reference log-probs, once, cached across runs that share the base model and data.
     sec = cfg.method_section
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ref_note: dict[str, Any] = {"mode": "reference_free" if sec.reference_free else
-                                ("precomputed" if sec.precompute_ref_log_probs else "on_the_fly")}
+    ref_note: dict[str, Any] = {
+        "mode": "reference_free"
+        if sec.reference_free
+        else ("precomputed" if sec.precompute_ref_log_probs else "on_the_fly")
+    }
     eval_ds = _with_length(eval_ds) if eval_ds is not None else None
     if sec.precompute_ref_log_probs and not sec.reference_free:
         # The eval loader's order is fixed (collate.eval_order), so its in-batch mismatched pairs are
         # known now: their reference log-probs are precomputed too (one process only: several pad
         # the last batch).
-        eval_pairs_batch = (args.per_device_eval_batch_size if kind == "unpaired" and z0_estimator is not None
-                            and cfg.kto.reference_point != "zero" and _world_size() == 1
-                            else None)
-        train_ds, eval_ds, ref_note["cache"] = _attach_reference(cfg, model, ref_model, tokenizer, tok_key,
-                                                                  settings, train_ds, eval_ds, kind, pad_id,
-                                                                  eval_pairs_batch)
+        eval_pairs_batch = (
+            args.per_device_eval_batch_size
+            if kind == "unpaired"
+            and z0_estimator is not None
+            and cfg.kto.reference_point != "zero"
+            and _world_size() == 1
+            else None
+        )
+        train_ds, eval_ds, ref_note["cache"] = _attach_reference(
+            cfg, model, ref_model, tokenizer, tok_key, settings, train_ds, eval_ds, kind, pad_id, eval_pairs_batch
+        )
 
     # [curriculum] seed 003 track A: pairs easy-to-hard (data/curriculum.py), sampled in that order.
     train_ds, curriculum_note = apply_curriculum(train_ds, cfg)
@@ -351,10 +414,19 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     # [prefix-sharing] prompts run once where exact and possible (engine/prefix.py)
     from prospect.engine.prefix import supports_prompt_sharing
 
-    share_prompt = (cfg.training.share_prompt and not cfg.training.padding_free
-                    and not cfg.optimization.use_gradient_checkpointing and supports_prompt_sharing(model))
-    collator = collator_cls(pad_id=pad_id, packed=cfg.training.padding_free, max_length=max_len,
-                            build_mismatched=build_mismatched, share_prompt=share_prompt)
+    share_prompt = (
+        cfg.training.share_prompt
+        and not cfg.training.padding_free
+        and not cfg.optimization.use_gradient_checkpointing
+        and supports_prompt_sharing(model)
+    )
+    collator = collator_cls(
+        pad_id=pad_id,
+        packed=cfg.training.padding_free,
+        max_length=max_len,
+        build_mismatched=build_mismatched,
+        share_prompt=share_prompt,
+    )
     # [window] window_mismatch: z0 from mismatched pairs across the accumulation window
     trainer_cls: Any = PreferenceTrainer
     if kind == "unpaired" and z0_estimator is not None and cfg.kto.reference_point == "window_mismatch":
@@ -362,17 +434,36 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
 
         trainer_cls, collator = WindowMismatchTrainer, WindowRowsCollator(collator)
     trainer = trainer_cls(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator,
-        processing_class=tokenizer, loss_fn=loss_fn, z0_estimator=z0_estimator, ref_model=ref_model,
-        reference_free=sec.reference_free, max_nonfinite_steps=cfg.training.max_nonfinite_steps,
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=collator,
+        processing_class=tokenizer,
+        loss_fn=loss_fn,
+        z0_estimator=z0_estimator,
+        ref_model=ref_model,
+        reference_free=sec.reference_free,
+        max_nonfinite_steps=cfg.training.max_nonfinite_steps,
     )
     metrics_cb = MetricsFileCallback(run_dir / "metrics.jsonl")
     trainer.add_callback(metrics_cb)
     if cfg.data.generate_during_eval and eval_ds is not None:
         from prospect.engine.callbacks import SamplesAtEvaluation
 
-        trainer.add_callback(SamplesAtEvaluation(trainer, lambda step: _generation_samples(
-            cfg, trainer, ref_model, tokenizer, loaded.validation, run_dir / "generations" / f"step-{step}.jsonl")))
+        trainer.add_callback(
+            SamplesAtEvaluation(
+                trainer,
+                lambda step: _generation_samples(
+                    cfg,
+                    trainer,
+                    ref_model,
+                    tokenizer,
+                    loaded.validation,
+                    run_dir / "generations" / f"step-{step}.jsonl",
+                ),
+            )
+        )
     if not quiet:
         from transformers.trainer_callback import ProgressCallback
 
@@ -395,7 +486,8 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
         raise TrainingInterrupted(
             f"stopped by {stop.name} at step {trainer.state.global_step} of {trainer.state.max_steps}; checkpoint "
             f"saved in {ckpt_dir / f'checkpoint-{trainer.state.global_step}'}; run the same command to resume",
-            stop.signum)
+            stop.signum,
+        )
 
     # 7. Final model, evaluation, results.
     final_metrics: dict[str, Any] = dict(train_out.metrics)
@@ -404,18 +496,27 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     final_dir = run_dir / "final"
     _save_final(trainer, tokenizer, final_dir)
     if is_main and loaded.validation:
-        final_metrics.update(_generation_samples(cfg, trainer, ref_model, tokenizer, loaded.validation,
-                                                 run_dir / "generations.jsonl"))
+        final_metrics.update(
+            _generation_samples(cfg, trainer, ref_model, tokenizer, loaded.validation, run_dir / "generations.jsonl")
+        )
     results = {
-        "run_name": run_dir.name, "method": cfg.method.name, "model": cfg.model.name,
-        "global_step": trainer.state.global_step, "wall_time_s": round(time.time() - t_start, 2),
-        "metrics": final_metrics, "reference": ref_note, "kto_weights": weights_note or None,
+        "run_name": run_dir.name,
+        "method": cfg.method.name,
+        "model": cfg.model.name,
+        "global_step": trainer.state.global_step,
+        "wall_time_s": round(time.time() - t_start, 2),
+        "metrics": final_metrics,
+        "reference": ref_note,
+        "kto_weights": weights_note or None,
         "z0_estimator": cfg.kto.reference_point if z0_estimator is not None else None,
         # [window] rows whose mismatched pairs make one z0 estimate (over all processes)
-        "z0_rows_per_estimate": (None if z0_estimator is None or cfg.kto.reference_point == "zero" else
-                                 cfg.training.batch_size * _world_size() *
-                                 (cfg.training.gradient_accumulation_steps
-                                  if cfg.kto.reference_point == "window_mismatch" else 1)),
+        "z0_rows_per_estimate": (
+            None
+            if z0_estimator is None or cfg.kto.reference_point == "zero"
+            else cfg.training.batch_size
+            * _world_size()
+            * (cfg.training.gradient_accumulation_steps if cfg.kto.reference_point == "window_mismatch" else 1)
+        ),
         "nonfinite_steps": trainer.nonfinite_total,
         "data": {k: report.get(k) for k in ("rows_read", "accepted", "labels", "pairs") if k in report},
     }
@@ -430,8 +531,9 @@ def train(cfg: RunConfig, *, resume: Optional[bool] = None, quiet: bool = False)
     return RunResult(run_dir=run_dir, metrics=final_metrics, global_step=trainer.state.global_step)
 
 
-def _generation_samples(cfg: RunConfig, trainer: Any, ref_model: Any, tokenizer: Any, records: list[Any],
-                        path: Path) -> dict[str, float]:
+def _generation_samples(
+    cfg: RunConfig, trainer: Any, ref_model: Any, tokenizer: Any, records: list[Any], path: Path
+) -> dict[str, float]:
     """`path` (JSONL: policy and reference generations for a few held-out prompts) and the user
     metrics on them, returned as eval_<name>. Skipped where the weights are sharded across
     processes (FSDP, DeepSpeed ZeRO-3), since one process cannot generate alone there.
@@ -454,15 +556,18 @@ def _generation_samples(cfg: RunConfig, trainer: Any, ref_model: Any, tokenizer:
     elif ref_model is not None:
         reference = lambda: contextlib.nullcontext(ref_model)  # noqa: E731
     elif hasattr(policy, "disable_adapter"):
+
         @contextlib.contextmanager
         def reference() -> Any:
             with policy.disable_adapter():
                 yield policy
+
     was_training = policy.training
     policy.eval()
     try:
-        _, user = samples_and_user_metrics(cfg, EvalModels(policy, reference, tokenizer, ""), records, path,
-                                           search_dirs=[Path.cwd()])
+        _, user = samples_and_user_metrics(
+            cfg, EvalModels(policy, reference, tokenizer, ""), records, path, search_dirs=[Path.cwd()]
+        )
     finally:
         policy.train(was_training)
     return {f"eval_{k}": v for k, v in user.items()}
@@ -505,7 +610,9 @@ def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, TrainingArgume
             os.environ.setdefault("WANDB_ENTITY", lg.entity)
         os.environ.setdefault("WANDB_DIR", str(run_dir))
     if "mlflow" in report_to:
-        uri = os.environ.setdefault("MLFLOW_TRACKING_URI", lg.mlflow_tracking_uri or (run_dir.parent / "mlruns").as_uri())
+        uri = os.environ.setdefault(
+            "MLFLOW_TRACKING_URI", lg.mlflow_tracking_uri or (run_dir.parent / "mlruns").as_uri()
+        )
         if uri.startswith("file:") or "://" not in uri:
             # MLflow >= 3.x refuses a plain directory store unless asked; it is the one store that
             # needs no server and no SQL driver (mlflow-skinny has none), so it is our default.
@@ -515,8 +622,11 @@ def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, TrainingArgume
     save_steps = t.save_steps
     if load_best and save_steps % eval_steps:
         # Keeping the best checkpoint needs one saved at every evaluation (Trainer refuses otherwise).
-        log.info("evaluation.save_best_only: checkpointing at every evaluation (every %d steps, not %d)",
-                 eval_steps, save_steps)
+        log.info(
+            "evaluation.save_best_only: checkpointing at every evaluation (every %d steps, not %d)",
+            eval_steps,
+            save_steps,
+        )
         save_steps = eval_steps
     bf16 = o.bf16 and (not torch.cuda.is_available() or torch.cuda.is_bf16_supported())
     kwargs = dict(
@@ -544,15 +654,20 @@ def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, TrainingArgume
         run_name=safe_name("_".join(x for x in [lg.run_prefix, run_dir.name] if x)),
         remove_unused_columns=False,
         # [window] training.shuffle: false keeps the file order (and overrides group_by_length)
-        train_sampling_strategy=("sequential" if not t.shuffle else "group_by_length" if t.group_by_length else "random"),
+        train_sampling_strategy=(
+            "sequential" if not t.shuffle else "group_by_length" if t.group_by_length else "random"
+        ),
         length_column_name="length",
         bf16=bf16,
         fp16=o.fp16 and torch.cuda.is_available(),
         dataloader_num_workers=t.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         load_best_model_at_end=load_best,
-        metric_for_best_model=(ev.metric_for_best_model if has_eval and eval_steps and
-                               (ev.save_best_only or t.early_stopping_patience) else None),
+        metric_for_best_model=(
+            ev.metric_for_best_model
+            if has_eval and eval_steps and (ev.save_best_only or t.early_stopping_patience)
+            else None
+        ),
         greater_is_better=ev.greater_is_better,
         deepspeed=o.deepspeed_config,
         disable_tqdm=False,
@@ -574,9 +689,19 @@ def _has_accelerator(torch: Any) -> bool:  # [window]
     return bool(acc.is_available()) if acc is not None and hasattr(acc, "is_available") else torch.cuda.is_available()
 
 
-def _attach_reference(cfg: RunConfig, model: Any, ref_model: Any, tokenizer: Any, tok_key: str, settings: Any,
-                      train_ds: Any, eval_ds: Any, kind: str, pad_id: int,
-                      eval_pairs_batch: Optional[int] = None) -> tuple[Any, Any, dict[str, str]]:
+def _attach_reference(
+    cfg: RunConfig,
+    model: Any,
+    ref_model: Any,
+    tokenizer: Any,
+    tok_key: str,
+    settings: Any,
+    train_ds: Any,
+    eval_ds: Any,
+    kind: str,
+    pad_id: int,
+    eval_pairs_batch: int | None = None,
+) -> tuple[Any, Any, dict[str, str]]:
     """Add precomputed reference log-prob columns to the datasets (cached on disk).
 
     With `eval_pairs_batch`, the validation rows also get `ref_kl_logps`: the reference
@@ -590,8 +715,12 @@ def _attach_reference(cfg: RunConfig, model: Any, ref_model: Any, tokenizer: Any
 
     from prospect.data.collate import eval_mismatched_pairs, eval_order
     from prospect.engine.model import base_weights_fingerprint
-    from prospect.engine.reference import cached_reference_logps, compute_reference_logps, dataset_fingerprint, \
-        reference_cache_key
+    from prospect.engine.reference import (
+        cached_reference_logps,
+        compute_reference_logps,
+        dataset_fingerprint,
+        reference_cache_key,
+    )
 
     ref_src = ref_model if ref_model is not None else model
     base_fp = base_weights_fingerprint(ref_src)
@@ -611,24 +740,39 @@ def _attach_reference(cfg: RunConfig, model: Any, ref_model: Any, tokenizer: Any
 
         with_kl = split == "validation" and eval_pairs_batch is not None
         extra = {"eval_pairs_batch": eval_pairs_batch} if with_kl else {}
-        key = reference_cache_key(base_fingerprint=base_fp, tokenizer_key=tok_key,
-                                  data_key=dataset_fingerprint(ds, cols), settings={**asdict(settings), **extra})
+        key = reference_cache_key(
+            base_fingerprint=base_fp,
+            tokenizer_key=tok_key,
+            data_key=dataset_fingerprint(ds, cols),
+            settings={**asdict(settings), **extra},
+        )
 
         def compute(ds: Any = ds, split: str = split, with_kl: bool = with_kl) -> dict[str, torch.Tensor]:
             with ctx():
                 if kind == "unpaired":
                     seqs = [(r["prompt_ids"], r["completion_ids"]) for r in ds]
-                    out = {"ref_logps": compute_reference_logps(ref_src, seqs, pad_id=pad_id,
-                                                                desc=f"Reference log-probs ({split})")}
+                    out = {
+                        "ref_logps": compute_reference_logps(
+                            ref_src, seqs, pad_id=pad_id, desc=f"Reference log-probs ({split})"
+                        )
+                    }
                     if with_kl:
-                        pairs = eval_mismatched_pairs([p for p, _ in seqs], [c for _, c in seqs], eval_pairs_batch,
-                                                      settings.max_length, eval_order(ds["length"]))
+                        pairs = eval_mismatched_pairs(
+                            [p for p, _ in seqs],
+                            [c for _, c in seqs],
+                            eval_pairs_batch,
+                            settings.max_length,
+                            eval_order(ds["length"]),
+                        )
                         out["ref_kl_logps"] = compute_reference_logps(
-                            ref_src, pairs, pad_id=pad_id, desc=f"Reference log-probs ({split}, mismatched pairs)")
+                            ref_src, pairs, pad_id=pad_id, desc=f"Reference log-probs ({split}, mismatched pairs)"
+                        )
                     return out
-                seqs = [(r["prompt_ids"], r["chosen_ids"]) for r in ds] + [(r["prompt_ids"], r["rejected_ids"]) for r in ds]
+                seqs = [(r["prompt_ids"], r["chosen_ids"]) for r in ds] + [
+                    (r["prompt_ids"], r["rejected_ids"]) for r in ds
+                ]
                 both = compute_reference_logps(ref_src, seqs, pad_id=pad_id, desc=f"Reference log-probs ({split})")
-                return {"ref_chosen_logps": both[: len(ds)], "ref_rejected_logps": both[len(ds):]}
+                return {"ref_chosen_logps": both[: len(ds)], "ref_rejected_logps": both[len(ds) :]}
 
         tensors, status = cached_reference_logps(key, compute)
         notes[split] = status

@@ -4,11 +4,12 @@
 nor resume a checkpoint with other settings (that would mix two runs in one set of
 weights). The sweep uses the same comparison to skip finished runs.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from prospect.config.schema import RunConfig
 
@@ -26,7 +27,7 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: obj}
 
 
-def saved_config(run_dir: Path) -> Optional[dict[str, Any]]:
+def saved_config(run_dir: Path) -> dict[str, Any] | None:
     """The flattened config.yaml of `run_dir`, read through the current schema (None if absent;
     {"<unreadable>": ...} if damaged).
 
@@ -57,7 +58,7 @@ def saved_config(run_dir: Path) -> Optional[dict[str, Any]]:
         return _flat(raw)
 
 
-def config_changes(old: Optional[dict[str, Any]], cfg: RunConfig) -> list[str]:
+def config_changes(old: dict[str, Any] | None, cfg: RunConfig) -> list[str]:
     """Dotted keys where a saved config differs from `cfg` (values the engine resolves, like
     `auto` KTO weights, are not counted)."""
     import yaml
@@ -73,7 +74,7 @@ def mixing_changes(changes: list[str]) -> list[str]:
     return [k for k in changes if not k.startswith(RESUMABLE_CHANGES)]
 
 
-def finished_step(run_dir: Path) -> Optional[int]:
+def finished_step(run_dir: Path) -> int | None:
     """The global step a finished run ended at (from results.json), or None."""
     try:
         return int(json.loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))["global_step"])

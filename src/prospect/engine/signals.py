@@ -16,14 +16,16 @@ the signal re-raised (SIGINT -> KeyboardInterrupt, SIGTERM -> the default, immed
 Files already written stay consistent because every write is atomic and a checkpoint that
 was not finished is never resumed from.
 """
+
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 from transformers import TrainerCallback
 
@@ -52,8 +54,8 @@ class TrainingInterrupted(TrainingError, KeyboardInterrupt):
 class StopRequest:
     """Set by the signal handler: which signal arrived first (None: none), and at which step it was acted on."""
 
-    signum: Optional[int] = None
-    stopped_at_step: Optional[int] = None
+    signum: int | None = None
+    stopped_at_step: int | None = None
 
     @property
     def requested(self) -> bool:
@@ -84,8 +86,11 @@ def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[StopReque
     def handler(signum: int, frame: Any) -> None:
         if request.signum is None:
             request.signum = signum
-            log.warning("received %s: saving a checkpoint at the end of this step, then stopping "
-                        "(send it again to stop at once, without saving)", signal.Signals(signum).name)
+            log.warning(
+                "received %s: saving a checkpoint at the end of this step, then stopping "
+                "(send it again to stop at once, without saving)",
+                signal.Signals(signum).name,
+            )
             return
         restore()
         signal.raise_signal(signum)
@@ -123,7 +128,9 @@ class StopOnSignalCallback(TrainerCallback):
         self.request = request
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        if self.request.stopped_at_step is None and _any_process(self.request.requested, getattr(args, "device", "cpu")):
+        if self.request.stopped_at_step is None and _any_process(
+            self.request.requested, getattr(args, "device", "cpu")
+        ):
             self.request.stopped_at_step = state.global_step
             control.should_save = True
             control.should_training_stop = True

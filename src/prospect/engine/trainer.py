@@ -6,13 +6,14 @@ It holds no loss formula: `compute_loss` computes per-sequence log-probs of the 
 optimizer, scheduler, accumulation, checkpoints, resume, trackers, Accelerate — is the
 stock Trainer.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
 from collections import defaultdict
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -50,8 +51,16 @@ class PreferenceTrainer(Trainer):
     ref_model: a separate frozen reference, or None (LoRA: adapter disabled; or reference_free).
     """
 
-    def __init__(self, *args: Any, loss_fn: Any, z0_estimator: Any = None, ref_model: Any = None,
-                 reference_free: bool = False, max_nonfinite_steps: int = 3, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        loss_fn: Any,
+        z0_estimator: Any = None,
+        ref_model: Any = None,
+        reference_free: bool = False,
+        max_nonfinite_steps: int = 3,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
         self.z0_estimator = z0_estimator
@@ -94,8 +103,9 @@ class PreferenceTrainer(Trainer):
     # [prefix-sharing] begin: batches from a share_prompt collator hold the prompts once (prefix_*)
     # and the completions as suffixes on them (engine/prefix.py); others go through sequence_logps.
     @staticmethod
-    def _logps(model: Any, batch: dict[str, Any], prefix: str, n: int, states: Any = None,
-               detach: bool = False) -> tuple[Tensor, Tensor]:
+    def _logps(
+        model: Any, batch: dict[str, Any], prefix: str, n: int, states: Any = None, detach: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """(log-probs, lengths) of the sequences batch[prefix + ...]; `states`: the prompts' keys/values if known."""
         if PREFIX + "input_ids" not in batch:
             return sequence_logps(model, batch, prefix, n)
@@ -107,6 +117,7 @@ class PreferenceTrainer(Trainer):
     @staticmethod
     def _states(model: Any, batch: dict[str, Any]) -> Any:
         return prompt_states(model, batch) if PREFIX + "input_ids" in batch else None
+
     # [prefix-sharing] end
 
     # -- loss --------------------------------------------------------------------
@@ -116,8 +127,14 @@ class PreferenceTrainer(Trainer):
         policy, lengths = self._logps(model, batch, "", n, states)
         reference = batch["ref_logps"] if "ref_logps" in batch else self.reference_logps(batch, "", n)
         z0 = self._z0(model, batch, "kl_", n, states)
-        return UnpairedLogps(policy=policy, reference=reference.to(policy.dtype), label=batch["label"], z0=z0,
-                             weight=batch.get("weight"), lengths=lengths)
+        return UnpairedLogps(
+            policy=policy,
+            reference=reference.to(policy.dtype),
+            label=batch["label"],
+            z0=z0,
+            weight=batch.get("weight"),
+            lengths=lengths,
+        )
 
     def _z0(self, model: Any, batch: dict[str, Any], prefix: str, n: int, states: Any = None) -> Tensor:
         """Reference point from the mismatched pairs (no autograd: z0 is detached anyway)."""
@@ -142,19 +159,31 @@ class PreferenceTrainer(Trainer):
         if "kl_input_ids" in batch:
             extra["z0"] = self._z0(model, batch, "kl_", n, states)
         return PairedLogps(
-            policy_chosen=logps[:n], policy_rejected=logps[n:], reference_chosen=ref[:n], reference_rejected=ref[n:],
-            chosen_lengths=lengths[:n], rejected_lengths=lengths[n:], h_w=batch.get("h_w"), h_l=batch.get("h_l"),
-            margin=batch.get("margin"), **extra,
+            policy_chosen=logps[:n],
+            policy_rejected=logps[n:],
+            reference_chosen=ref[:n],
+            reference_rejected=ref[n:],
+            chosen_lengths=lengths[:n],
+            rejected_lengths=lengths[n:],
+            h_w=batch.get("h_w"),
+            h_l=batch.get("h_l"),
+            margin=batch.get("margin"),
+            **extra,
         )
 
     def preference_loss(self, model: Any, batch: dict[str, Any]) -> LossOutput:
-        logps = self._unpaired_inputs(model, batch) if self.loss_fn.kind == "unpaired" else self._paired_inputs(model, batch)
+        logps = (
+            self._unpaired_inputs(model, batch)
+            if self.loss_fn.kind == "unpaired"
+            else self._paired_inputs(model, batch)
+        )
         out = self.loss_fn(logps)
         out.metrics = {**logp_metrics(logps), **out.metrics}  # the loss's own kl (z0) wins
         return out
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         out = self.preference_loss(model, inputs)
         loss = out.loss
         if not torch.isfinite(loss.detach()):
@@ -222,13 +251,19 @@ class PreferenceTrainer(Trainer):
         self.nonfinite_total += 1
         step = self.state.global_step + 1
         what = "loss" if bad_loss else "gradients"
-        log.warning("step %d: non-finite %s; update skipped (%d in a row, %d in total)",
-                    step, what, self.nonfinite_in_a_row, self.nonfinite_total)
+        log.warning(
+            "step %d: non-finite %s; update skipped (%d in a row, %d in total)",
+            step,
+            what,
+            self.nonfinite_in_a_row,
+            self.nonfinite_total,
+        )
         if self.nonfinite_in_a_row >= self.max_nonfinite_steps:
             raise TrainingError(
                 f"stopped at step {step}: {self.nonfinite_in_a_row} optimizer steps in a row had a non-finite "
                 f"loss or gradients (training.max_nonfinite_steps={self.max_nonfinite_steps}); lower "
-                "training.learning_rate, check the data, or train in float32")
+                "training.learning_rate, check the data, or train in float32"
+            )
         return True
 
     # -- metrics -----------------------------------------------------------------
@@ -249,15 +284,16 @@ class PreferenceTrainer(Trainer):
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
                 s[k].append(float(v))  # "sum/..." entries are summed at log time, the rest averaged
 
-    def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
-                        ignore_keys: Optional[list[str]] = None) -> tuple[Tensor, None, None]:
+    def prediction_step(
+        self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
+    ) -> tuple[Tensor, None, None]:
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
             out = self.preference_loss(model, inputs)
         self._store(out, "eval")
         return out.loss.detach(), None, None
 
-    def log(self, logs: dict[str, float], start_time: Optional[float] = None) -> None:
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         split = "train" if "loss" in logs else "eval"
         prefix = "" if split == "train" else "eval_"
         stored = self._stored[split]
@@ -287,7 +323,6 @@ class PreferenceTrainer(Trainer):
                 total += h["loss"] * (step - last)
                 last = step
         return total / last if last else fallback
-
 
 
 def logp_metrics(logps: UnpairedLogps | PairedLogps) -> dict[str, float]:

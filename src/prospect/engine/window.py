@@ -28,11 +28,13 @@ accumulation 1 (and 2 processes x batch b as 1 process x batch 2b) for the same 
 Evaluation keeps the in-batch estimate (mismatched pairs of each eval batch); unless
 `training.eval_batch_size` is set, eval batches are as large as the window.
 """
+
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -67,12 +69,14 @@ class WindowRowsCollator:
         self.inner = inner
         self.pad_id: int = inner.pad_id
         self.packed: bool = inner.packed
-        self.max_length: Optional[int] = inner.max_length
+        self.max_length: int | None = inner.max_length
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.inner(rows)
-        batch[WINDOW_ROWS] = {"prompt_ids": [list(r["prompt_ids"]) for r in rows],
-                              "completion_ids": [list(r["completion_ids"]) for r in rows]}
+        batch[WINDOW_ROWS] = {
+            "prompt_ids": [list(r["prompt_ids"]) for r in rows],
+            "completion_ids": [list(r["completion_ids"]) for r in rows],
+        }
         return batch
 
 
@@ -91,7 +95,7 @@ class WindowMismatchTrainer(PreferenceTrainer):
     so its memory stays that of one no-grad micro-batch whatever the accumulation.
     """
 
-    def __init__(self, *args: Any, window_chunk: Optional[int] = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, window_chunk: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.window_chunk = window_chunk or self.args.per_device_train_batch_size
         self.last_window_rows = 0  # rows (all processes) behind the latest z0, for tests and logs
@@ -149,7 +153,7 @@ class WindowMismatchTrainer(PreferenceTrainer):
         policy, reference = [], []
         with torch.no_grad(), self.compute_loss_context_manager():
             for start in range(0, len(prompts), self.window_chunk):
-                p, c = prompts[start: start + self.window_chunk], completions[start: start + self.window_chunk]
+                p, c = prompts[start : start + self.window_chunk], completions[start : start + self.window_chunk]
                 batch = layout(p, c, pad_id=collator.pad_id, packed=collator.packed, max_length=collator.max_length)
                 batch = {k: v.to(self.args.device) for k, v in batch.items()}
                 policy.append(self._logps(model, batch, "", len(p))[0].float())
@@ -162,14 +166,15 @@ class WindowMismatchTrainer(PreferenceTrainer):
             return batch[WINDOW_Z0]
         return super()._z0(model, batch, prefix, n, states)
 
-    def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
-                        ignore_keys: Optional[list[str]] = None) -> Any:
+    def prediction_step(
+        self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
+    ) -> Any:
         inputs = dict(inputs)
         inputs.pop(WINDOW_ROWS, None)  # evaluation: the in-batch estimate on each eval batch
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
 
-def resolve_reference_point(cfg: Any, world_size: Optional[int] = None) -> Any:
+def resolve_reference_point(cfg: Any, world_size: int | None = None) -> Any:
     """The run's z0 estimator, checked against the batch size; returns cfg (updated if switched).
 
     Rules, for unpaired (KTO-family) runs:
@@ -188,14 +193,19 @@ def resolve_reference_point(cfg: Any, world_size: Optional[int] = None) -> Any:
     window = t.batch_size * t.gradient_accumulation_steps * world
     if not cfg.is_unpaired:
         if cfg.method.name == "dpo_kto" and k.reference_point == "window_mismatch":
-            log.warning("kto.reference_point: window_mismatch applies to unpaired KTO data; dpo_kto estimates "
-                        "z0 from the mismatched pairs of each batch")
+            log.warning(
+                "kto.reference_point: window_mismatch applies to unpaired KTO data; dpo_kto estimates "
+                "z0 from the mismatched pairs of each batch"
+            )
         return cfg
     if k.reference_point == "batch_mismatch" and t.batch_size == 1:
         explicit = "reference_point" in k.model_fields_set
         if not explicit and window > 1:
-            log.warning("training.batch_size is 1: KTO's z0 is estimated from mismatched pairs across the "
-                        "accumulation window of %d rows (kto.reference_point: window_mismatch)", window)
+            log.warning(
+                "training.batch_size is 1: KTO's z0 is estimated from mismatched pairs across the "
+                "accumulation window of %d rows (kto.reference_point: window_mismatch)",
+                window,
+            )
             cfg = cfg.model_copy(update={"kto": k.model_copy(update={"reference_point": "window_mismatch"})})
             return _eval_batch(cfg)
         raise ConfigError(
@@ -203,11 +213,13 @@ def resolve_reference_point(cfg: Any, world_size: Optional[int] = None) -> Any:
             "'mismatched' pair is the row itself, so z0 would be that row's own reward. Set "
             "kto.reference_point: window_mismatch with training.gradient_accumulation_steps >= 2 (pairs built "
             "across the accumulation window; trains like a batch of batch_size x gradient_accumulation_steps), "
-            "or use reference_point: running or zero")
+            "or use reference_point: running or zero"
+        )
     if k.reference_point == "window_mismatch" and window < 2:
         raise ConfigError(
             "kto.reference_point: window_mismatch needs at least 2 rows per optimizer step, got training.batch_size=1 "
-            "x gradient_accumulation_steps=1 on 1 process; raise gradient_accumulation_steps")
+            "x gradient_accumulation_steps=1 on 1 process; raise gradient_accumulation_steps"
+        )
     return _eval_batch(cfg) if k.reference_point == "window_mismatch" else cfg
 
 

@@ -25,15 +25,18 @@ rows has none), and user metrics (`pkg.module:function`) over the generation sam
 
 Writes run_dir/eval/metrics.json and run_dir/eval/generations.jsonl (atomically).
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
 import math
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -52,8 +55,10 @@ def load_run_config(run_dir: Path) -> tuple[RunConfig, Path, bool]:
     if cfg_path.is_file():
         final = run_dir / "final"
         if not final.is_dir():
-            raise ProspectError(f"{run_dir}: no final/ model (the run has not finished); "
-                                "train it to the end first (prospect train resumes it)")
+            raise ProspectError(
+                f"{run_dir}: no final/ model (the run has not finished); "
+                "train it to the end first (prospect train resumes it)"
+            )
         return load_saved_config(cfg_path), final, True
     if (run_dir / "adapter_config.json").is_file():
         base = json.loads((run_dir / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
@@ -61,11 +66,14 @@ def load_run_config(run_dir: Path) -> tuple[RunConfig, Path, bool]:
             raise ProspectError(f"{run_dir}/adapter_config.json does not name its base model (base_model_name_or_path)")
         return RunConfig.model_validate({"model": {"name": base}}), run_dir, False
     if (run_dir / "config.json").is_file():
-        cfg = RunConfig.model_validate({"model": {"name": str(run_dir)}, "kto": {"reference_free": True},
-                                        "dpo": {"reference_free": True}})
+        cfg = RunConfig.model_validate(
+            {"model": {"name": str(run_dir)}, "kto": {"reference_free": True}, "dpo": {"reference_free": True}}
+        )
         return cfg, run_dir, False
-    raise ProspectError(f"{run_dir}: neither a run directory (config.yaml + final/) nor a model directory "
-                        "(config.json or adapter_config.json)")
+    raise ProspectError(
+        f"{run_dir}: neither a run directory (config.yaml + final/) nor a model directory "
+        "(config.json or adapter_config.json)"
+    )
 
 
 def _init_kwargs(cfg: RunConfig) -> dict[str, Any]:
@@ -79,7 +87,7 @@ class EvalModels:
     reference is, in words."""
 
     policy: Any
-    reference: Optional[Callable[[], ContextManager[Any]]]
+    reference: Callable[[], ContextManager[Any]] | None
     tokenizer: Any
     reference_desc: str
 
@@ -89,10 +97,13 @@ def load_for_eval(cfg: RunConfig, model_dir: Path) -> EvalModels:
     from prospect.engine.model import check_adapter_weights, disable_dropout, freeze, load_causal_lm, load_tokenizer
 
     sec = cfg.method_section
-    tokenizer = load_tokenizer(cfg.model.model_copy(update={"name": str(model_dir), "gguf_file": None,
-                                                            "tokenizer_name": None, "revision": None}))
+    tokenizer = load_tokenizer(
+        cfg.model.model_copy(
+            update={"name": str(model_dir), "gguf_file": None, "tokenizer_name": None, "revision": None}
+        )
+    )
     is_adapter = (model_dir / "adapter_config.json").is_file() and not (model_dir / "config.json").is_file()
-    reference: Optional[Any] = None
+    reference: Any | None = None
     desc = "none (log pi_ref = 0)"
     if is_adapter:
         from peft import PeftModel
@@ -133,14 +144,23 @@ def load_for_eval(cfg: RunConfig, model_dir: Path) -> EvalModels:
 # --------------------------------------------------------------------------- data
 def _data_config(cfg: RunConfig, data_file: str) -> Any:
     """The run's data settings pointed at `data_file`: every row, no split, no balancing."""
-    return cfg.data.model_copy(update={
-        "train_file": str(data_file), "validation_file": None, "test_file": None,
-        "validation_split_percentage": 0.0, "max_samples": None, "sanity_check": False,
-        "balance_labels": False, "balance_strategy": "none", "streaming": False, "strict": False,
-    })
+    return cfg.data.model_copy(
+        update={
+            "train_file": str(data_file),
+            "validation_file": None,
+            "test_file": None,
+            "validation_split_percentage": 0.0,
+            "max_samples": None,
+            "sanity_check": False,
+            "balance_labels": False,
+            "balance_strategy": "none",
+            "streaming": False,
+            "strict": False,
+        }
+    )
 
 
-def load_eval_records(cfg: RunConfig, data_file: Optional[str], own_run: bool) -> tuple[list[Any], str, str]:
+def load_eval_records(cfg: RunConfig, data_file: str | None, own_run: bool) -> tuple[list[Any], str, str]:
     """(records, kind, source description). Pairs are preferred when the file holds them."""
     from prospect.data import load_records
 
@@ -154,8 +174,10 @@ def load_eval_records(cfg: RunConfig, data_file: Optional[str], own_run: bool) -
         records = list(loaded.validation or [])
         source = cfg.data.validation_file or f"{cfg.data.train_file} (held-out split)"
         if not records:
-            raise ProspectError(f"{cfg.data.train_file}: the run has no held-out rows (no validation_file and "
-                                "validation_split_percentage 0); pass --data FILE")
+            raise ProspectError(
+                f"{cfg.data.train_file}: the run has no held-out rows (no validation_file and "
+                "validation_split_percentage 0); pass --data FILE"
+            )
         return records, run_kind, source
     if not Path(data_file).exists():
         raise ProspectError(f"{data_file}: no such data file")
@@ -188,8 +210,9 @@ def tokenize_settings_for(cfg: RunConfig, model: Any = None) -> Any:
     return engine_run._settings(cfg, max_len)
 
 
-def completion_logps(model: Any, seqs: Sequence[tuple[list[int], list[int]]], *, pad_id: int, batch_size: int,
-                     desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+def completion_logps(
+    model: Any, seqs: Sequence[tuple[list[int], list[int]]], *, pad_id: int, batch_size: int, desc: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed completion log-probs and completion lengths of (prompt_ids, completion_ids) pairs,
     in input order (computed in batches sorted by length, under inference mode)."""
     from tqdm.auto import tqdm
@@ -204,7 +227,7 @@ def completion_logps(model: Any, seqs: Sequence[tuple[list[int], list[int]]], *,
         return logps, lengths
     device = next(model.parameters()).device
     order = sorted(range(n), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))
-    chunks = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    chunks = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     with torch.inference_mode():
         for idx in tqdm(chunks, desc=desc, unit="batch", disable=len(chunks) < 4):
             batch = layout([seqs[i][0] for i in idx], [seqs[i][1] for i in idx], pad_id=pad_id)
@@ -215,8 +238,14 @@ def completion_logps(model: Any, seqs: Sequence[tuple[list[int], list[int]]], *,
     return logps, lengths
 
 
-def _both(policy: Any, ref_ctx: Optional[Callable[[], ContextManager[Any]]], seqs: Sequence[tuple[list[int], list[int]]],
-          pad_id: int, batch_size: int, what: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _both(
+    policy: Any,
+    ref_ctx: Callable[[], ContextManager[Any]] | None,
+    seqs: Sequence[tuple[list[int], list[int]]],
+    pad_id: int,
+    batch_size: int,
+    what: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(policy logps, reference logps (0 without a reference), lengths)."""
     pol, lengths = completion_logps(policy, seqs, pad_id=pad_id, batch_size=batch_size, desc=f"Evaluating {what}")
     if ref_ctx is None:
@@ -226,7 +255,9 @@ def _both(policy: Any, ref_ctx: Optional[Callable[[], ContextManager[Any]]], seq
     return pol, ref, lengths
 
 
-def _mismatched(prompts: Sequence[list[int]], completions: Sequence[list[int]], max_length: int) -> list[tuple[list[int], list[int]]]:
+def _mismatched(
+    prompts: Sequence[list[int]], completions: Sequence[list[int]], max_length: int
+) -> list[tuple[list[int], list[int]]]:
     """(x_i, y_(i-1 mod n)) cut to max_length (TRL's rotation, as the training collator builds it)."""
     from prospect.data.collate import eval_mismatched_pairs
 
@@ -234,7 +265,7 @@ def _mismatched(prompts: Sequence[list[int]], completions: Sequence[list[int]], 
 
 
 # --------------------------------------------------------------------------- metrics
-def _loss(cfg: RunConfig, logps: Any) -> Optional[float]:
+def _loss(cfg: RunConfig, logps: Any) -> float | None:
     """The run's own loss on `logps` (UnpairedLogps or PairedLogps); None if it cannot be computed."""
     from prospect.losses import build_loss
 
@@ -251,7 +282,12 @@ def _z0(cfg: RunConfig, kl_policy: torch.Tensor, kl_reference: torch.Tensor) -> 
     (KTO: max(0, mean r)); a running estimate starts afresh here, so it is that same mean."""
     from prospect.losses import build_reference_point
 
-    return build_reference_point(cfg.kto.reference_point).estimate(kl_policy.float(), kl_reference.float()).detach().float()
+    return (
+        build_reference_point(cfg.kto.reference_point)
+        .estimate(kl_policy.float(), kl_reference.float())
+        .detach()
+        .float()
+    )
 
 
 def evaluate_records(cfg: RunConfig, models: EvalModels, records: Sequence[Any], kind: str) -> dict[str, Any]:
@@ -279,30 +315,58 @@ def evaluate_records(cfg: RunConfig, models: EvalModels, records: Sequence[Any],
     if kind == "paired":
         prompts = [r["prompt_ids"] for r in rows]
         pc, rc, lc = _both(policy, ref_ctx, [(r["prompt_ids"], r["chosen_ids"]) for r in rows], pad_id, bs, "chosen")
-        pr, rr, lr = _both(policy, ref_ctx, [(r["prompt_ids"], r["rejected_ids"]) for r in rows], pad_id, bs, "rejected")
+        pr, rr, lr = _both(
+            policy, ref_ctx, [(r["prompt_ids"], r["rejected_ids"]) for r in rows], pad_id, bs, "rejected"
+        )
         ch, rj = M.rewards(pc, rc, beta), M.rewards(pr, rr, beta)
-        out.update({"n_pairs": len(rows), "reward_accuracy": M.reward_accuracy(ch, rj), "margin": M.mean_margin(ch, rj),
-                    "chosen_reward": float(ch.mean()), "rejected_reward": float(rj.mean()),
-                    "kl": M.kl_estimate(pc, rc), "perplexity": M.perplexity(pc, lc),
-                    "rejected_perplexity": M.perplexity(pr, lr)})
+        out.update(
+            {
+                "n_pairs": len(rows),
+                "reward_accuracy": M.reward_accuracy(ch, rj),
+                "margin": M.mean_margin(ch, rj),
+                "chosen_reward": float(ch.mean()),
+                "rejected_reward": float(rj.mean()),
+                "kl": M.kl_estimate(pc, rc),
+                "perplexity": M.perplexity(pc, lc),
+                "rejected_perplexity": M.perplexity(pr, lr),
+            }
+        )
         if ref_ctx is not None:
             out["reference_perplexity"] = M.perplexity(rc, lc)
         z0 = None
         if wants_z0:
-            kp, kr, _ = _both(policy, ref_ctx, _mismatched(prompts, [r["chosen_ids"] for r in rows], max_len),
-                              pad_id, bs, "mismatched pairs")
+            kp, kr, _ = _both(
+                policy,
+                ref_ctx,
+                _mismatched(prompts, [r["chosen_ids"] for r in rows], max_len),
+                pad_id,
+                bs,
+                "mismatched pairs",
+            )
             z0 = _z0(cfg, kp, kr)
             out["z0"] = float(z0)
         if cfg.is_unpaired:  # a KTO run on pairs: chosen desirable, rejected undesirable
             n = len(rows)
-            logps: Any = UnpairedLogps(policy=torch.cat([pc, pr]).to(f), reference=torch.cat([rc, rr]).to(f),
-                                       label=torch.tensor([True] * n + [False] * n),
-                                       z0=z0 if z0 is not None else torch.zeros(()), lengths=torch.cat([lc, lr]))
+            logps: Any = UnpairedLogps(
+                policy=torch.cat([pc, pr]).to(f),
+                reference=torch.cat([rc, rr]).to(f),
+                label=torch.tensor([True] * n + [False] * n),
+                z0=z0 if z0 is not None else torch.zeros(()),
+                lengths=torch.cat([lc, lr]),
+            )
         else:
-            logps = PairedLogps(policy_chosen=pc.to(f), policy_rejected=pr.to(f), reference_chosen=rc.to(f),
-                                reference_rejected=rr.to(f), chosen_lengths=lc, rejected_lengths=lr,
-                                h_w=torch.tensor([r["h_w"] for r in rows]), h_l=torch.tensor([r["h_l"] for r in rows]),
-                                margin=torch.tensor([r["margin"] for r in rows], dtype=f), z0=z0)
+            logps = PairedLogps(
+                policy_chosen=pc.to(f),
+                policy_rejected=pr.to(f),
+                reference_chosen=rc.to(f),
+                reference_rejected=rr.to(f),
+                chosen_lengths=lc,
+                rejected_lengths=lr,
+                h_w=torch.tensor([r["h_w"] for r in rows]),
+                h_l=torch.tensor([r["h_l"] for r in rows]),
+                margin=torch.tensor([r["margin"] for r in rows], dtype=f),
+                z0=z0,
+            )
         out["loss"] = _loss(cfg, logps)
         return out
     prompts = [r["prompt_ids"] for r in rows]
@@ -311,12 +375,19 @@ def evaluate_records(cfg: RunConfig, models: EvalModels, records: Sequence[Any],
     label = torch.tensor([bool(r["label"]) for r in rows], dtype=torch.bool)
     r = M.rewards(pol, ref, beta)
     d, u = r[label], r[~label]
-    out.update({"n_desirable": int(label.sum()), "n_undesirable": int((~label).sum()),
-                "reward_accuracy": M.ranking_accuracy(d, u), "margin": M.mean_margin(d, u),
-                "desirable_reward": float(d.mean()) if d.numel() else float("nan"),
-                "undesirable_reward": float(u.mean()) if u.numel() else float("nan"),
-                "kl": M.kl_estimate(pol[label], ref[label]), "perplexity": M.perplexity(pol[label], lengths[label]),
-                "undesirable_perplexity": M.perplexity(pol[~label], lengths[~label])})
+    out.update(
+        {
+            "n_desirable": int(label.sum()),
+            "n_undesirable": int((~label).sum()),
+            "reward_accuracy": M.ranking_accuracy(d, u),
+            "margin": M.mean_margin(d, u),
+            "desirable_reward": float(d.mean()) if d.numel() else float("nan"),
+            "undesirable_reward": float(u.mean()) if u.numel() else float("nan"),
+            "kl": M.kl_estimate(pol[label], ref[label]),
+            "perplexity": M.perplexity(pol[label], lengths[label]),
+            "undesirable_perplexity": M.perplexity(pol[~label], lengths[~label]),
+        }
+    )
     if ref_ctx is not None:
         out["reference_perplexity"] = M.perplexity(ref[label], lengths[label])
     if not cfg.is_unpaired:
@@ -327,8 +398,17 @@ def evaluate_records(cfg: RunConfig, models: EvalModels, records: Sequence[Any],
         kp, kr, _ = _both(policy, ref_ctx, _mismatched(prompts, completions, max_len), pad_id, bs, "mismatched pairs")
         z0 = _z0(cfg, kp, kr)
         out["z0"] = float(z0)
-    out["loss"] = _loss(cfg, UnpairedLogps(policy=pol.to(f), reference=ref.to(f), label=label, z0=z0, lengths=lengths,
-                                           weight=torch.tensor([float(x["weight"]) for x in rows], dtype=f)))
+    out["loss"] = _loss(
+        cfg,
+        UnpairedLogps(
+            policy=pol.to(f),
+            reference=ref.to(f),
+            label=label,
+            z0=z0,
+            lengths=lengths,
+            weight=torch.tensor([float(x["weight"]) for x in rows], dtype=f),
+        ),
+    )
     return out
 
 
@@ -343,8 +423,9 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def samples_and_user_metrics(cfg: RunConfig, models: EvalModels, records: Sequence[Any], path: Path, *,
-                             search_dirs: Sequence[Path] = ()) -> tuple[list[dict[str, Any]], dict[str, float]]:
+def samples_and_user_metrics(
+    cfg: RunConfig, models: EvalModels, records: Sequence[Any], path: Path, *, search_dirs: Sequence[Path] = ()
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Greedy generations for the first `evaluation.num_generation_samples` prompts of `records`
     (policy and reference), written to `path` (JSONL, atomically), and the user metrics of
     `evaluation.metrics` (`pkg.module:function`) called on them. Returns (samples, metrics)."""
@@ -356,22 +437,35 @@ def samples_and_user_metrics(cfg: RunConfig, models: EvalModels, records: Sequen
     ev = cfg.evaluation
     specs = pick_prompts(records, ev.num_generation_samples)
     rt = RecordTokenizer(models.tokenizer, tokenize_settings_for(cfg, models.policy))
-    samples = generate_samples(models.policy, models.tokenizer, lambda p, s: rt.encode(p, "", s)[0], specs,
-                               max_new_tokens=ev.max_new_tokens, reference_context=models.reference)
+    samples = generate_samples(
+        models.policy,
+        models.tokenizer,
+        lambda p, s: rt.encode(p, "", s)[0],
+        specs,
+        max_new_tokens=ev.max_new_tokens,
+        reference_context=models.reference,
+    )
     atomic_write_text(path, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in samples))
     user_refs = [m for m in ev.metrics if M.is_user_metric(m)]
     if not user_refs:
         return samples, {}
     if not samples:
-        log.warning("evaluation.metrics %s need generation samples; evaluation.num_generation_samples is 0",
-                    ", ".join(user_refs))
+        log.warning(
+            "evaluation.metrics %s need generation samples; evaluation.num_generation_samples is 0",
+            ", ".join(user_refs),
+        )
         return samples, {}
-    return samples, M.run_user_metrics(user_refs, [x["prompt"] for x in samples], [x["generation"] for x in samples],
-                                       [x["reference"] for x in samples], search_dirs=search_dirs)
+    return samples, M.run_user_metrics(
+        user_refs,
+        [x["prompt"] for x in samples],
+        [x["generation"] for x in samples],
+        [x["reference"] for x in samples],
+        search_dirs=search_dirs,
+    )
 
 
 # --------------------------------------------------------------------------- entry point
-def evaluate_run(run_dir: str | Path, data_file: Optional[str] = None) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, data_file: str | None = None) -> dict[str, Any]:
     """Evaluate a finished run (or a model directory) on `data_file` or the run's held-out data.
 
     Returns the dict written to run_dir/eval/metrics.json: data_file, kind, n_examples,
@@ -395,10 +489,19 @@ def evaluate_run(run_dir: str | Path, data_file: Optional[str] = None) -> dict[s
     gen_path = eval_dir / "generations.jsonl"
     samples, user = samples_and_user_metrics(cfg, models, records, gen_path, search_dirs=[Path.cwd(), run_dir])
     metrics.update(user)
-    result = _finite({
-        "run": run_dir.name, "method": cfg.method.name, "model": cfg.model.name, "model_dir": str(model_dir),
-        "data_file": source, "kind": kind, "n_examples": len(records), "metrics": metrics,
-        "generations_file": str(gen_path.relative_to(run_dir)), "n_generations": len(samples),
-    })
+    result = _finite(
+        {
+            "run": run_dir.name,
+            "method": cfg.method.name,
+            "model": cfg.model.name,
+            "model_dir": str(model_dir),
+            "data_file": source,
+            "kind": kind,
+            "n_examples": len(records),
+            "metrics": metrics,
+            "generations_file": str(gen_path.relative_to(run_dir)),
+            "n_generations": len(samples),
+        }
+    )
     atomic_write_json(eval_dir / "metrics.json", result)
     return result

@@ -4,11 +4,14 @@ Prompts are rendered and tokenized exactly as for training (`RecordTokenizer.enc
 template and BOS rules included), so a sample shows what the trained model does on the
 inputs it was trained on. Decoding is greedy (deterministic), `max_new_tokens` long.
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -21,9 +24,9 @@ class SampleSpec:
     """One prompt to sample: its text, system prompt, the data's good completion (or None), source row."""
 
     prompt: Text
-    system: Optional[str]
-    reference: Optional[str]
-    source_row: Optional[int]
+    system: str | None
+    reference: str | None
+    source_row: int | None
 
 
 def pick_prompts(records: Sequence[PairedRecord | UnpairedRecord], n: int) -> list[SampleSpec]:
@@ -41,7 +44,7 @@ def pick_prompts(records: Sequence[PairedRecord | UnpairedRecord], n: int) -> li
             continue
         seen.add(key)
         if isinstance(r, PairedRecord):
-            ref: Optional[str] = plain(r.chosen)
+            ref: str | None = plain(r.chosen)
         else:
             ref = plain(r.completion) if r.label else None
         out.append(SampleSpec(prompt=r.prompt, system=r.system, reference=ref, source_row=r.source_row))
@@ -49,23 +52,29 @@ def pick_prompts(records: Sequence[PairedRecord | UnpairedRecord], n: int) -> li
 
 
 @torch.inference_mode()
-def greedy(model: Any, prompt_ids: list[int], *, max_new_tokens: int, pad_id: int, eos_id: Optional[int]) -> list[int]:
+def greedy(model: Any, prompt_ids: list[int], *, max_new_tokens: int, pad_id: int, eos_id: int | None) -> list[int]:
     """Greedy continuation of `prompt_ids` (new tokens only)."""
     device = next(model.parameters()).device
     ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                         do_sample=False, pad_token_id=pad_id, eos_token_id=eos_id)
-    return out[0, ids.shape[1]:].tolist()
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=pad_id,
+        eos_token_id=eos_id,
+    )
+    return out[0, ids.shape[1] :].tolist()
 
 
 def generate_samples(
     model: Any,
     tokenizer: Any,
-    encode_prompt: Callable[[Text, Optional[str]], list[int]],
+    encode_prompt: Callable[[Text, str | None], list[int]],
     specs: Sequence[SampleSpec],
     *,
     max_new_tokens: int,
-    reference_context: Optional[Callable[[], ContextManager[Any]]] = None,
+    reference_context: Callable[[], ContextManager[Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """One dict per prompt: prompt, system, source_row, generation, reference (the data's
     completion) and, when `reference_context` is given (a context manager yielding the
@@ -76,9 +85,14 @@ def generate_samples(
     for s in specs:
         ids = encode_prompt(s.prompt, s.system)
         new = greedy(model, ids, max_new_tokens=max_new_tokens, pad_id=pad_id, eos_id=eos_id)
-        row: dict[str, Any] = {"prompt": plain(s.prompt), "system": s.system, "source_row": s.source_row,
-                               "generation": tokenizer.decode(new, skip_special_tokens=True),
-                               "reference": s.reference, "generated_tokens": len(new)}
+        row: dict[str, Any] = {
+            "prompt": plain(s.prompt),
+            "system": s.system,
+            "source_row": s.source_row,
+            "generation": tokenizer.decode(new, skip_special_tokens=True),
+            "reference": s.reference,
+            "generated_tokens": len(new),
+        }
         if reference_context is not None:
             with reference_context() as ref_model:
                 ref_new = greedy(ref_model, ids, max_new_tokens=max_new_tokens, pad_id=pad_id, eos_id=eos_id)

@@ -19,13 +19,15 @@ User metrics are named in `evaluation.metrics` as `pkg.module:function` and call
 a reference is the chosen/desirable completion or None); they return a number or a dict of
 numbers (logged as `<function>/<key>`).
 """
+
 from __future__ import annotations
 
 import importlib
 import math
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -90,7 +92,8 @@ def check_metric_names(names: Sequence[str]) -> None:
             continue
         raise ConfigError(
             f"evaluation.metrics: unknown metric '{name}'; built in: {', '.join(sorted(BUILTIN_METRICS))}; "
-            "a metric of your own is named by reference as 'pkg.module:function'")
+            "a metric of your own is named by reference as 'pkg.module:function'"
+        )
 
 
 def resolve_metric(ref: str, search_dirs: Sequence[Path] = ()) -> Callable[..., Any]:
@@ -120,8 +123,13 @@ def resolve_metric(ref: str, search_dirs: Sequence[Path] = ()) -> Callable[..., 
     return func
 
 
-def run_user_metrics(names: Sequence[str], prompts: Sequence[str], generations: Sequence[str],
-                     references: Sequence[Optional[str]], search_dirs: Sequence[Path] = ()) -> dict[str, float]:
+def run_user_metrics(
+    names: Sequence[str],
+    prompts: Sequence[str],
+    generations: Sequence[str],
+    references: Sequence[str | None],
+    search_dirs: Sequence[Path] = (),
+) -> dict[str, float]:
     """Call every `pkg.module:function` in `names`; returns {name or name/key: float}."""
     out: dict[str, float] = {}
     for ref in names:
@@ -142,6 +150,7 @@ def _number(ref: str, value: Any) -> float:
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"evaluation.metrics: '{ref}' returned {type(value).__name__}, expected a number "
-                          "or a dict of numbers")
+        raise ConfigError(
+            f"evaluation.metrics: '{ref}' returned {type(value).__name__}, expected a number or a dict of numbers"
+        )
     return float(value)

@@ -1,4 +1,5 @@
 """PNG plots of a run's metrics.jsonl: loss, rewards, margins, KL (train and eval)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,8 +1,10 @@
 """PNG plots of a sweep: final eval metrics against each swept value, and all runs' curves overlaid."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 from prospect.io import atomic_path, read_jsonl
 
@@ -33,8 +35,9 @@ def _file_label(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in key)
 
 
-def plot_metric_vs_values(rows: Sequence[Mapping[str, Any]], swept: Sequence[str], out_dir: Path,
-                          metrics: Optional[Sequence[str]] = None) -> list[Path]:
+def plot_metric_vs_values(
+    rows: Sequence[Mapping[str, Any]], swept: Sequence[str], out_dir: Path, metrics: Sequence[str] | None = None
+) -> list[Path]:
     """For each swept key write `eval_vs_<key>.png`: one panel per metric, the metric's final
     value against the key's value, one line per model and combination of the other swept values.
 
@@ -95,7 +98,7 @@ def plot_metric_vs_values(rows: Sequence[Mapping[str, Any]], swept: Sequence[str
     return written
 
 
-def plot_training_curves(run_dirs: Mapping[str, Path], out_path: Path) -> Optional[Path]:
+def plot_training_curves(run_dirs: Mapping[str, Path], out_path: Path) -> Path | None:
     """Write one PNG with every run's training loss (left) and eval loss (right) against step.
 
     Reads each run's metrics.jsonl; runs with no logged loss are left out. Returns None if

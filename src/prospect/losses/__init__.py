@@ -10,9 +10,11 @@ robust, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop, sf
 sigmoid_norm (lists combine with dpo.loss_weights).
 The KTO reference point z0 is estimated by `build_reference_point(kto.reference_point)`.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from prospect.errors import ConfigError
 from prospect.losses.base import (
@@ -52,8 +54,7 @@ class PreferenceLoss(Protocol):
     def __call__(self, logps: Any) -> LossOutput: ...
 
 
-def build_unpaired_loss(kto: Any, *, n_desirable: Optional[int] = None,
-                        n_undesirable: Optional[int] = None) -> UnpairedLoss:
+def build_unpaired_loss(kto: Any, *, n_desirable: int | None = None, n_undesirable: int | None = None) -> UnpairedLoss:
     """The unpaired loss of a `KTOSpecificConfig` (kto.loss_type), with its class weights resolved.
 
     "auto" weights need the training data's label counts (n_desirable, n_undesirable);
@@ -61,8 +62,10 @@ def build_unpaired_loss(kto: Any, *, n_desirable: Optional[int] = None,
     kto_beta_s -> beta_s, kto_gamma -> gamma, kto_lambda -> loss_aversion.
     """
     if "auto" in (kto.desirable_weight, kto.undesirable_weight) and (n_desirable is None or n_undesirable is None):
-        raise ConfigError("kto.desirable_weight/undesirable_weight 'auto' needs the label counts of the training "
-                          "data (n_desirable, n_undesirable) to be resolved")
+        raise ConfigError(
+            "kto.desirable_weight/undesirable_weight 'auto' needs the label counts of the training "
+            "data (n_desirable, n_undesirable) to be resolved"
+        )
     weights = resolve_kto_weights(kto.desirable_weight, kto.undesirable_weight, n_desirable or 0, n_undesirable or 0)
     return construct(
         unpaired_loss_class(kto.loss_type),
@@ -79,38 +82,48 @@ def build_unpaired_loss(kto: Any, *, n_desirable: Optional[int] = None,
 
 
 def _dpo_section_loss(dpo: Any, loss_type: Any = None) -> PairedLoss:
-    return build_paired_loss(loss_type or dpo.loss_type, None if loss_type else dpo.loss_weights, beta=dpo.beta,
-                             label_smoothing=dpo.label_smoothing, discopop_tau=dpo.discopop_tau)
+    return build_paired_loss(
+        loss_type or dpo.loss_type,
+        None if loss_type else dpo.loss_weights,
+        beta=dpo.beta,
+        label_smoothing=dpo.label_smoothing,
+        discopop_tau=dpo.discopop_tau,
+    )
 
 
-def _build_kto(cfg: Any, n_desirable: Optional[int], n_undesirable: Optional[int]) -> PreferenceLoss:
+def _build_kto(cfg: Any, n_desirable: int | None, n_undesirable: int | None) -> PreferenceLoss:
     return build_unpaired_loss(cfg.kto, n_desirable=n_desirable, n_undesirable=n_undesirable)
 
 
-def _build_dpo(cfg: Any, n_desirable: Optional[int], n_undesirable: Optional[int]) -> PreferenceLoss:
+def _build_dpo(cfg: Any, n_desirable: int | None, n_undesirable: int | None) -> PreferenceLoss:
     return _dpo_section_loss(cfg.dpo)
 
 
-def _build_ipo(cfg: Any, n_desirable: Optional[int], n_undesirable: Optional[int]) -> PreferenceLoss:
+def _build_ipo(cfg: Any, n_desirable: int | None, n_undesirable: int | None) -> PreferenceLoss:
     # method: ipo is DPO with loss_type ipo, whatever dpo.loss_type says.
     return _dpo_section_loss(cfg.dpo, "ipo")
 
 
-def _build_factual_dpo(cfg: Any, n_desirable: Optional[int], n_undesirable: Optional[int]) -> PreferenceLoss:
+def _build_factual_dpo(cfg: Any, n_desirable: int | None, n_undesirable: int | None) -> PreferenceLoss:
     if cfg.dpo.loss_type not in ("sigmoid", ["sigmoid"]):
-        raise ConfigError(f"method factual_dpo is a sigmoid-DPO variant; dpo.loss_type must be 'sigmoid', "
-                          f"got {cfg.dpo.loss_type!r}")
+        raise ConfigError(
+            f"method factual_dpo is a sigmoid-DPO variant; dpo.loss_type must be 'sigmoid', got {cfg.dpo.loss_type!r}"
+        )
     return FactualDPOLoss(beta=cfg.dpo.beta, delta=cfg.method.delta, label_smoothing=cfg.dpo.label_smoothing)
 
 
-def _build_dpo_kto(cfg: Any, n_desirable: Optional[int], n_undesirable: Optional[int]) -> PreferenceLoss:
+def _build_dpo_kto(cfg: Any, n_desirable: int | None, n_undesirable: int | None) -> PreferenceLoss:
     # Every pair gives one desirable and one undesirable row: "auto" weights resolve to 1.0 each.
     kto = build_unpaired_loss(cfg.kto, n_desirable=1, n_undesirable=1)
-    return DPOKTOLoss(_dpo_section_loss(cfg.dpo), kto, kto_weight=cfg.method.kto_weight,
-                      reference_point=build_reference_point(cfg.kto.reference_point))
+    return DPOKTOLoss(
+        _dpo_section_loss(cfg.dpo),
+        kto,
+        kto_weight=cfg.method.kto_weight,
+        reference_point=build_reference_point(cfg.kto.reference_point),
+    )
 
 
-_METHODS: dict[str, Callable[[Any, Optional[int], Optional[int]], PreferenceLoss]] = {
+_METHODS: dict[str, Callable[[Any, int | None, int | None], PreferenceLoss]] = {
     "kto": _build_kto,
     "dpo": _build_dpo,
     "ipo": _build_ipo,
@@ -119,8 +132,7 @@ _METHODS: dict[str, Callable[[Any, Optional[int], Optional[int]], PreferenceLoss
 }
 
 
-def build_loss(run_config: Any, *, n_desirable: Optional[int] = None,
-               n_undesirable: Optional[int] = None) -> PreferenceLoss:
+def build_loss(run_config: Any, *, n_desirable: int | None = None, n_undesirable: int | None = None) -> PreferenceLoss:
     """The loss of a run (`RunConfig.method.name`): an object with `.kind` and `__call__(logps) -> LossOutput`.
 
     kto -> kto.loss_type (kto | prospect | apo_zero_unpaired), unpaired;
@@ -140,10 +152,39 @@ def method_names() -> list[str]:
 
 
 __all__ = [
-    "APOZeroUnpairedLoss", "BatchMismatch", "CombinedPairedLoss", "DPOKTOLoss", "FactualDPOLoss", "KTOLoss",
-    "KTOWeights", "LossOutput", "PairedLogps", "PairedLoss", "PreferenceLoss", "ProspectLoss", "ReferencePoint",
-    "RunningMean", "UnpairedLogps", "UnpairedLoss", "WindowMismatch", "Zero", "auto_kto_weights", "build_loss",
-    "build_paired_loss", "build_reference_point", "build_unpaired_loss", "method_names", "mismatched_indices",
-    "paired_loss_class", "paired_loss_names", "reference_point_names", "register_paired", "register_unpaired",
-    "reorient_factual_pairs", "reorient_pairs", "resolve_kto_weights", "unpaired_loss_class", "unpaired_loss_names",
+    "APOZeroUnpairedLoss",
+    "BatchMismatch",
+    "CombinedPairedLoss",
+    "DPOKTOLoss",
+    "FactualDPOLoss",
+    "KTOLoss",
+    "KTOWeights",
+    "LossOutput",
+    "PairedLogps",
+    "PairedLoss",
+    "PreferenceLoss",
+    "ProspectLoss",
+    "ReferencePoint",
+    "RunningMean",
+    "UnpairedLogps",
+    "UnpairedLoss",
+    "WindowMismatch",
+    "Zero",
+    "auto_kto_weights",
+    "build_loss",
+    "build_paired_loss",
+    "build_reference_point",
+    "build_unpaired_loss",
+    "method_names",
+    "mismatched_indices",
+    "paired_loss_class",
+    "paired_loss_names",
+    "reference_point_names",
+    "register_paired",
+    "register_unpaired",
+    "reorient_factual_pairs",
+    "reorient_pairs",
+    "resolve_kto_weights",
+    "unpaired_loss_class",
+    "unpaired_loss_names",
 ]

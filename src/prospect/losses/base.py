@@ -5,10 +5,12 @@ completion tokens) and hands them over in `UnpairedLogps` (KTO family) or
 `PairedLogps` (DPO family). Losses are registered by name; the config's name is
 checked against the registry when the config loads.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -29,8 +31,8 @@ class UnpairedLogps:
     reference: Tensor
     label: Tensor
     z0: Tensor
-    weight: Optional[Tensor] = None
-    lengths: Optional[Tensor] = None
+    weight: Tensor | None = None
+    lengths: Tensor | None = None
 
 
 @dataclass
@@ -50,14 +52,14 @@ class PairedLogps:
     policy_rejected: Tensor
     reference_chosen: Tensor
     reference_rejected: Tensor
-    chosen_lengths: Optional[Tensor] = None
-    rejected_lengths: Optional[Tensor] = None
-    h_w: Optional[Tensor] = None
-    h_l: Optional[Tensor] = None
-    margin: Optional[Tensor] = None
-    kl_policy: Optional[Tensor] = None
-    kl_reference: Optional[Tensor] = None
-    z0: Optional[Tensor] = None
+    chosen_lengths: Tensor | None = None
+    rejected_lengths: Tensor | None = None
+    h_w: Tensor | None = None
+    h_l: Tensor | None = None
+    margin: Tensor | None = None
+    kl_policy: Tensor | None = None
+    kl_reference: Tensor | None = None
+    z0: Tensor | None = None
 
 
 @dataclass

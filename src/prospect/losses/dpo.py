@@ -16,10 +16,12 @@ sum_k weight_k * mean(losses_k) (`CombinedPairedLoss`, TRL's `loss_weights`).
 TRL 1.16's `f_divergence_type`, `ld_alpha` and WPO `use_weighting` are not offered
 (everything here is the default reverse-KL form).
 """
+
 from __future__ import annotations
 
 import inspect
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -175,7 +177,7 @@ class EXOPairLoss(PairedLoss):
 class NCAPairLoss(PairedLoss):
     """NCA (Chen et al. 2024, "Noise Contrastive Alignment of Language Models with Explicit Rewards"), pairwise:
 
-        L = -log sigma(beta r_w) - 1/2 log sigma(-beta r_w) - 1/2 log sigma(-beta r_l)
+    L = -log sigma(beta r_w) - 1/2 log sigma(-beta r_w) - 1/2 log sigma(-beta r_l)
     """
 
     name = "nca_pair"
@@ -190,7 +192,7 @@ class NCAPairLoss(PairedLoss):
 class RobustLoss(PairedLoss):
     """Robust DPO (Chowdhury et al. 2024, "Provably Robust DPO"), unbiased under label flips w.p. eps:
 
-        L = [-(1 - eps) log sigma(beta h) + eps log sigma(-beta h)] / (1 - 2 eps),   0 <= eps < 1/2
+    L = [-(1 - eps) log sigma(beta h) + eps log sigma(-beta h)] / (1 - 2 eps),   0 <= eps < 1/2
     """
 
     name = "robust"
@@ -297,7 +299,7 @@ class APOZeroLoss(PairedLoss):
 class APODownLoss(PairedLoss):
     """APO-down (D'Oosterlinck et al. 2024, Eq. 8): lower both, the rejected more.
 
-        L = sigma(beta r_w) + (1 - sigma(beta (r_w - r_l)))
+    L = sigma(beta r_w) + (1 - sigma(beta (r_w - r_l)))
     """
 
     name = "apo_down"
@@ -378,7 +380,7 @@ class CombinedPairedLoss(PairedLoss):
 
     name = "combined"
 
-    def __init__(self, components: Sequence[PairedLoss], weights: Optional[Sequence[float]] = None) -> None:
+    def __init__(self, components: Sequence[PairedLoss], weights: Sequence[float] | None = None) -> None:
         if not components:
             raise ConfigError("dpo.loss_type: an empty list of loss types")
         weights = [1.0] * len(components) if weights is None else [float(w) for w in weights]
@@ -396,8 +398,13 @@ class CombinedPairedLoss(PairedLoss):
         losses = sum(w * o.losses for w, o in zip(self.weights, outs))
         loss = sum(w * o.loss for w, o in zip(self.weights, outs))
         metrics = {f"loss/{c.name}": float(o.loss.detach()) for c, o in zip(self.components, outs)}
-        return LossOutput(loss=loss, losses=losses, chosen_rewards=outs[0].chosen_rewards,
-                          rejected_rewards=outs[0].rejected_rewards, metrics=metrics)
+        return LossOutput(
+            loss=loss,
+            losses=losses,
+            chosen_rewards=outs[0].chosen_rewards,
+            rejected_rewards=outs[0].rejected_rewards,
+            metrics=metrics,
+        )
 
 
 def construct(cls: type, **settings: Any) -> Any:
@@ -407,8 +414,8 @@ def construct(cls: type, **settings: Any) -> Any:
 
 
 def build_paired_loss(
-    loss_type: Union[str, Sequence[str]] = "sigmoid",
-    loss_weights: Optional[Sequence[float]] = None,
+    loss_type: str | Sequence[str] = "sigmoid",
+    loss_weights: Sequence[float] | None = None,
     beta: float = 0.1,
     label_smoothing: float = 0.0,
     discopop_tau: float = 0.05,

@@ -11,9 +11,8 @@ passes either
     by default: clamp(mean(kl_policy - kl_reference), min=0)).
 A KTO term that reads no z0 (apo_zero_unpaired) needs neither.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 
@@ -40,8 +39,13 @@ class DPOKTOLoss:
     kind = "paired"
     name = "dpo_kto"
 
-    def __init__(self, dpo_loss: PairedLoss, kto_loss: UnpairedLoss, kto_weight: float = 0.1,
-                 reference_point: Optional[ReferencePoint] = None) -> None:
+    def __init__(
+        self,
+        dpo_loss: PairedLoss,
+        kto_loss: UnpairedLoss,
+        kto_weight: float = 0.1,
+        reference_point: ReferencePoint | None = None,
+    ) -> None:
         if kto_weight < 0:
             raise ValueError(f"kto_weight must be >= 0, got {kto_weight}")
         self.dpo_loss = dpo_loss
@@ -62,7 +66,9 @@ class DPOKTOLoss:
         if not self.kto_loss.needs_reference_point or not self.reference_point.needs_mismatched:
             return torch.zeros((), dtype=like.dtype, device=like.device)
         if logps.kl_policy is None or logps.kl_reference is None:
-            raise ValueError("dpo_kto needs PairedLogps.z0 or kl_policy and kl_reference (mismatched pairs) for its KTO term")
+            raise ValueError(
+                "dpo_kto needs PairedLogps.z0 or kl_policy and kl_reference (mismatched pairs) for its KTO term"
+            )
         return self.reference_point.estimate(logps.kl_policy, logps.kl_reference).to(like)
 
     def __call__(self, logps: PairedLogps) -> LossOutput:
@@ -73,7 +79,8 @@ class DPOKTOLoss:
             policy=torch.cat([logps.policy_chosen, logps.policy_rejected]),
             reference=torch.cat([logps.reference_chosen, logps.reference_rejected]).to(logps.policy_chosen.dtype),
             label=torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)]).to(
-                logps.policy_chosen.device),
+                logps.policy_chosen.device
+            ),
             z0=z0,
         )
         kto = self.kto_loss(rows)
@@ -83,10 +90,16 @@ class DPOKTOLoss:
             losses=losses,
             chosen_rewards=dpo.chosen_rewards,
             rejected_rewards=dpo.rejected_rewards,
-            metrics={**dpo.metrics, "loss/dpo": float(dpo.loss.detach()), "loss/kto": float(kto.loss.detach()),
-                     "kl": float(z0)},
+            metrics={
+                **dpo.metrics,
+                "loss/dpo": float(dpo.loss.detach()),
+                "loss/kto": float(kto.loss.detach()),
+                "kl": float(z0),
+            },
         )
 
     def __repr__(self) -> str:
-        return f"DPOKTOLoss(dpo_loss={self.dpo_loss!r}, kto_loss={self.kto_loss!r}, kto_weight={self.kto_weight}, " \
-               f"reference_point={self.reference_point!r})"
+        return (
+            f"DPOKTOLoss(dpo_loss={self.dpo_loss!r}, kto_loss={self.kto_loss!r}, kto_weight={self.kto_weight}, "
+            f"reference_point={self.reference_point!r})"
+        )

@@ -14,10 +14,11 @@ non-factual or unsafe). Two steps:
    A pair whose rejected completion is non-factual and chosen factual (h_l - h_w = 1) must
    win by a margin Delta / beta in h; other pairs get plain DPO. Delta = 0 is DPO "sigmoid".
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Iterable, Optional
 
 from torch import Tensor
 
@@ -43,8 +44,16 @@ def reorient_factual_pairs(records: Iterable[PairedRecord]) -> tuple[list[Paired
     n_swapped = 0
     for rec in records:
         if rec.h_w == 1 and rec.h_l == 0:
-            out.append(replace(rec, chosen=rec.rejected, rejected=rec.chosen, h_w=rec.h_l, h_l=rec.h_w,
-                               extra={**rec.extra, "factual_swapped": True}))
+            out.append(
+                replace(
+                    rec,
+                    chosen=rec.rejected,
+                    rejected=rec.chosen,
+                    h_w=rec.h_l,
+                    h_l=rec.h_w,
+                    extra={**rec.extra, "factual_swapped": True},
+                )
+            )
             n_swapped += 1
         else:
             out.append(rec)
@@ -72,7 +81,7 @@ class FactualDPOLoss(PairedLoss):
         self.delta = delta
         self.label_smoothing = label_smoothing
 
-    def _indicators(self, logps: PairedLogps, like: Tensor) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    def _indicators(self, logps: PairedLogps, like: Tensor) -> tuple[Tensor | None, Tensor | None]:
         if logps.h_w is None or logps.h_l is None:
             if self.delta != 0:
                 raise DPODataError(

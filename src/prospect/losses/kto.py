@@ -10,6 +10,7 @@ by the class weight (lambda_D for desirable, lambda_U for undesirable rows) and 
 weight, and `loss = nanmean(losses)`. TRL 1.16 concatenates desirable then undesirable
 losses before its `nanmean`; the mean does not depend on the order.
 """
+
 from __future__ import annotations
 
 import torch

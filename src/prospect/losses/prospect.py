@@ -3,6 +3,7 @@
 Seed 000 exposes `kto_alpha`, `kto_beta_s`, `kto_gamma`, `kto_lambda`, `use_weighting`,
 `weighting_temperature`; DESIGN.md ("Methods") fixes what they mean. See `ProspectLoss`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -84,8 +85,12 @@ class ProspectLoss(UnpairedLoss):
         weighting_temperature: float = 1.0,
     ) -> None:
         super().__init__(beta, desirable_weight, undesirable_weight)
-        for label, value in (("alpha", alpha), ("beta_s", beta_s), ("loss_aversion", loss_aversion),
-                             ("weighting_temperature", weighting_temperature)):
+        for label, value in (
+            ("alpha", alpha),
+            ("beta_s", beta_s),
+            ("loss_aversion", loss_aversion),
+            ("weighting_temperature", weighting_temperature),
+        ):
             if value <= 0:
                 raise ValueError(f"{label} must be > 0, got {value}")
         if not 0 < gamma <= 1:

@@ -21,16 +21,18 @@ i.e. local mean -> mean over processes -> clamp at 0.
 Estimators are registered by name, matching `KTOSpecificConfig.reference_point`:
 "batch_mismatch", "window_mismatch", "running", "zero".
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 Reduce = Callable[[Tensor], Tensor]
 E = TypeVar("E", bound="ReferencePoint")
-_ESTIMATORS: dict[str, type["ReferencePoint"]] = {}
+_ESTIMATORS: dict[str, type[ReferencePoint]] = {}
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -52,7 +54,7 @@ def reference_point_names() -> list[str]:
     return sorted(_ESTIMATORS)
 
 
-def build_reference_point(name: str, reduce: Optional[Reduce] = None, **kwargs: Any) -> "ReferencePoint":
+def build_reference_point(name: str, reduce: Reduce | None = None, **kwargs: Any) -> ReferencePoint:
     """The estimator registered as `name`, e.g. `build_reference_point("batch_mismatch")`.
 
     Raises ConfigError (naming the known estimators) for an unknown name.
@@ -60,11 +62,13 @@ def build_reference_point(name: str, reduce: Optional[Reduce] = None, **kwargs: 
     if name not in _ESTIMATORS:
         from prospect.errors import ConfigError
 
-        raise ConfigError(f"kto.reference_point: unknown estimator {name!r}; known: {', '.join(reference_point_names())}")
+        raise ConfigError(
+            f"kto.reference_point: unknown estimator {name!r}; known: {', '.join(reference_point_names())}"
+        )
     return _ESTIMATORS[name](reduce=reduce, **kwargs)
 
 
-def mismatched_indices(n: int, device: Optional[torch.device] = None) -> Tensor:
+def mismatched_indices(n: int, device: torch.device | None = None) -> Tensor:
     """TRL's pairing of a batch of n rows: prompt i gets completion (i - 1) mod n.
 
     Returns the LongTensor `[n-1, 0, 1, ..., n-2]`, so the mismatched pairs are
@@ -89,7 +93,7 @@ class ReferencePoint:
     name: str = "reference_point"
     needs_mismatched: bool = True
 
-    def __init__(self, reduce: Optional[Reduce] = None) -> None:
+    def __init__(self, reduce: Reduce | None = None) -> None:
         self.reduce: Reduce = reduce or _identity
 
     def batch_mean(self, kl_policy: Tensor, kl_reference: Tensor) -> Tensor:
@@ -142,12 +146,12 @@ class RunningMean(ReferencePoint):
     with `state_dict()` / `load_state_dict()` so a resumed run continues the same average.
     """
 
-    def __init__(self, reduce: Optional[Reduce] = None, decay: float = 0.9) -> None:
+    def __init__(self, reduce: Reduce | None = None, decay: float = 0.9) -> None:
         super().__init__(reduce)
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must lie in [0, 1), got {decay}")
         self.decay = decay
-        self.mean: Optional[float] = None
+        self.mean: float | None = None
         self.count = 0
 
     def estimate(self, kl_policy: Tensor, kl_reference: Tensor, *, update: bool = True) -> Tensor:

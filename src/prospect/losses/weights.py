@@ -12,10 +12,11 @@ lambda_D = 1.0, lambda_U = 746/254 ≈ 2.937; 12 / 10 -> (1.0, 1.0), ratio 1.2; 
 lambda_D = 1.2, ratio 1. A class with no example cannot be weighted: training KTO
 needs both labels, so that raises KTOLabelError.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from prospect.errors import KTOLabelError
 
@@ -23,7 +24,7 @@ KTO_RATIO_RANGE: tuple[float, float] = (1.0, 4.0 / 3.0)
 # Float rounding can put an exact ratio of 1 a hair below 1.
 _TOL = 1e-9
 
-WeightSetting = Union[float, Literal["auto"]]
+WeightSetting = float | Literal["auto"]
 
 
 def kto_weight_ratio(desirable_weight: float, undesirable_weight: float, n_desirable: int, n_undesirable: int) -> float:
@@ -111,5 +112,11 @@ def resolve_kto_weights(
         lam_u = lam_d * n_desirable / n_undesirable
     else:
         lam_d, lam_u = float(desirable_weight), float(undesirable_weight)
-    return KTOWeights(lam_d, lam_u, kto_weight_ratio(lam_d, lam_u, n_desirable, n_undesirable),
-                      n_desirable, n_undesirable, d_auto or u_auto)
+    return KTOWeights(
+        lam_d,
+        lam_u,
+        kto_weight_ratio(lam_d, lam_u, n_desirable, n_undesirable),
+        n_desirable,
+        n_undesirable,
+        d_auto or u_auto,
+    )

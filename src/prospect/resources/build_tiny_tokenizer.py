@@ -22,6 +22,7 @@ The template is written into `tokenizer_config.json` (not a separate
 `chat_template.jinja`), so the directory loads with `AutoTokenizer.from_pretrained(dir)`
 offline under any recent transformers.
 """
+
 from __future__ import annotations
 
 import json
@@ -132,8 +133,12 @@ def build(out_dir: Path) -> Path:
     tok.save(str(out_dir / "tokenizer.json"))
     added = {
         str(tok.token_to_id(t)): {
-            "content": t, "lstrip": False, "normalized": False, "rstrip": False,
-            "single_word": False, "special": True,
+            "content": t,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
         }
         for t in SPECIAL_TOKENS
     }
@@ -151,7 +156,9 @@ def build(out_dir: Path) -> Path:
         "padding_side": "right",
         "chat_template": CHAT_TEMPLATE,
     }
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     special = {"bos_token": BOS, "eos_token": IM_END, "pad_token": PAD, "additional_special_tokens": [IM_START, IM_END]}
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
     return out_dir

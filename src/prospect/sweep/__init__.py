@@ -1,9 +1,10 @@
 """prospect.sweep: model registry x parameter grid -> runs, trained in turn; one results table.
 
-    from prospect.sweep import expand_grid, run_sweep
-    runs = expand_grid(cfg)          # [SweepRun(name, model_id, short, values, cfg), ...]
-    exit_code = run_sweep(cfg)       # trains, skips finished runs, writes results.csv/.md and plots
+from prospect.sweep import expand_grid, run_sweep
+runs = expand_grid(cfg)          # [SweepRun(name, model_id, short, values, cfg), ...]
+exit_code = run_sweep(cfg)       # trains, skips finished runs, writes results.csv/.md and plots
 """
+
 from prospect.sweep.grid import SweepRun, expand_grid, sweep_directory, sweep_name
 from prospect.sweep.runner import run_sweep
 

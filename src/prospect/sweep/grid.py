@@ -11,6 +11,7 @@ sweep directory and `training.run_name` set to the run's name:
 component of each swept dotted key (the whole key, dots as dashes, when two swept keys
 share a last component), in the order the grid lists them.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -120,22 +121,38 @@ def expand_grid(cfg: RunConfig) -> list[SweepRun]:
             # model.name swept in the grid wins over the registry entry
             model_name = values.get("model.name", entry.id)
             run_short = model_short_name(str(model_name)) if "model.name" in values and not entry.short else short
-            parts = [run_short, cfg.method.name] + [f"{labels[k]}{format_value(v)}" for k, v in values.items()
-                                                if k != "model.name"]
+            parts = [run_short, cfg.method.name] + [
+                f"{labels[k]}{format_value(v)}" for k, v in values.items() if k != "model.name"
+            ]
             name = safe_name("_".join(parts))
-            overrides = [_override("models", None), _override("sweep", None),
-                         _override("model.name", entry.id), _override("model.gguf_file", entry.gguf_file),
-                         _override("training.output_dir", out_dir), _override("training.run_name", name)]
+            overrides = [
+                _override("models", None),
+                _override("sweep", None),
+                _override("model.name", entry.id),
+                _override("model.gguf_file", entry.gguf_file),
+                _override("training.output_dir", out_dir),
+                _override("training.run_name", name),
+            ]
             if not cfg.models:  # no registry: keep the base model's gguf_file as given
                 overrides = [o for o in overrides if not o.startswith(("model.name=", "model.gguf_file="))]
             overrides += [_override(k, v) for k, v in values.items()]
             run_cfg = config_with_overrides(cfg, overrides)
             if name in seen:
-                raise ConfigError(f"sweep: runs {seen[name]} and {values} would both be named '{name}'; "
-                                  "give the models distinct `short` names")
+                raise ConfigError(
+                    f"sweep: runs {seen[name]} and {values} would both be named '{name}'; "
+                    "give the models distinct `short` names"
+                )
             seen[name] = values
-            runs.append(SweepRun(name=name, model_id=str(model_name), short=run_short, values=values, cfg=run_cfg,
-                                 overrides=overrides))
+            runs.append(
+                SweepRun(
+                    name=name,
+                    model_id=str(model_name),
+                    short=run_short,
+                    values=values,
+                    cfg=run_cfg,
+                    overrides=overrides,
+                )
+            )
     return runs
 
 
@@ -144,8 +161,14 @@ def describe(runs: list[SweepRun]) -> list[dict[str, Any]]:
     rows = []
     for r in runs:
         d = r.run_dir
-        state = "done" if (d / "results.json").exists() else (
-            "interrupted" if (d / "checkpoints").is_dir() and any((d / "checkpoints").glob("checkpoint-*"))
-            else "pending")
+        state = (
+            "done"
+            if (d / "results.json").exists()
+            else (
+                "interrupted"
+                if (d / "checkpoints").is_dir() and any((d / "checkpoints").glob("checkpoint-*"))
+                else "pending"
+            )
+        )
         rows.append({"run": r.name, "model": r.model_id, **r.values, "state": state, "run_dir": str(d)})
     return rows

@@ -6,14 +6,16 @@ of results.json) and the best value of each eval metric with a known direction o
 evaluations logged in metrics.jsonl (`best_<metric>`, plus `best_step` of the sweep's
 primary metric), and the error message of a failed run.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 from prospect.io import atomic_write_text, read_jsonl
 
@@ -42,8 +44,11 @@ def final_metrics(results: dict[str, Any]) -> dict[str, float]:
 
 def eval_history(run_dir: Path) -> list[dict[str, Any]]:
     """The eval rows (those holding an eval_* number) of a run's metrics.jsonl, in order."""
-    return [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl")
-            if any(k.startswith("eval_") and _is_metric(k, v) for k, v in r.items())]
+    return [
+        r
+        for r in read_jsonl(Path(run_dir) / "metrics.jsonl")
+        if any(k.startswith("eval_") and _is_metric(k, v) for k, v in r.items())
+    ]
 
 
 def best_metrics(history: Sequence[dict[str, Any]], directions: dict[str, Callable[..., Any]]) -> dict[str, float]:
@@ -56,7 +61,7 @@ def best_metrics(history: Sequence[dict[str, Any]], directions: dict[str, Callab
     return out
 
 
-def primary_metric(keys: Sequence[str], preferred: Optional[str] = None) -> Optional[str]:
+def primary_metric(keys: Sequence[str], preferred: str | None = None) -> str | None:
     """The metric the sweep is judged by: `preferred` (metric_for_best_model, with or without
     the eval_ prefix) if logged, else paired reward accuracy, mean margin, then eval loss."""
     cands = []
@@ -66,9 +71,17 @@ def primary_metric(keys: Sequence[str], preferred: Optional[str] = None) -> Opti
     return next((c for c in cands if c in keys), None)
 
 
-def run_row(run_dir: Path, *, name: str, status: str, model: str, values: dict[str, Any],
-            error: Optional[str] = None, preferred: Optional[str] = None,
-            greater_is_better: bool = True) -> dict[str, Any]:
+def run_row(
+    run_dir: Path,
+    *,
+    name: str,
+    status: str,
+    model: str,
+    values: dict[str, Any],
+    error: str | None = None,
+    preferred: str | None = None,
+    greater_is_better: bool = True,
+) -> dict[str, Any]:
     """One table row for the run in `run_dir` (results.json and metrics.jsonl read if present)."""
     row: dict[str, Any] = {"run": name, "status": status, "model": model, **values}
     res_path = Path(run_dir) / "results.json"
@@ -126,12 +139,16 @@ def to_csv(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
     w = csv.DictWriter(buf, fieldnames=list(cols), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else (json.dumps(r[k]) if isinstance(r[k], (list, dict)) else r[k]))
-                    for k in cols})
+        w.writerow(
+            {
+                k: ("" if r.get(k) is None else (json.dumps(r[k]) if isinstance(r[k], (list, dict)) else r[k]))
+                for k in cols
+            }
+        )
     return buf.getvalue()
 
 
-def to_markdown(rows: Sequence[dict[str, Any]], cols: Sequence[str], title: Optional[str] = None) -> str:
+def to_markdown(rows: Sequence[dict[str, Any]], cols: Sequence[str], title: str | None = None) -> str:
     """A GitHub markdown table (numbers to 4 significant digits; '|' in cells escaped)."""
     lines = [f"# {title}", ""] if title else []
     lines.append("| " + " | ".join(cols) + " |")
@@ -142,8 +159,9 @@ def to_markdown(rows: Sequence[dict[str, Any]], cols: Sequence[str], title: Opti
     return "\n".join(lines) + "\n"
 
 
-def write_tables(sweep_dir: Path, rows: Sequence[dict[str, Any]], swept: Sequence[str],
-                 title: Optional[str] = None) -> tuple[Path, Path]:
+def write_tables(
+    sweep_dir: Path, rows: Sequence[dict[str, Any]], swept: Sequence[str], title: str | None = None
+) -> tuple[Path, Path]:
     """Write results.csv and results.md into `sweep_dir` atomically; returns both paths."""
     cols = columns(rows, swept)
     csv_path, md_path = Path(sweep_dir) / "results.csv", Path(sweep_dir) / "results.md"

@@ -18,6 +18,7 @@ the sweep directory holds:
     results.csv/.md     one row per run (prospect.sweep.results)
     plots/eval_vs_<key>.png, plots/training_curves.png
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,14 +27,22 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from prospect.config.schema import RunConfig
 from prospect.errors import ProspectError
 from prospect.sweep.grid import SweepRun, describe, expand_grid, sweep_directory, sweep_name
-from prospect.sweep.results import (STATUS_DONE, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_PENDING, STATUS_SKIPPED,
-                                    run_row, write_tables)
+from prospect.sweep.results import (
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_INTERRUPTED,
+    STATUS_PENDING,
+    STATUS_SKIPPED,
+    run_row,
+    write_tables,
+)
 
 log = logging.getLogger("prospect")
 
@@ -89,16 +98,25 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg[0] if msg else ''}".strip()
 
 
-def _row(run: SweepRun, status: str, error: Optional[str] = None) -> dict[str, Any]:
+def _row(run: SweepRun, status: str, error: str | None = None) -> dict[str, Any]:
     ev = run.cfg.evaluation
-    return run_row(run.run_dir, name=run.name, status=status, model=run.short, values=run.values, error=error,
-                   preferred=ev.metric_for_best_model, greater_is_better=ev.greater_is_better)
+    return run_row(
+        run.run_dir,
+        name=run.name,
+        status=status,
+        model=run.short,
+        values=run.values,
+        error=error,
+        preferred=ev.metric_for_best_model,
+        greater_is_better=ev.greater_is_better,
+    )
 
 
 def config_changes(run: SweepRun) -> list[str]:
     """Dotted keys where a finished run's config.yaml differs from the config the sweep would
     give it now (values the engine resolves, like `auto` KTO weights, are not counted)."""
-    from prospect.engine.rundir import config_changes as changes, saved_config
+    from prospect.engine.rundir import config_changes as changes
+    from prospect.engine.rundir import saved_config
 
     return changes(saved_config(run.run_dir), run.cfg)
 
@@ -112,9 +130,11 @@ def print_plan(runs: list[SweepRun], sweep_dir: Path) -> None:
     """The `--dry-run` listing: one line per run with its state (done / interrupted / pending)."""
     rows = describe(runs)
     print(f"sweep directory: {sweep_dir}")
-    print(f"{len(rows)} runs ({sum(r['state'] == 'done' for r in rows)} done, "
-          f"{sum(r['state'] == 'interrupted' for r in rows)} to resume, "
-          f"{sum(r['state'] == 'pending' for r in rows)} to train)")
+    print(
+        f"{len(rows)} runs ({sum(r['state'] == 'done' for r in rows)} done, "
+        f"{sum(r['state'] == 'interrupted' for r in rows)} to resume, "
+        f"{sum(r['state'] == 'pending' for r in rows)} to train)"
+    )
     width = max((len(r["run"]) for r in rows), default=3)
     for r in rows:
         values = ", ".join(f"{k}={r[k]}" for k in runs[0].values) if runs else ""
@@ -155,8 +175,14 @@ def run_sweep(cfg: RunConfig, dry_run: bool = False, *, quiet: bool = False) -> 
         if (run.run_dir / "results.json").exists():
             changed = config_changes(run)
             if changed:
-                log.warning("[%d/%d] %s: finished earlier with a different config (%s); skipped - delete %s "
-                            "to train it again", i + 1, len(runs), run.name, ", ".join(changed), run.run_dir)
+                log.warning(
+                    "[%d/%d] %s: finished earlier with a different config (%s); skipped - delete %s to train it again",
+                    i + 1,
+                    len(runs),
+                    run.name,
+                    ", ".join(changed),
+                    run.run_dir,
+                )
             else:
                 log.info("[%d/%d] %s: finished earlier, skipped", i + 1, len(runs), run.name)
             row = _row(run, STATUS_SKIPPED)
@@ -171,7 +197,7 @@ def run_sweep(cfg: RunConfig, dry_run: bool = False, *, quiet: bool = False) -> 
             rows.append(_row(run, STATUS_DONE))
         except KeyboardInterrupt:
             rows.append(_row(run, STATUS_INTERRUPTED))
-            rows += _later(runs[i + 1:])
+            rows += _later(runs[i + 1 :])
             finalize(cfg, runs, rows, sweep_dir)
             raise
         except Exception as exc:  # noqa: BLE001 - one failed run must not stop the sweep
@@ -185,8 +211,9 @@ def run_sweep(cfg: RunConfig, dry_run: bool = False, *, quiet: bool = False) -> 
             finish_trackers()
             _free_memory()
         # The table so far (later runs pending), so a killed sweep still leaves one to read.
-        write_tables(sweep_dir, rows + _later(runs[i + 1:]),
-                     list((cfg.sweep or {}).keys()), title=f"Sweep {sweep_dir.name}")
+        write_tables(
+            sweep_dir, rows + _later(runs[i + 1 :]), list((cfg.sweep or {}).keys()), title=f"Sweep {sweep_dir.name}"
+        )
     out = finalize(cfg, runs, rows, sweep_dir)
     done = sum(r["status"] == STATUS_DONE for r in rows)
     skipped = sum(r["status"] == STATUS_SKIPPED for r in rows)
