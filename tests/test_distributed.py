@@ -25,7 +25,7 @@ def _free_port() -> int:
 def _z0_worker(rank: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from prospect.engine.trainer import distributed_mean
+    from prospect.engine.dist import distributed_mean
     from prospect.losses.reference_point import build_reference_point
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)

@@ -60,7 +60,7 @@ def _pairs(path: Path, rows: list[tuple]) -> Path:
 def trained(tmp_path_factory: pytest.TempPathFactory):
     """One tiny DPO+LoRA run (3 steps, large learning rate so the adapter moves away from the base)."""
     from prospect.config.loader import loads_config
-    from prospect.engine.run import train
+    from prospect.recipes import train
     from prospect.testing import tiny_model_dir
 
     tmp = tmp_path_factory.mktemp("evalrun")
@@ -144,11 +144,11 @@ def _tokenized(run_dir: Path, records, kind: str):
 
     from prospect.config.loader import load_config
     from prospect.data.tokenize import tokenize_records
-    from prospect.eval.evaluate import tokenize_settings_for
+    from prospect.engine.args import tokenize_settings
 
     cfg = load_config(str(run_dir / "config.yaml"))
     tok = AutoTokenizer.from_pretrained(str(run_dir / "final"))
-    ds, _ = tokenize_records(records, tok, tokenize_settings_for(cfg), kind=kind, use_cache=False)
+    ds, _ = tokenize_records(records, tok, tokenize_settings(cfg), kind=kind, use_cache=False)
     return list(ds)
 
 
@@ -178,7 +178,7 @@ def test_unknown_metric_names_and_bad_references_are_config_errors() -> None:
 # --------------------------------------------------------------------------- evaluate_run
 def test_evaluate_paired_file_matches_independent_forward(in_run_env) -> None:
     from prospect.data.records import PairedRecord
-    from prospect.eval.evaluate import evaluate_run
+    from prospect.recipes import evaluate_run
 
     run_dir = in_run_env["run_dir"]
     res = evaluate_run(run_dir, data_file=str(in_run_env["tmp"] / "val.jsonl"))
@@ -216,7 +216,7 @@ def test_evaluate_paired_file_matches_independent_forward(in_run_env) -> None:
 
 
 def test_generations_and_user_metrics(in_run_env) -> None:
-    from prospect.eval.evaluate import evaluate_run
+    from prospect.recipes import evaluate_run
 
     run_dir = in_run_env["run_dir"]
     res = evaluate_run(run_dir)  # the run's own validation file
@@ -245,7 +245,7 @@ def test_training_writes_generation_samples_and_user_metrics(trained) -> None:
 
 def test_evaluate_unpaired_file(in_run_env) -> None:
     from prospect.data.records import UnpairedRecord
-    from prospect.eval.evaluate import evaluate_run
+    from prospect.recipes import evaluate_run
 
     tmp, run_dir = in_run_env["tmp"], in_run_env["run_dir"]
     path = tmp / "kto.jsonl"
@@ -274,7 +274,7 @@ def test_evaluate_unpaired_file(in_run_env) -> None:
 
 
 def test_evaluate_errors(in_run_env, tmp_path: Path) -> None:
-    from prospect.eval.evaluate import evaluate_run
+    from prospect.recipes import evaluate_run
 
     with pytest.raises(ProspectError, match="no such data file"):
         evaluate_run(in_run_env["run_dir"], data_file=str(tmp_path / "missing.jsonl"))
@@ -292,7 +292,7 @@ def test_export_adapter_loads_with_peft(in_run_env, tmp_path: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prospect.eval.export import export_run
+    from prospect.recipes import export_run
 
     out = export_run(in_run_env["run_dir"], tmp_path / "adapter")
     names = {p.name for p in out.iterdir()}
@@ -314,7 +314,7 @@ def test_export_adapter_loads_with_peft(in_run_env, tmp_path: Path) -> None:
 def test_export_merged_loads_with_transformers_and_generates(in_run_env, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prospect.eval.export import export_run
+    from prospect.recipes import export_run
 
     out = export_run(in_run_env["run_dir"], tmp_path / "merged", merge=True)
     assert not (out / "adapter_config.json").exists()
@@ -340,7 +340,7 @@ def test_export_merged_loads_with_transformers_and_generates(in_run_env, tmp_pat
 
 
 def test_export_refuses_unfinished_run(tmp_path: Path) -> None:
-    from prospect.eval.export import export_run
+    from prospect.recipes import export_run
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text("method: dpo\n")
@@ -350,7 +350,7 @@ def test_export_refuses_unfinished_run(tmp_path: Path) -> None:
 
 def test_model_card_names_a_base_plain_transformers_can_load() -> None:
     from prospect.config.schema import RunConfig
-    from prospect.eval.export import model_card
+    from prospect.eval.card import model_card
 
     cfg = RunConfig.model_validate(
         {

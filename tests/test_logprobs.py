@@ -5,7 +5,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from prospect.data.collate import PairedCollator, UnpairedCollator, layout, mismatched_order
+from prospect.data.collate import PairedCollator, UnpairedCollator
+from prospect.data.layout import layout, mismatched_order
 from prospect.engine import logprobs as lp
 from prospect.engine.logprobs import sequence_logps
 

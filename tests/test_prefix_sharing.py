@@ -7,9 +7,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from prospect.data.collate import PairedCollator, UnpairedCollator, layout, mismatched_order
+from prospect.data.collate import PairedCollator, UnpairedCollator
+from prospect.data.layout import layout, mismatched_order, prefix_layout, suffix_layout
 from prospect.engine.logprobs import sequence_logps
-from prospect.engine.prefix import prefix_layout, prompt_states, suffix_layout, suffix_logps, supports_prompt_sharing
+from prospect.engine.prefix import prompt_states, suffix_logps, supports_prompt_sharing
 
 # Unequal prompts (one of length 1: an empty prefix row) and completions.
 PROMPTS = [[1, 5, 7], [2, 4, 6, 8, 10, 12, 14], [3], [30, 31], [50, 51, 52, 53]]

@@ -267,6 +267,9 @@ class _Poisoned:
     def __init__(self, inner, steps: dict[int, str]) -> None:
         self.inner, self.kind, self.steps, self.calls = inner, inner.kind, steps, 0
 
+    def __getattr__(self, name):  # what the loss says it needs (needs_reference_point, ...)
+        return getattr(self.inner, name)
+
     def __call__(self, logps):
         out = self.inner(logps)
         self.calls += 1
@@ -280,11 +283,11 @@ class _Poisoned:
 
 
 def test_nonfinite_steps_are_skipped_without_touching_the_weights(tmp_path, monkeypatch, caplog):
-    import prospect.losses
+    import prospect.recipes.preparation as preparation
 
-    real = prospect.losses.build_loss
-    poison = {2: "loss", 4: "gradients"}
-    monkeypatch.setattr(prospect.losses, "build_loss", lambda *a, **k: _Poisoned(real(*a, **k), poison))
+    real = preparation.build_loss
+    poison = {2: "loss", 4: "gradients"}  # fault injection: the run's loss turns non-finite at these steps
+    monkeypatch.setattr(preparation, "build_loss", lambda *a, **k: _Poisoned(real(*a, **k), poison))
     cfg = _make_run(tmp_path, max_steps=5, save_steps=1, save_total_limit=None)
     assert main(["train", str(cfg), "--quiet"]) == 0
     run = _run_dir(cfg)
@@ -346,7 +349,7 @@ def test_truncate_metrics_keeps_rows_up_to_the_resumed_step(tmp_path):
 
 
 def test_last_complete_checkpoint_skips_and_removes_partial_ones(tmp_path):
-    from prospect.engine.run import last_complete_checkpoint
+    from prospect.engine.rundir import last_complete_checkpoint
 
     ck = tmp_path / "checkpoints"
     assert last_complete_checkpoint(ck) is None
@@ -504,9 +507,9 @@ def test_final_model_is_swapped_in_whole(tmp_path):
     """final/ is saved beside it and renamed into place: a save that dies leaves the previous final/ as it was."""
     from types import SimpleNamespace
 
-    from prospect.engine.run import _save_final
+    from prospect.engine.rundir import save_final
 
-    class Trainer:  # what _save_final uses of transformers.Trainer
+    class Trainer:  # what save_final uses of transformers.Trainer
         args = SimpleNamespace(should_save=True)
         accelerator = SimpleNamespace(wait_for_everyone=lambda: None)
 
@@ -527,15 +530,15 @@ def test_final_model_is_swapped_in_whole(tmp_path):
     def contents() -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in final.iterdir()}
 
-    _save_final(Trainer(b"weights-1"), tokenizer, final)
+    save_final(Trainer(b"weights-1"), tokenizer, final)
     assert contents() == {"adapter_model.safetensors": b"weights-1", "tokenizer.json": b"{}"}  # no pickle
     with pytest.raises(KeyboardInterrupt):
-        _save_final(Trainer(b"weights-2", dies=True), tokenizer, final)
+        save_final(Trainer(b"weights-2", dies=True), tokenizer, final)
     assert contents() == {"adapter_model.safetensors": b"weights-1", "tokenizer.json": b"{}"}
     # What a save killed outright leaves (its temp dir, an old copy being swapped out) is cleared next time.
     (tmp_path / ".final.tmp").mkdir()
     (tmp_path / ".final.old-12345").mkdir()
-    _save_final(Trainer(b"weights-3"), tokenizer, final)
+    save_final(Trainer(b"weights-3"), tokenizer, final)
     assert contents() == {"adapter_model.safetensors": b"weights-3", "tokenizer.json": b"{}"}
     assert [p.name for p in tmp_path.iterdir()] == ["final"]
 

@@ -188,7 +188,7 @@ NASTY_NAMES = [
 @pytest.mark.parametrize("name", NASTY_NAMES)
 def test_run_names_stay_inside_the_output_directory(tmp_path, name):
     from prospect.config.schema import RunConfig
-    from prospect.engine.run import run_directory
+    from prospect.engine.rundir import run_directory
 
     root = tmp_path / "out"
     run = run_directory(RunConfig(training={"output_dir": str(root), "run_name": name}))
@@ -217,7 +217,7 @@ def test_run_name_escape_through_the_cli_writes_inside_output_dir(tmp_path):
 
 def test_sweep_run_names_stay_inside_the_output_directory(tmp_path):
     from prospect.config.loader import loads_config
-    from prospect.sweep.grid import expand_grid
+    from prospect.recipes.sweep.grid import expand_grid
 
     root = (tmp_path / "out").resolve()
     cfg = loads_config(f"""

@@ -14,8 +14,8 @@ import yaml
 from prospect.config.loader import loads_config
 from prospect.errors import ConfigError
 from prospect.io import read_jsonl
-from prospect.sweep.grid import expand_grid, format_value, name_keys, sweep_directory
-from prospect.sweep.results import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, run_row, write_tables
+from prospect.recipes.sweep.grid import expand_grid, format_value, name_keys, sweep_directory
+from prospect.recipes.sweep.results import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, run_row, write_tables
 
 PAIRS = [
     ("What is two plus two?", "Two plus two is four.", "It is five.", 0, 1),
@@ -168,7 +168,7 @@ def test_two_models_with_one_short_name_are_refused(tmp_path: Path) -> None:
 
 
 def test_dry_run_lists_runs_and_trains_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from prospect.sweep import run_sweep
+    from prospect.recipes.sweep import run_sweep
 
     cfg = load(base_config(tmp_path, models=[{"id": "a/x", "short": "xa"}], sweep={"method.delta": [0, 2]}))
     assert run_sweep(cfg, dry_run=True) == 0
@@ -178,7 +178,7 @@ def test_dry_run_lists_runs_and_trains_nothing(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_finished_run_with_a_changed_config_is_skipped_and_flagged(tmp_path: Path, count_trainings: list[str]) -> None:
-    from prospect.sweep import run_sweep
+    from prospect.recipes.sweep import run_sweep
 
     cfg = load(base_config(tmp_path, models=[{"id": "a/x", "short": "xa"}], sweep={"method.delta": [2]}))
     (run,) = expand_grid(cfg)
@@ -247,22 +247,22 @@ def test_results_row_final_and_best_metrics(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- end to end on tiny models
 @pytest.fixture
 def count_trainings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    import prospect.engine.run as engine_run
+    import prospect.recipes.sweep.runner as runner
 
     calls: list[str] = []
-    real = engine_run.train
+    real = runner.train
 
     def counting(cfg, **kw):
         calls.append(cfg.training.run_name)
         kw["quiet"] = True
         return real(cfg, **kw)
 
-    monkeypatch.setattr(engine_run, "train", counting)
+    monkeypatch.setattr(runner, "train", counting)
     return calls
 
 
 def test_two_models_by_two_deltas_then_rerun_skips(tmp_path: Path, env: None, count_trainings: list[str]) -> None:
-    from prospect.sweep import run_sweep
+    from prospect.recipes.sweep import run_sweep
 
     a, b = tiny_models()
     write_pairs(tmp_path / "train.jsonl", PAIRS)
@@ -318,7 +318,7 @@ def test_two_models_by_two_deltas_then_rerun_skips(tmp_path: Path, env: None, co
 def test_failed_run_is_recorded_and_only_it_trains_again(
     tmp_path: Path, env: None, count_trainings: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prospect.sweep import run_sweep
+    from prospect.recipes.sweep import run_sweep
 
     a, _ = tiny_models()
     monkeypatch.chdir(tmp_path)
@@ -356,7 +356,7 @@ def test_interrupted_sweep_resumes_from_the_last_checkpoint(
     tmp_path: Path, env: None, count_trainings: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prospect.engine.trainer import PreferenceTrainer
-    from prospect.sweep import run_sweep
+    from prospect.recipes.sweep import run_sweep
 
     a, _ = tiny_models()
     write_pairs(tmp_path / "train.jsonl", PAIRS)
@@ -405,7 +405,7 @@ def test_interrupted_sweep_resumes_from_the_last_checkpoint(
 
 def test_runs_that_differ_in_lora_settings_share_the_reference_cache(tmp_path: Path, monkeypatch) -> None:
     """The reference is the base model (adapter disabled): a sweep over LoRA ranks computes its log-probs once."""
-    from prospect.sweep import run_sweep
+    from prospect.recipes.sweep import run_sweep
 
     monkeypatch.setenv("PROSPECT_CACHE", str(tmp_path / "fresh-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

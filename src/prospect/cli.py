@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from prospect import recipes  # lazy: each recipe loads on first use
 from prospect.errors import ProspectError
 
 # Seed shortcuts accepted by `train`, `sweep` and `config show` (seed 003 `--lr`, `--kto_lambda`, `--lambda`).
@@ -61,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--no-resume", dest="resume", action="store_false", help="start fresh even if a checkpoint exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run every check that needs no model (config, data, run directory, training settings), train nothing",
+    )
 
     p = sub.add_parser("sweep", help="train every model x grid value of a config")
     _add_config_args(p)
@@ -106,22 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_run_config(args: argparse.Namespace, config_cls: Any = None) -> Any:
-    """Load CONFIG with --set overrides and seed shortcuts (validated before any model loads)."""
-    from prospect.config.loader import load_config, resolve_shortcuts
-    from prospect.config.schema import RunConfig
-    from prospect.errors import ConfigError
-
-    path = args.config_opt or args.config_path
-    if not path:
-        raise ConfigError("no config file given (prospect train CONFIG or --config CONFIG)")
-    cls = config_cls or RunConfig
-    cfg = load_config(path, list(args.overrides), config_cls=cls)
+def load_run_config(args: argparse.Namespace) -> Any:
+    """CONFIG with --set overrides and seed shortcuts (validated before any model loads)."""
     shortcuts = {k: getattr(args, f"sc_{k}") for k in SHORTCUTS if getattr(args, f"sc_{k}", None) is not None}
-    if shortcuts:
-        extra = resolve_shortcuts(cfg, shortcuts)
-        cfg = load_config(path, list(args.overrides) + extra, config_cls=cls)
-    return cfg
+    return recipes.load_run_config(args.config_opt or args.config_path, list(args.overrides), shortcuts)
 
 
 def _setup_logging() -> None:
@@ -143,9 +137,14 @@ def _setup_logging() -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_run_config(args)
     _setup_logging()
-    from prospect.engine.run import train
-
-    result = train(cfg, resume=args.resume, quiet=args.quiet)
+    if args.dry_run:
+        run = recipes.prepare(cfg, resume=args.resume, write=False)
+        state = "finished earlier" if run.finished is not None else "ready to train"
+        rows = {k: run.report.get(k) for k in ("rows_read", "accepted", "labels", "pairs") if k in run.report}
+        print(f"run directory: {run.run_dir} ({state}; nothing trained: --dry-run)")
+        print(json.dumps({"method": cfg.method.name, **rows, "kto_weights": run.weights_note}, indent=2))
+        return 0
+    result = recipes.train(cfg, resume=args.resume, quiet=args.quiet)
     shown = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
     print(f"run directory: {result.run_dir}")
     print(json.dumps({"global_step": result.global_step, **shown}, indent=2))
@@ -155,9 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     cfg = load_run_config(args)
     _setup_logging()
-    from prospect.sweep.runner import run_sweep
-
-    return run_sweep(cfg, dry_run=args.dry_run)
+    return recipes.run_sweep(cfg, dry_run=args.dry_run)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -166,39 +163,21 @@ def cmd_data(args: argparse.Namespace) -> int:
             "usage: prospect data inspect FILE [--format F] [--json] [--plot PNG] [--strict] "
             "[--streaming] [--config CONFIG]"
         )
-    from prospect.data.inspect import inspect_file, plot_lengths, render_report
-
-    data_cfg, kind = None, None
-    if args.config:
-        from prospect.config.loader import load_config
-
-        run = load_config(args.config, [])
-        data_cfg, kind = run.data, ("unpaired" if run.is_unpaired else "paired")
-    # Flags only ever switch a setting on; without them the config's (or default) value stands.
-    report = inspect_file(
+    recipes.inspect_data(
         args.file,
-        data_config=data_cfg,
+        config_path=args.config,
         fmt=args.format,
-        strict=True if args.strict else None,
-        streaming=True if args.streaming else None,
-        kind=kind,
+        strict=args.strict,
+        streaming=args.streaming,
+        as_json=args.json,
+        plot=args.plot,
     )
-    if args.plot:
-        plot_lengths(report, args.plot)
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
-    else:
-        from rich.console import Console
-
-        render_report(report, Console())
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     _setup_logging()
-    from prospect.eval.evaluate import evaluate_run
-
-    result = evaluate_run(args.run_dir, data_file=args.data)
+    result = recipes.evaluate_run(args.run_dir, data_file=args.data)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
         return 0
@@ -222,9 +201,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     _setup_logging()
-    from prospect.eval.export import export_run
-
-    out = export_run(args.run_dir, args.output, merge=args.merge)
+    out = recipes.export_run(args.run_dir, args.output, merge=args.merge)
     print(f"exported to {out}")
     return 0
 

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,8 +306,9 @@ def _store_cached(cdir: Path, ds: Any, stats: dict[str, Any]) -> Any:
     return datasets.load_from_disk(str(cdir / "data")) if (cdir / MANIFEST).exists() else ds
 
 
-def iter_lengths(ds: Iterable[dict[str, Any]], kind: str) -> list[int]:
-    """Sequence length of each tokenized row (longest of chosen/rejected for pairs)."""
-    if kind == "unpaired":
-        return [len(r["prompt_ids"]) + len(r["completion_ids"]) for r in ds]
-    return [len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"])) for r in ds]
+def with_length(ds: Any) -> Any:
+    """`ds` with the `length` column the length-grouped sampler and the eval order read
+    (prompt + longest completion of the row)."""
+    cols = [c for c in ("completion_ids", "chosen_ids", "rejected_ids") if c in ds.column_names]
+    lengths = [len(r["prompt_ids"]) + max(len(r[c]) for c in cols) for r in ds.select_columns(["prompt_ids", *cols])]
+    return ds.add_column("length", lengths)

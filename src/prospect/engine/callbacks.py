@@ -1,4 +1,5 @@
-"""Trainer callbacks: metrics.jsonl on every log, and progress bars (training: loss and rewards; evaluation)."""
+"""Trainer callbacks: metrics.jsonl on every log, progress bars (training: loss and rewards; evaluation),
+generation samples at every evaluation; `attach_callbacks` adds the ones a run asks for."""
 
 from __future__ import annotations
 
@@ -145,3 +146,26 @@ class SamplesAtEvaluation(TrainerCallback):
             user = self.write(state.global_step)
             if user:
                 self.trainer.log(dict(user))
+
+
+def attach_callbacks(
+    trainer: Any,
+    cfg: Any,
+    run_dir: Path,
+    *,
+    quiet: bool = False,
+    samples: Callable[[int], dict[str, float]] | None = None,
+) -> None:
+    """The run's callbacks: metrics.jsonl, the rich progress bars (unless quiet), generation samples
+    after every evaluation (`samples(step)`, when given), early stopping (training.early_stopping_patience)."""
+    from transformers import EarlyStoppingCallback
+    from transformers.trainer_callback import ProgressCallback
+
+    trainer.add_callback(MetricsFileCallback(run_dir / "metrics.jsonl"))
+    if samples is not None:
+        trainer.add_callback(SamplesAtEvaluation(trainer, samples))
+    if not quiet:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(RichProgressCallback())
+    if cfg.training.early_stopping_patience and trainer.eval_dataset is not None:
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))

@@ -15,7 +15,7 @@ from torch import Tensor
 LOGSOFTMAX_CHUNK = 1024  # rows of logits per log-softmax chunk
 
 
-def _token_logps(logits: Tensor, targets: Tensor) -> Tensor:
+def token_logps(logits: Tensor, targets: Tensor) -> Tensor:
     """log softmax(logits)[target] per row, in float32, chunked over rows. logits (K, V), targets (K,)."""
     out = []
     for start in range(0, logits.shape[0], LOGSOFTMAX_CHUNK):
@@ -50,7 +50,7 @@ def sequence_logps(model: Any, batch: dict[str, Any], prefix: str = "", n: int |
         logits = logits[keep]
     targets = input_ids[:, 1:][is_target]  # (K,)
     owners = target_owner[is_target]  # (K,)
-    tok = _token_logps(logits, targets)
+    tok = token_logps(logits, targets)
     logps = torch.zeros(n, dtype=tok.dtype, device=tok.device).index_add(0, owners, tok)
     lengths = torch.bincount(owners, minlength=n)
     return logps, lengths

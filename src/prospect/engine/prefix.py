@@ -15,7 +15,7 @@ completion token is in the suffix forward (LM head on completion positions only,
 `logits_to_keep`), and the prefix forward needs no LM head at all. Suffix position ids
 continue from the prompt's length, and the suffix's attention mask is the prefix mask
 followed by its own, so each token attends to exactly the tokens it attends to in the
-unshared layout: log-probs and gradients equal `sequence_logps` on `collate.layout` up to
+unshared layout: log-probs and gradients equal `sequence_logps` on `data.layout.layout` up to
 float rounding (tests/test_prefix_sharing.py).
 
 Needs a decoder whose cache is a plain `DynamicCache` of full-attention layers (Llama,
@@ -26,88 +26,13 @@ qualifies, and the trainer falls back to the unshared path otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from prospect.engine.logprobs import _token_logps
-
-PREFIX = "prefix_"  # batch keys of the shared prompts: prefix_input_ids, prefix_attention_mask, prefix_position_ids
-
-
-def prefix_layout(prompts: Sequence[Sequence[int]], *, pad_id: int) -> dict[str, Tensor]:
-    """Left-padded prompts without their last token: prefix_{input_ids, attention_mask, position_ids} (B, P)."""
-    heads = [list(p)[:-1] for p in prompts]
-    width = max((len(h) for h in heads), default=0)
-    ids = torch.full((len(heads), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(heads), width), dtype=torch.long)
-    for b, h in enumerate(heads):
-        if h:
-            ids[b, width - len(h) :] = torch.tensor(h, dtype=torch.long)
-            mask[b, width - len(h) :] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return {PREFIX + "input_ids": ids, PREFIX + "attention_mask": mask, PREFIX + "position_ids": pos}
-
-
-def suffix_layout(
-    prompts: Sequence[Sequence[int]],
-    completions: Sequence[Sequence[int]],
-    *,
-    pad_id: int,
-    max_length: int | None = None,
-    first_index: int = 0,
-) -> dict[str, Tensor]:
-    """Right-padded suffixes x[-1:] + y: input_ids, attention_mask, position_ids, seq_index (B, S).
-
-    Position ids continue from len(x) - 1; seq_index marks completion tokens with their
-    sequence number (first_index + b), -1 elsewhere. With max_length, a completion is cut so
-    that len(x) + len(y) <= max_length (as `collate.layout`).
-    """
-    from prospect.data.collate import cut_to_length
-
-    rows = [cut_to_length(p, c, max_length) for p, c in zip(prompts, completions)]
-    width = max(1 + len(c) for _, c in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    pos = torch.zeros((len(rows), width), dtype=torch.long)
-    own = torch.full((len(rows), width), -1, dtype=torch.long)
-    for b, (p, c) in enumerate(rows):
-        s = p[-1:] + c
-        ids[b, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[b, : len(s)] = 1
-        pos[b, : len(s)] = torch.arange(len(p) - 1, len(p) - 1 + len(s))
-        own[b, 1 : len(s)] = first_index + b
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "seq_index": own}
-
-
-def shared_layout(
-    prompts: Sequence[Sequence[int]],
-    completion_sets: Sequence[Sequence[Sequence[int]]],
-    *,
-    pad_id: int,
-    max_length: int | None = None,
-    mismatched: Sequence[Sequence[int]] | None = None,
-) -> dict[str, Tensor]:
-    """A collated batch for the shared-prompt path.
-
-    prefix_* (B, P): the prompts once. Main keys (input_ids, attention_mask, position_ids,
-    seq_index): the suffixes of every completion set in turn (KTO: [completions], B rows; DPO:
-    [chosen, rejected], 2B rows numbered 0..2B-1). kl_* (B rows): prompt i with
-    mismatched[(i - 1) mod B] (TRL's rotation), cut to max_length as `collate.layout` does.
-    """
-    from prospect.data.collate import mismatched_order
-
-    batch = prefix_layout(prompts, pad_id=pad_id)
-    k = len(completion_sets)
-    batch.update(suffix_layout(list(prompts) * k, [c for cs in completion_sets for c in cs], pad_id=pad_id))
-    if mismatched is not None:
-        rotated = [mismatched[j] for j in mismatched_order(len(prompts))]
-        batch.update(
-            {"kl_" + key: v for key, v in suffix_layout(prompts, rotated, pad_id=pad_id, max_length=max_length).items()}
-        )
-    return batch
+from prospect.data.layout import PREFIX
+from prospect.engine.logprobs import token_logps
 
 
 def supports_prompt_sharing(model: Any) -> bool:
@@ -207,7 +132,7 @@ def suffix_logps(
     logits = out.logits
     if logits.dim() == 3:  # a model that ignores a boolean logits_to_keep
         logits = logits[keep]
-    tok = _token_logps(logits, input_ids[:, 1:][is_target])
+    tok = token_logps(logits, input_ids[:, 1:][is_target])
     owners = target_owner[is_target]
     logps = torch.zeros(n, dtype=tok.dtype, device=tok.device).index_add(0, owners, tok)
     return logps, torch.bincount(owners, minlength=n)

@@ -1,6 +1,10 @@
-"""Reference log-probs computed once, under `torch.inference_mode`, sorted by length, cached.
+"""The reference model, and its log-probs computed once, under `torch.inference_mode`, cached.
 
-The cache key covers what defines the reference: the base weights (not a disabled
+`reference_context` is the one place that says what computes reference log-probs: a separate
+frozen model, or the policy itself with its LoRA adapter disabled (no second copy).
+
+`attach_reference` adds the precomputed columns to the tokenized datasets; sequences are
+sorted by length so almost no padding is computed. The cache key covers what defines the reference: the base weights (not a disabled
 adapter, so runs that differ only in LoRA settings share it), the tokenizer and chat
 template, the tokenized data and the length settings. An entry whose stored key or
 checksum does not match is refused (with a message) and recomputed, never used.
@@ -8,19 +12,26 @@ checksum does not match is refused (with a message) and recomputed, never used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from prospect.data.collate import layout
+from prospect.data.layout import eval_mismatched_pairs, eval_order, layout
+from prospect.data.tokenize import TokenizeSettings, tokenizer_fingerprint
 from prospect.engine.logprobs import sequence_logps
+from prospect.engine.model import base_weights_fingerprint
 from prospect.io import atomic_path, cache_root
+
+ReferenceContext = Callable[[], AbstractContextManager[Any]]
 
 log = logging.getLogger("prospect")
 
@@ -106,3 +117,98 @@ def cached_reference_logps(
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps({"key": key, "digest": {k: _digest(v) for k, v in tensors.items()}}))
     return tensors, "miss"
+
+
+def reference_context(policy: Any, ref_model: Any = None) -> ReferenceContext | None:
+    """A zero-argument callable whose context yields the module that computes reference log-probs.
+
+    `ref_model` when there is one (full fine-tuning, `reference_model_name`); else the policy
+    with its adapter disabled (LoRA: the base model, no second copy); None when neither exists
+    (a full model with no reference: callers treat log pi_ref as 0 or refuse).
+    """
+    if ref_model is not None:
+        return lambda: contextlib.nullcontext(ref_model)
+    if hasattr(policy, "disable_adapter"):
+
+        @contextlib.contextmanager
+        def adapter_disabled() -> Any:
+            with policy.disable_adapter():
+                yield policy
+
+        return adapter_disabled
+    return None
+
+
+def _sequences(ds: Any, kind: str) -> list[tuple[list[int], list[int]]]:
+    """(prompt, completion) token ids of every row; pairs give chosen rows then rejected rows."""
+    if kind == "unpaired":
+        return [(r["prompt_ids"], r["completion_ids"]) for r in ds]
+    return [(r["prompt_ids"], r["chosen_ids"]) for r in ds] + [(r["prompt_ids"], r["rejected_ids"]) for r in ds]
+
+
+def _compute_split(
+    ref_src: Any,
+    ds: Any,
+    kind: str,
+    split: str,
+    pad_id: int,
+    max_length: int,
+    eval_pairs_batch: int | None,
+) -> dict[str, torch.Tensor]:
+    """The reference columns of one split (run inside the reference context)."""
+    seqs = _sequences(ds, kind)
+    logps = compute_reference_logps(ref_src, seqs, pad_id=pad_id, desc=f"Reference log-probs ({split})")
+    if kind == "paired":
+        return {"ref_chosen_logps": logps[: len(ds)], "ref_rejected_logps": logps[len(ds) :]}
+    out = {"ref_logps": logps}
+    if eval_pairs_batch is not None:
+        pairs = eval_mismatched_pairs(
+            [p for p, _ in seqs], [c for _, c in seqs], eval_pairs_batch, max_length, eval_order(ds["length"])
+        )
+        out["ref_kl_logps"] = compute_reference_logps(
+            ref_src, pairs, pad_id=pad_id, desc=f"Reference log-probs ({split}, mismatched pairs)"
+        )
+    return out
+
+
+def attach_reference(
+    context: ReferenceContext,
+    tokenizer: Any,
+    settings: TokenizeSettings,
+    datasets: dict[str, Any],
+    kind: str,
+    *,
+    eval_pairs_batch: int | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Add precomputed reference log-prob columns to each dataset of `datasets` ({split: ds}), cached on disk.
+
+    Returns the datasets with ref_logps (unpaired) or ref_chosen_logps / ref_rejected_logps
+    (paired), and {split: "hit" | "miss"}. With `eval_pairs_batch`, the "validation" rows also
+    get `ref_kl_logps`: the reference log-prob of the mismatched pair the collator gives each row
+    when the eval loader takes the rows in `data.layout.eval_order`, `eval_pairs_batch` at a time.
+    """
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    tok_key = tokenizer_fingerprint(tokenizer)
+    with context() as ref_src:
+        base_fp = base_weights_fingerprint(ref_src)
+    out, notes = {}, {}
+    for split, ds in datasets.items():
+        batch = eval_pairs_batch if split == "validation" and kind == "unpaired" else None
+        cols = ["prompt_ids", "completion_ids"] if kind == "unpaired" else ["prompt_ids", "chosen_ids", "rejected_ids"]
+        extra = {"eval_pairs_batch": batch} if batch is not None else {}
+        key = reference_cache_key(
+            base_fingerprint=base_fp,
+            tokenizer_key=tok_key,
+            data_key=dataset_fingerprint(ds, cols),
+            settings={**asdict(settings), **extra},
+        )
+
+        def compute(ds: Any = ds, split: str = split, batch: int | None = batch) -> dict[str, torch.Tensor]:
+            with context() as ref_src:
+                return _compute_split(ref_src, ds, kind, split, pad_id, settings.max_length, batch)
+
+        tensors, notes[split] = cached_reference_logps(key, compute)
+        for name, t in tensors.items():
+            ds = ds.add_column(name, t.tolist())
+        out[split] = ds
+    return out, notes

@@ -20,23 +20,15 @@ from torch import Tensor
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from prospect.data.layout import PREFIX, eval_order
+from prospect.engine.dist import distributed_mean
 from prospect.engine.logprobs import sequence_logps
-from prospect.engine.prefix import PREFIX, prompt_states, suffix_logps  # [prefix-sharing]
+from prospect.engine.prefix import prompt_states, suffix_logps
+from prospect.engine.reference import reference_context
 from prospect.errors import TrainingError
 from prospect.losses.base import LossOutput, PairedLogps, UnpairedLogps
 
 log = logging.getLogger("prospect")
-
-
-def distributed_mean(x: Tensor) -> Tensor:
-    """Mean of a scalar across data-parallel processes (identity in a single process)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        y = x.detach().clone().float()
-        dist.all_reduce(y)
-        return (y / dist.get_world_size()).to(x.dtype)
-    return x
 
 
 def _mean(x: Tensor) -> float:
@@ -83,16 +75,12 @@ class PreferenceTrainer(Trainer):
     # -- reference ---------------------------------------------------------------
     @contextlib.contextmanager
     def _reference_context(self) -> Any:
-        """Yields the module that computes reference log-probs (adapter disabled for LoRA)."""
-        if self.ref_model is not None:
-            yield self.ref_model
-            return
-        model = self.accelerator.unwrap_model(self.model)
-        if hasattr(model, "disable_adapter"):
-            with model.disable_adapter():
-                yield model
-        else:  # full fine-tuning without a reference copy should not reach here
+        """Yields the module that computes reference log-probs (`engine.reference.reference_context`)."""
+        context = reference_context(self.accelerator.unwrap_model(self.model), self.ref_model)
+        if context is None:  # full fine-tuning without a reference copy: the recipe refuses it earlier
             raise TrainingError("no reference model: enable LoRA, set reference_model_name, or reference_free: true")
+        with context() as ref:
+            yield ref
 
     def reference_logps(self, batch: dict[str, Any], prefix: str, n: int) -> Tensor:
         if self.reference_free:
@@ -100,8 +88,8 @@ class PreferenceTrainer(Trainer):
         with torch.no_grad(), self._reference_context() as ref:
             return self._logps(ref, batch, prefix, n)[0]
 
-    # [prefix-sharing] begin: batches from a share_prompt collator hold the prompts once (prefix_*)
-    # and the completions as suffixes on them (engine/prefix.py); others go through sequence_logps.
+    # Batches from a share_prompt collator hold the prompts once (prefix_*) and the completions as
+    # suffixes on them (engine/prefix.py); others go through sequence_logps.
     @staticmethod
     def _logps(
         model: Any, batch: dict[str, Any], prefix: str, n: int, states: Any = None, detach: bool = False
@@ -118,12 +106,10 @@ class PreferenceTrainer(Trainer):
     def _states(model: Any, batch: dict[str, Any]) -> Any:
         return prompt_states(model, batch) if PREFIX + "input_ids" in batch else None
 
-    # [prefix-sharing] end
-
     # -- loss --------------------------------------------------------------------
     def _unpaired_inputs(self, model: Any, batch: dict[str, Any]) -> UnpairedLogps:
         n = int(batch["n"])
-        states = self._states(model, batch)  # [prefix-sharing] the prompts' keys/values, reused by the kl_ pass
+        states = self._states(model, batch)  # the prompts' keys/values, reused by the kl_ pass
         policy, lengths = self._logps(model, batch, "", n, states)
         reference = batch["ref_logps"] if "ref_logps" in batch else self.reference_logps(batch, "", n)
         z0 = self._z0(model, batch, "kl_", n, states)
@@ -149,7 +135,7 @@ class PreferenceTrainer(Trainer):
 
     def _paired_inputs(self, model: Any, batch: dict[str, Any]) -> PairedLogps:
         n = int(batch["n"])
-        states = self._states(model, batch)  # [prefix-sharing]
+        states = self._states(model, batch)
         logps, lengths = self._logps(model, batch, "", 2 * n, states)
         if "ref_chosen_logps" in batch:
             ref = torch.cat([batch["ref_chosen_logps"], batch["ref_rejected_logps"]]).to(logps.dtype)
@@ -204,8 +190,6 @@ class PreferenceTrainer(Trainer):
         when their reference log-probs are precomputed. Several processes: the stock sampler."""
         columns = getattr(eval_dataset, "column_names", None) or ()
         if self.args.world_size <= 1 and "length" in columns:
-            from prospect.data.collate import eval_order
-
             return eval_order(eval_dataset["length"])
         return super()._get_eval_sampler(eval_dataset)
 

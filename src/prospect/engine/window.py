@@ -32,14 +32,13 @@ Evaluation keeps the in-batch estimate (mismatched pairs of each eval batch); un
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from prospect.data.collate import layout, mismatched_order
+from prospect.data.layout import layout
+from prospect.engine import dist
 from prospect.engine.trainer import PreferenceTrainer
 from prospect.errors import ConfigError
 
@@ -47,15 +46,6 @@ log = logging.getLogger("prospect")
 
 WINDOW_ROWS = "window_rows"  # batch key: the micro-batch's token ids, for the window pass
 WINDOW_Z0 = "window_z0"  # batch key: the window's z0, set before the micro-batch trains
-
-
-def window_mismatched_pairs(
-    prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
-) -> list[tuple[Sequence[int], Sequence[int]]]:
-    """(prompt g, completion (g - 1) mod N) for the N rows of a window, in window order."""
-    if len(prompts) != len(completions):
-        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-    return [(prompts[g], completions[j]) for g, j in enumerate(mismatched_order(len(prompts)))]
 
 
 class WindowRowsCollator:
@@ -78,14 +68,6 @@ class WindowRowsCollator:
             "completion_ids": [list(r["completion_ids"]) for r in rows],
         }
         return batch
-
-
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class WindowMismatchTrainer(PreferenceTrainer):
@@ -115,13 +97,13 @@ class WindowMismatchTrainer(PreferenceTrainer):
         Every process calls it once per optimizer step (transformers gives every process the
         same number of micro-batches), so the all-gather and the mean line up.
         """
-        rank, world = _world()
+        rank, world = dist.rank(), dist.world_size()
         local_completions = [mb["completion_ids"] for mb in micro_batches]
         if world > 1:  # every process needs the completions of the rows before its own in the window
-            import torch.distributed as dist
+            import torch.distributed
 
             gathered: list[Any] = [None] * world
-            dist.all_gather_object(gathered, local_completions)
+            torch.distributed.all_gather_object(gathered, local_completions)
         else:
             gathered = [local_completions]
         # Window order: micro-batch k of process 0, of process 1, ..., then micro-batch k + 1.
@@ -188,7 +170,7 @@ def resolve_reference_point(cfg: Any, world_size: int | None = None) -> Any:
     - With `window_mismatch`, evaluation (which estimates z0 inside each eval batch) gets
       `training.eval_batch_size = batch_size x gradient_accumulation_steps` unless it is set.
     """
-    world = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1") or 1)
+    world = world_size if world_size is not None else dist.world_size()
     t, k = cfg.training, cfg.kto
     window = t.batch_size * t.gradient_accumulation_steps * world
     if not cfg.is_unpaired:

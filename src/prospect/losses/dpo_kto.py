@@ -55,6 +55,11 @@ class DPOKTOLoss:
         self.needs_lengths = getattr(dpo_loss, "needs_lengths", False)
 
     @property
+    def needs_reference_point(self) -> bool:
+        """Whether the KTO term reads z0 (the engine then estimates it from mismatched pairs)."""
+        return self.kto_loss.needs_reference_point
+
+    @property
     def needs_mismatched(self) -> bool:
         """Whether the engine must compute mismatched-pair log-probs (or z0) for this loss."""
         return self.kto_loss.needs_reference_point and self.reference_point.needs_mismatched

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prospect.config.loader import config_with_overrides
 from prospect.config.schema import ModelEntry, RunConfig
+from prospect.engine.rundir import model_short_name, run_directory, safe_name
 from prospect.errors import ConfigError
 
 
@@ -42,8 +44,6 @@ class SweepRun:
 
     @property
     def run_dir(self) -> Path:
-        from prospect.engine.run import run_directory
-
         return run_directory(self.cfg)
 
 
@@ -78,8 +78,6 @@ def registry(cfg: RunConfig) -> list[ModelEntry]:
 def sweep_name(cfg: RunConfig) -> str:
     """Directory name of the sweep: `training.run_name` if set, else `<method>[_<key>...]`
     (e.g. `factual_dpo_delta`), else `<method>_models`."""
-    from prospect.engine.run import safe_name
-
     if cfg.training.run_name:
         return safe_name(cfg.training.run_name)
     keys = list((cfg.sweep or {}).keys())
@@ -102,9 +100,6 @@ def expand_grid(cfg: RunConfig) -> list[SweepRun]:
 
     Raises ConfigError for an empty grid list or two runs that would share a directory.
     """
-    from prospect.config.loader import config_with_overrides
-    from prospect.engine.run import model_short_name, safe_name
-
     grid = dict(cfg.sweep or {})
     for key, values in grid.items():
         if not isinstance(values, list) or not values:

@@ -4,7 +4,7 @@ For each run of `expand_grid(cfg)`, in order:
 - results.json exists in its directory -> finished earlier: skipped (not trained again; if
   its config.yaml differs from the config the sweep gives it now, a warning names the keys
   and the table's `config_changed` column lists them);
-- otherwise `prospect.engine.run.train(run_cfg, resume=True)`: continues from the run's
+- otherwise `prospect.recipes.training.train(run_cfg, resume=True)`: continues from the run's
   last checkpoint if an earlier sweep was interrupted, else starts fresh;
 - an exception fails that run only: recorded as `failed` with its message, the sweep
   goes on, and the exit code is 1 at the end.
@@ -14,8 +14,8 @@ stops; the next invocation resumes where it stopped.
 The results table is rewritten after every trained run (later runs `pending`); at the end
 the sweep directory holds:
     sweep_config.yaml   the sweep's own config (grid and registry included)
-    <run>/...           one run directory per run (see prospect.engine.run)
-    results.csv/.md     one row per run (prospect.sweep.results)
+    <run>/...           one run directory per run (see prospect.engine.rundir)
+    results.csv/.md     one row per run (prospect.recipes.sweep.results)
     plots/eval_vs_<key>.png, plots/training_curves.png
 """
 
@@ -32,9 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from prospect.config.schema import RunConfig
+from prospect.engine.rundir import config_changes as changes
+from prospect.engine.rundir import saved_config
 from prospect.errors import ProspectError
-from prospect.sweep.grid import SweepRun, describe, expand_grid, sweep_directory, sweep_name
-from prospect.sweep.results import (
+from prospect.eval.sweep_plots import plot_metric_vs_values, plot_training_curves
+from prospect.recipes.sweep.grid import SweepRun, describe, expand_grid, sweep_directory, sweep_name
+from prospect.recipes.sweep.results import (
     STATUS_DONE,
     STATUS_FAILED,
     STATUS_INTERRUPTED,
@@ -43,6 +46,7 @@ from prospect.sweep.results import (
     run_row,
     write_tables,
 )
+from prospect.recipes.training import train
 
 log = logging.getLogger("prospect")
 
@@ -115,9 +119,6 @@ def _row(run: SweepRun, status: str, error: str | None = None) -> dict[str, Any]
 def config_changes(run: SweepRun) -> list[str]:
     """Dotted keys where a finished run's config.yaml differs from the config the sweep would
     give it now (values the engine resolves, like `auto` KTO weights, are not counted)."""
-    from prospect.engine.rundir import config_changes as changes
-    from prospect.engine.rundir import saved_config
-
     return changes(saved_config(run.run_dir), run.cfg)
 
 
@@ -143,8 +144,6 @@ def print_plan(runs: list[SweepRun], sweep_dir: Path) -> None:
 
 def finalize(cfg: RunConfig, runs: list[SweepRun], rows: list[dict[str, Any]], sweep_dir: Path) -> dict[str, Any]:
     """Write results.csv / results.md and the sweep plots; returns their paths."""
-    from prospect.eval.sweep_plots import plot_metric_vs_values, plot_training_curves
-
     swept = list((cfg.sweep or {}).keys())
     csv_path, md_path = write_tables(sweep_dir, rows, swept, title=f"Sweep {sweep_dir.name}")
     plots: list[Path] = []
@@ -160,8 +159,6 @@ def finalize(cfg: RunConfig, runs: list[SweepRun], rows: list[dict[str, Any]], s
 
 def run_sweep(cfg: RunConfig, dry_run: bool = False, *, quiet: bool = False) -> int:
     """Train every run of the sweep described by `cfg`; returns the exit code (0, or 1 if any run failed)."""
-    from prospect.engine import run as engine_run
-
     runs = expand_grid(cfg)
     sweep_dir = sweep_directory(cfg)
     if dry_run:
@@ -193,7 +190,7 @@ def run_sweep(cfg: RunConfig, dry_run: bool = False, *, quiet: bool = False) -> 
         log.info("[%d/%d] %s: training", i + 1, len(runs), run.name)
         try:
             with scoped_environ():
-                engine_run.train(run.cfg, resume=True, quiet=quiet)
+                train(run.cfg, resume=True, quiet=quiet)
             rows.append(_row(run, STATUS_DONE))
         except KeyboardInterrupt:
             rows.append(_row(run, STATUS_INTERRUPTED))

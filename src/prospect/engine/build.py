@@ -1,0 +1,92 @@
+"""Assemble the Trainer of a run from what the loss says it needs.
+
+The loss object decides (never the method's name):
+- `loss.kind` -> which collator lays the rows out (unpaired rows or chosen/rejected pairs);
+- `loss.needs_reference_point` -> a z0 estimator (`kto.reference_point`), hence the in-batch
+  mismatched pairs (kl_*) unless the estimator is `zero`; with `window_mismatch` on unpaired
+  rows, the trainer that builds them across the accumulation window;
+- `loss.needs_reference` -> whether reference log-probs are computed at all.
+Prompts run once (`training.share_prompt`) where that is exact: a full-attention decoder,
+no packing, no gradient checkpointing (engine/prefix.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prospect.config.schema import RunConfig
+from prospect.data.collate import PairedCollator, UnpairedCollator
+from prospect.engine.dist import distributed_mean
+from prospect.engine.prefix import supports_prompt_sharing
+from prospect.engine.trainer import PreferenceTrainer
+from prospect.engine.window import WindowMismatchTrainer, WindowRowsCollator
+from prospect.losses import build_reference_point
+
+log = logging.getLogger("prospect")
+
+
+def needs_reference(cfg: RunConfig, loss: Any) -> bool:
+    """False when no reference log-probs are needed: `reference_free: true`, or a reference-free loss."""
+    return bool(getattr(loss, "needs_reference", True)) and not cfg.method_section.reference_free
+
+
+def builds_mismatched(cfg: RunConfig, loss: Any) -> bool:
+    """True when batches carry mismatched (prompt_i, completion_j) pairs: the loss needs z0 and it is estimated."""
+    return bool(getattr(loss, "needs_reference_point", False)) and cfg.kto.reference_point != "zero"
+
+
+def share_prompt(cfg: RunConfig, model: Any) -> bool:
+    """Whether prompts run once per row (exact only where `supports_prompt_sharing` says so)."""
+    wanted = cfg.training.share_prompt and not cfg.training.padding_free
+    if wanted and cfg.optimization.use_gradient_checkpointing:
+        log.info("training.share_prompt is off: gradient checkpointing drops the prompt's cache")
+        return False
+    return wanted and supports_prompt_sharing(model)
+
+
+def build_trainer(
+    cfg: RunConfig,
+    *,
+    model: Any,
+    ref_model: Any,
+    tokenizer: Any,
+    loss: Any,
+    args: Any,
+    train_dataset: Any,
+    eval_dataset: Any,
+    max_length: int,
+) -> PreferenceTrainer:
+    """The run's PreferenceTrainer (or WindowMismatchTrainer) with its collator and z0 estimator."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    mismatched = builds_mismatched(cfg, loss)
+    collator_cls = UnpairedCollator if loss.kind == "unpaired" else PairedCollator
+    collator: Any = collator_cls(
+        pad_id=pad_id,
+        packed=cfg.training.padding_free,
+        max_length=max_length,
+        build_mismatched=mismatched,
+        share_prompt=share_prompt(cfg, model),
+    )
+    z0_estimator = (
+        build_reference_point(cfg.kto.reference_point, reduce=distributed_mean)
+        if getattr(loss, "needs_reference_point", False)
+        else None
+    )
+    trainer_cls: type[PreferenceTrainer] = PreferenceTrainer
+    if loss.kind == "unpaired" and mismatched and cfg.kto.reference_point == "window_mismatch":
+        # z0 from mismatched pairs across the accumulation window (engine/window.py)
+        trainer_cls, collator = WindowMismatchTrainer, WindowRowsCollator(collator)
+    return trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        loss_fn=loss,
+        z0_estimator=z0_estimator,
+        ref_model=ref_model,
+        reference_free=not needs_reference(cfg, loss),
+        max_nonfinite_steps=cfg.training.max_nonfinite_steps,
+    )
