@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prospect import recipes  # lazy: each recipe loads on first use
+from prospect import __version__, recipes  # recipes: lazy, each loads on first use
 from prospect.errors import ProspectError
 
 # Seed shortcuts accepted by `train`, `sweep` and `config show` (seed 003 `--lr`, `--kto_lambda`, `--lambda`).
@@ -43,6 +43,32 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
     for name in SHORTCUTS:
         p.add_argument(f"--{name}", dest=f"sc_{name}", metavar="VALUE", help=argparse.SUPPRESS)
+
+
+def _add_data_parser(sub: Any) -> None:
+    """`prospect data inspect FILE [...]`."""
+    p = sub.add_parser("data", help="data tools")
+    dsub = p.add_subparsers(dest="data_command")
+    pi = dsub.add_parser("inspect", help="report what Prospect makes of a data file")
+    pi.add_argument("file")
+    pi.add_argument(
+        "--format",
+        default=None,
+        metavar="FORMAT",
+        help="force the input format: auto (detect, the default), unpaired, binary, score, paired, "
+        "pairwise, ranking, conversation, hh",
+    )
+    pi.add_argument("--json", action="store_true", help="print one JSON object")
+    pi.add_argument("--plot", default=None, metavar="PNG", help="write a length histogram")
+    pi.add_argument("--strict", action="store_true", help="stop at the first bad row")
+    pi.add_argument(
+        "--streaming",
+        action="store_true",
+        help="read with bounded memory (as data.streaming: true): duplicate and pairing indexes on disk",
+    )
+    pi.add_argument(
+        "--config", default=None, help="take the data settings from this run config, and read the file for its method"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,28 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--dry-run", action="store_true", help="list the runs without training")
 
-    p = sub.add_parser("data", help="data tools")
-    dsub = p.add_subparsers(dest="data_command")
-    pi = dsub.add_parser("inspect", help="report what Prospect makes of a data file")
-    pi.add_argument("file")
-    pi.add_argument(
-        "--format",
-        default=None,
-        metavar="FORMAT",
-        help="force the input format: auto (detect, the default), unpaired, binary, score, paired, "
-        "pairwise, ranking, conversation, hh",
-    )
-    pi.add_argument("--json", action="store_true", help="print one JSON object")
-    pi.add_argument("--plot", default=None, metavar="PNG", help="write a length histogram")
-    pi.add_argument("--strict", action="store_true", help="stop at the first bad row")
-    pi.add_argument(
-        "--streaming",
-        action="store_true",
-        help="read with bounded memory (as data.streaming: true): duplicate and pairing indexes on disk",
-    )
-    pi.add_argument(
-        "--config", default=None, help="take the data settings from this run config, and read the file for its method"
-    )
+    _add_data_parser(sub)
 
     p = sub.add_parser("eval", help="evaluate a finished run on a data file")
     p.add_argument("run_dir")
@@ -228,8 +233,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from prospect import __version__
-
         print(__version__)
         return 0
     if not args.command:
@@ -243,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("prospect: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `prospect data inspect FILE --json | head`: the reader went away
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

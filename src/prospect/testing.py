@@ -17,6 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from prospect.io import cache_root
+
 TINY_TOKENIZER_DIR = Path(__file__).resolve().parent / "resources" / "tiny_tokenizer"
 
 
@@ -83,8 +85,6 @@ def make_tiny_model_dir(
 
 def _default_root() -> Path:
     if os.environ.get("PROSPECT_CACHE"):
-        from prospect.io import cache_root
-
         return cache_root() / "testing"
     return Path(tempfile.gettempdir()) / f"prospect-testing-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 

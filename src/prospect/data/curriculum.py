@@ -27,6 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prospect.data.readers import open_source, read_rows
 from prospect.errors import ConfigError, DPODataError
 
 CURRICULA = ("reference_margin", "column")
@@ -85,8 +86,6 @@ def column_difficulty(
 
 def read_column(location: str, column: str) -> dict[int, Any]:
     """{source row: value of `column`} of the file or dataset at `location` (rows as the readers number them)."""
-    from prospect.data.readers import open_source, read_rows
-
     name = column[1:] if column.startswith("-") else column
     return {raw.row: raw.data.get(name) for raw in read_rows(open_source(location)) if raw.data is not None}
 

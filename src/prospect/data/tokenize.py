@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from prospect.data.records import PairedRecord, Text, UnpairedRecord
-from prospect.io import cache_root
+from prospect.io import MANIFEST, atomic_write_json, cache_root, manifest_intact, write_manifest
 
 log = logging.getLogger("prospect")
 
@@ -271,8 +271,6 @@ def _load_cached(cdir: Path) -> tuple[Any, dict[str, Any]] | None:
     """
     import datasets
 
-    from prospect.io import manifest_intact
-
     try:
         if not manifest_intact(cdir):
             raise ValueError("a file is missing or differs from its recorded checksum")
@@ -289,8 +287,6 @@ def _load_cached(cdir: Path) -> tuple[Any, dict[str, Any]] | None:
 def _store_cached(cdir: Path, ds: Any, stats: dict[str, Any]) -> Any:
     """Write the entry beside its place, checksum it, rename it into place; returns the dataset to use."""
     import datasets
-
-    from prospect.io import MANIFEST, atomic_write_json, write_manifest
 
     tmp = cdir.with_name(cdir.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -152,7 +152,14 @@ def model_card(
         "|---|---|",
     ]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in _method_settings(cfg).items()]
-    lines += ["", "## Training", ""]
+    lines += _training_lines(results) + _data_lines(cfg, report) + _usage_lines(adapter and not merged, load_base)
+    lines += ["", "## Resolved config", "", "Secrets (tokens, keys, passwords) are redacted.", "", "```yaml"]
+    lines += [cfg.to_yaml().rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _training_lines(results: dict[str, Any]) -> list[str]:
+    lines = ["", "## Training", ""]
     for k in ("global_step", "wall_time_s", "z0_estimator"):
         if results.get(k) is not None:
             lines.append(f"- {k}: {_fmt(results[k])}")
@@ -166,21 +173,23 @@ def model_card(
     if metrics:
         lines += ["", "## Final metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(metrics.items())]
+    return lines
+
+
+def _data_lines(cfg: RunConfig, report: dict[str, Any]) -> list[str]:
     summary = _data_summary(report)
-    if summary:
-        lines += [
-            "",
-            "## Data",
-            "",
-            f"Training data: `{cfg.data.train_file}`"
-            + (f", validation: `{cfg.data.validation_file}`" if cfg.data.validation_file else ""),
-            "",
-            "| item | value |",
-            "|---|---|",
-        ]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in summary.items()]
-    lines += ["", "## Usage", "", "```python"]
-    if adapter and not merged:
+    if not summary:
+        return []
+    files = f"Training data: `{cfg.data.train_file}`"
+    if cfg.data.validation_file:
+        files += f", validation: `{cfg.data.validation_file}`"
+    lines = ["", "## Data", "", files, "", "| item | value |", "|---|---|"]
+    return lines + [f"| {k} | {_fmt(v)} |" for k, v in summary.items()]
+
+
+def _usage_lines(adapter: bool, load_base: str) -> list[str]:
+    lines = ["", "## Usage", "", "```python"]
+    if adapter:
         lines += [
             "from peft import PeftModel",
             "from transformers import AutoModelForCausalLM, AutoTokenizer",
@@ -196,16 +205,4 @@ def model_card(
             'model = AutoModelForCausalLM.from_pretrained("path/to/this/directory")',
             'tokenizer = AutoTokenizer.from_pretrained("path/to/this/directory")',
         ]
-    lines += [
-        "```",
-        "",
-        "## Resolved config",
-        "",
-        "Secrets (tokens, keys, passwords) are redacted.",
-        "",
-        "```yaml",
-        cfg.to_yaml().rstrip(),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines + ["```"]

@@ -132,6 +132,29 @@ def _z0(cfg: RunConfig, kl_policy: torch.Tensor, kl_reference: torch.Tensor) -> 
     )
 
 
+@dataclass
+class _Scorer:
+    """What scoring one set needs: the models, batch settings, the run's loss and whether it reads z0."""
+
+    cfg: RunConfig
+    models: EvalModels
+    pad_id: int
+    batch_size: int
+    max_length: int
+    loss: Any
+    wants_z0: bool
+
+    def logps(self, seqs: Sequence[tuple[list[int], list[int]]], what: str) -> tuple[Any, Any, Any]:
+        return _both(self.models.policy, self.models.reference, seqs, self.pad_id, self.batch_size, what)
+
+    def z0(self, prompts: Sequence[list[int]], completions: Sequence[list[int]]) -> torch.Tensor | None:
+        """The run's z0 on the whole set's mismatched pairs, or None when the loss reads none."""
+        if not self.wants_z0:
+            return None
+        kp, kr, _ = self.logps(_mismatched(prompts, completions, self.max_length), "mismatched pairs")
+        return _z0(self.cfg, kp, kr)
+
+
 def evaluate_records(cfg: RunConfig, models: EvalModels, records: Sequence[Any], kind: str) -> dict[str, Any]:
     """Metrics of the policy on tokenized `records` (see the module docstring).
 
@@ -139,115 +162,109 @@ def evaluate_records(cfg: RunConfig, models: EvalModels, records: Sequence[Any],
     for KTO runs, or pairs turned into rows (chosen desirable, rejected undesirable). A
     DPO-family run evaluated on unpaired rows has no loss (None).
     """
-    policy, ref_ctx, tokenizer = models.policy, models.reference, models.tokenizer
-    beta = cfg.method_section.beta
-    settings = tokenize_settings(cfg, policy)
+    tokenizer = models.tokenizer
+    settings = tokenize_settings(cfg, models.policy)
     ds, _ = tokenize_records(records, tokenizer, settings, kind=kind, use_cache=False, desc="Tokenizing eval")
     rows = list(ds)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    bs = cfg.training.eval_batch_size or cfg.training.batch_size
-    max_len = settings.max_length
     run_loss = _run_loss(cfg)
-    wants_z0 = run_loss is not None and builds_mismatched(cfg, run_loss) and len(rows) > 1
-    out: dict[str, Any] = {"beta": beta, "reference": models.reference_desc}
-    f = torch.float32
-    if kind == "paired":
-        prompts = [r["prompt_ids"] for r in rows]
-        pc, rc, lc = _both(policy, ref_ctx, [(r["prompt_ids"], r["chosen_ids"]) for r in rows], pad_id, bs, "chosen")
-        pr, rr, lr = _both(
-            policy, ref_ctx, [(r["prompt_ids"], r["rejected_ids"]) for r in rows], pad_id, bs, "rejected"
+    scorer = _Scorer(
+        cfg,
+        models,
+        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        batch_size=cfg.training.eval_batch_size or cfg.training.batch_size,
+        max_length=settings.max_length,
+        loss=run_loss,
+        wants_z0=run_loss is not None and builds_mismatched(cfg, run_loss) and len(rows) > 1,
+    )
+    out: dict[str, Any] = {"beta": cfg.method_section.beta, "reference": models.reference_desc}
+    out.update(_score_pairs(scorer, rows) if kind == "paired" else _score_rows(scorer, rows))
+    return out
+
+
+def _score_pairs(s: _Scorer, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    beta, f = s.cfg.method_section.beta, torch.float32
+    prompts = [r["prompt_ids"] for r in rows]
+    pc, rc, lc = s.logps([(r["prompt_ids"], r["chosen_ids"]) for r in rows], "chosen")
+    pr, rr, lr = s.logps([(r["prompt_ids"], r["rejected_ids"]) for r in rows], "rejected")
+    ch, rj = M.rewards(pc, rc, beta), M.rewards(pr, rr, beta)
+    out: dict[str, Any] = {
+        "n_pairs": len(rows),
+        "reward_accuracy": M.reward_accuracy(ch, rj),
+        "margin": M.mean_margin(ch, rj),
+        "chosen_reward": float(ch.mean()),
+        "rejected_reward": float(rj.mean()),
+        "kl": M.kl_estimate(pc, rc),
+        "perplexity": M.perplexity(pc, lc),
+        "rejected_perplexity": M.perplexity(pr, lr),
+    }
+    if s.models.reference is not None:
+        out["reference_perplexity"] = M.perplexity(rc, lc)
+    z0 = s.z0(prompts, [r["chosen_ids"] for r in rows])
+    if z0 is not None:
+        out["z0"] = float(z0)
+    if s.cfg.is_unpaired:  # a KTO run on pairs: chosen desirable, rejected undesirable
+        n = len(rows)
+        logps: Any = UnpairedLogps(
+            policy=torch.cat([pc, pr]).to(f),
+            reference=torch.cat([rc, rr]).to(f),
+            label=torch.tensor([True] * n + [False] * n),
+            z0=z0 if z0 is not None else torch.zeros(()),
+            lengths=torch.cat([lc, lr]),
         )
-        ch, rj = M.rewards(pc, rc, beta), M.rewards(pr, rr, beta)
-        out.update(
-            {
-                "n_pairs": len(rows),
-                "reward_accuracy": M.reward_accuracy(ch, rj),
-                "margin": M.mean_margin(ch, rj),
-                "chosen_reward": float(ch.mean()),
-                "rejected_reward": float(rj.mean()),
-                "kl": M.kl_estimate(pc, rc),
-                "perplexity": M.perplexity(pc, lc),
-                "rejected_perplexity": M.perplexity(pr, lr),
-            }
+    else:
+        logps = PairedLogps(
+            policy_chosen=pc.to(f),
+            policy_rejected=pr.to(f),
+            reference_chosen=rc.to(f),
+            reference_rejected=rr.to(f),
+            chosen_lengths=lc,
+            rejected_lengths=lr,
+            h_w=torch.tensor([r["h_w"] for r in rows]),
+            h_l=torch.tensor([r["h_l"] for r in rows]),
+            margin=torch.tensor([r["margin"] for r in rows], dtype=f),
+            z0=z0,
         )
-        if ref_ctx is not None:
-            out["reference_perplexity"] = M.perplexity(rc, lc)
-        z0 = None
-        if wants_z0:
-            kp, kr, _ = _both(
-                policy,
-                ref_ctx,
-                _mismatched(prompts, [r["chosen_ids"] for r in rows], max_len),
-                pad_id,
-                bs,
-                "mismatched pairs",
-            )
-            z0 = _z0(cfg, kp, kr)
-            out["z0"] = float(z0)
-        if cfg.is_unpaired:  # a KTO run on pairs: chosen desirable, rejected undesirable
-            n = len(rows)
-            logps: Any = UnpairedLogps(
-                policy=torch.cat([pc, pr]).to(f),
-                reference=torch.cat([rc, rr]).to(f),
-                label=torch.tensor([True] * n + [False] * n),
-                z0=z0 if z0 is not None else torch.zeros(()),
-                lengths=torch.cat([lc, lr]),
-            )
-        else:
-            logps = PairedLogps(
-                policy_chosen=pc.to(f),
-                policy_rejected=pr.to(f),
-                reference_chosen=rc.to(f),
-                reference_rejected=rr.to(f),
-                chosen_lengths=lc,
-                rejected_lengths=lr,
-                h_w=torch.tensor([r["h_w"] for r in rows]),
-                h_l=torch.tensor([r["h_l"] for r in rows]),
-                margin=torch.tensor([r["margin"] for r in rows], dtype=f),
-                z0=z0,
-            )
-        out["loss"] = _loss(run_loss, logps)
-        return out
+    out["loss"] = _loss(s.loss, logps)
+    return out
+
+
+def _score_rows(s: _Scorer, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    beta, f = s.cfg.method_section.beta, torch.float32
     prompts = [r["prompt_ids"] for r in rows]
     completions = [r["completion_ids"] for r in rows]
-    pol, ref, lengths = _both(policy, ref_ctx, list(zip(prompts, completions)), pad_id, bs, "completions")
+    pol, ref, lengths = s.logps(list(zip(prompts, completions)), "completions")
     label = torch.tensor([bool(r["label"]) for r in rows], dtype=torch.bool)
     r = M.rewards(pol, ref, beta)
     d, u = r[label], r[~label]
-    out.update(
-        {
-            "n_desirable": int(label.sum()),
-            "n_undesirable": int((~label).sum()),
-            "reward_accuracy": M.ranking_accuracy(d, u),
-            "margin": M.mean_margin(d, u),
-            "desirable_reward": float(d.mean()) if d.numel() else float("nan"),
-            "undesirable_reward": float(u.mean()) if u.numel() else float("nan"),
-            "kl": M.kl_estimate(pol[label], ref[label]),
-            "perplexity": M.perplexity(pol[label], lengths[label]),
-            "undesirable_perplexity": M.perplexity(pol[~label], lengths[~label]),
-        }
-    )
-    if ref_ctx is not None:
+    out: dict[str, Any] = {
+        "n_desirable": int(label.sum()),
+        "n_undesirable": int((~label).sum()),
+        "reward_accuracy": M.ranking_accuracy(d, u),
+        "margin": M.mean_margin(d, u),
+        "desirable_reward": float(d.mean()) if d.numel() else float("nan"),
+        "undesirable_reward": float(u.mean()) if u.numel() else float("nan"),
+        "kl": M.kl_estimate(pol[label], ref[label]),
+        "perplexity": M.perplexity(pol[label], lengths[label]),
+        "undesirable_perplexity": M.perplexity(pol[~label], lengths[~label]),
+    }
+    if s.models.reference is not None:
         out["reference_perplexity"] = M.perplexity(ref[label], lengths[label])
-    if not cfg.is_unpaired:
+    if not s.cfg.is_unpaired:
         out["loss"] = None  # the run's loss needs pairs
         return out
-    z0 = torch.zeros(())
-    if wants_z0:
-        kp, kr, _ = _both(policy, ref_ctx, _mismatched(prompts, completions, max_len), pad_id, bs, "mismatched pairs")
-        z0 = _z0(cfg, kp, kr)
+    z0 = s.z0(prompts, completions)
+    if z0 is not None:
         out["z0"] = float(z0)
-    out["loss"] = _loss(
-        run_loss,
-        UnpairedLogps(
-            policy=pol.to(f),
-            reference=ref.to(f),
-            label=label,
-            z0=z0,
-            lengths=lengths,
-            weight=torch.tensor([float(x["weight"]) for x in rows], dtype=f),
-        ),
+    weight = torch.tensor([float(x["weight"]) for x in rows], dtype=f)
+    logps = UnpairedLogps(
+        policy=pol.to(f),
+        reference=ref.to(f),
+        label=label,
+        z0=z0 if z0 is not None else torch.zeros(()),
+        lengths=lengths,
+        weight=weight,
     )
+    out["loss"] = _loss(s.loss, logps)
     return out
 
 

@@ -157,6 +157,26 @@ def finalize(cfg: RunConfig, runs: list[SweepRun], rows: list[dict[str, Any]], s
     return {"csv": csv_path, "md": md_path, "plots": plots}
 
 
+def _skipped(run: SweepRun, i: int, total: int) -> dict[str, Any]:
+    """The row of a run finished earlier (not trained again); warns if its config differs from today's."""
+    changed = config_changes(run)
+    if changed:
+        log.warning(
+            "[%d/%d] %s: finished earlier with a different config (%s); skipped - delete %s to train it again",
+            i + 1,
+            total,
+            run.name,
+            ", ".join(changed),
+            run.run_dir,
+        )
+    else:
+        log.info("[%d/%d] %s: finished earlier, skipped", i + 1, total, run.name)
+    row = _row(run, STATUS_SKIPPED)
+    if changed:
+        row["config_changed"] = ", ".join(changed)
+    return row
+
+
 def run_sweep(cfg: RunConfig, dry_run: bool = False, *, quiet: bool = False) -> int:
     """Train every run of the sweep described by `cfg`; returns the exit code (0, or 1 if any run failed)."""
     runs = expand_grid(cfg)
@@ -170,22 +190,7 @@ def run_sweep(cfg: RunConfig, dry_run: bool = False, *, quiet: bool = False) -> 
     failed = 0
     for i, run in enumerate(runs):
         if (run.run_dir / "results.json").exists():
-            changed = config_changes(run)
-            if changed:
-                log.warning(
-                    "[%d/%d] %s: finished earlier with a different config (%s); skipped - delete %s to train it again",
-                    i + 1,
-                    len(runs),
-                    run.name,
-                    ", ".join(changed),
-                    run.run_dir,
-                )
-            else:
-                log.info("[%d/%d] %s: finished earlier, skipped", i + 1, len(runs), run.name)
-            row = _row(run, STATUS_SKIPPED)
-            if changed:
-                row["config_changed"] = ", ".join(changed)
-            rows.append(row)
+            rows.append(_skipped(run, i, len(runs)))
             continue
         log.info("[%d/%d] %s: training", i + 1, len(runs), run.name)
         try:
