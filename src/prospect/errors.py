@@ -7,6 +7,20 @@ Every error a *user* can cause (a bad config, a bad data row, a missing file) is
 
 from __future__ import annotations
 
+from typing import Any
+
+#: Characters of a user value quoted in an error message or a rejected row's reason.
+MAX_REASON_VALUE = 60
+
+
+def show(value: Any) -> str:
+    """A short, always-encodable rendering of a user value for error messages."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > MAX_REASON_VALUE:
+        text = text[: MAX_REASON_VALUE - 3] + "..."
+    # Lone surrogates (broken UTF-16 escapes in the input) must not break report writing.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 class ProspectError(Exception):
     """Base class of errors caused by user input; printed without a traceback."""
@@ -18,6 +32,10 @@ class ConfigError(ProspectError, ValueError):
     """A run configuration that cannot be used (unknown key, wrong type, bad value)."""
 
     exit_code = 2
+
+
+class ConfigWarning(UserWarning):
+    """A config that loads but contains something ignored or without effect."""
 
 
 class ModelLoadError(ProspectError):

@@ -1,4 +1,4 @@
-"""Seed names -> canonical config keys, and the name lists a config is checked against.
+"""The alias table: seed names -> canonical config keys, and the seeds' command-line shortcuts.
 
 The seeds name the same setting in different places and spellings (seed 003 puts
 `beta` under `training`, seed 004 has a flat `hyperparams:` block, peft says `r` where
@@ -9,7 +9,7 @@ Prospect says `lora_rank`). Every accepted spelling is one row of `ALIASES`:
 - `where`  dotted path of the mapping the key may appear in ("" = top level);
 - `key`    the seed's name there;
 - `target` canonical dotted key it becomes; `{method}` stands for the active method's
-  section (`kto` when the method is kto, else `dpo`; the same rule as
+  section (its row's `section` in the method table; the same rule as
   `RunConfig.method_section`);
 - `action` "move" (rename), "container" (a seed block whose keys are looked up in the
   rows with `where = <its path>`), "sweep" (seed 004 `deltas` -> a sweep grid),
@@ -22,45 +22,29 @@ under `kto:` it is seed 000's loss aversion (canonical `kto.kto_lambda`); under
 `method.kto_weight`); at the top level, with nothing to tell them apart, it is refused.
 
 Keys that are neither canonical nor in this table stay errors (pydantic refuses them).
+`canonicalize.py` applies the table; docs/config_aliases.md is `alias_table_markdown()`.
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+import textwrap
+from dataclasses import dataclass
+from typing import Literal
 
-from prospect.config.schema import METHODS, OptimizationConfig, TrainingConfig
+from prospect.config.methods import LOSS_TYPES, METHODS
+from prospect.config.sections import OptimizationConfig, TrainingConfig
 
 #: Placeholder in a target for the section holding the active method's beta/reference.
 METHOD_SECTION = "{method}"
 
-#: Valid `method.name` values (same tuple as the schema's Literal).
+#: Valid `method.name` values, in method-table order.
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 
 #: Valid `kto.loss_type` values: TRL's KTO loss, this project's prospect-theory loss, APO-zero unpaired.
-KTO_LOSS_TYPES: tuple[str, ...] = ("kto", "prospect", "apo_zero_unpaired")
+KTO_LOSS_TYPES: tuple[str, ...] = LOSS_TYPES["kto"]
 
 #: Valid `dpo.loss_type` values (str or list): TRL 1.16 `DPOConfig.loss_type`.
-DPO_LOSS_TYPES: tuple[str, ...] = (
-    "sigmoid",
-    "hinge",
-    "ipo",
-    "exo_pair",
-    "nca_pair",
-    "robust",
-    "bco_pair",
-    "sppo_hard",
-    "aot",
-    "aot_unpaired",
-    "apo_zero",
-    "apo_down",
-    "discopop",
-    "sft",
-    "sigmoid_norm",
-)
+DPO_LOSS_TYPES: tuple[str, ...] = LOSS_TYPES["dpo"]
 
 Action = Literal["move", "container", "sweep", "ignore", "ambiguous"]
 
@@ -187,7 +171,7 @@ ALIASES: tuple[Alias, ...] = (
 )
 
 #: Container blocks whose keys may also be any field name of these sections.
-_CONTAINER_FALLBACK: dict[str, tuple[tuple[str, type], ...]] = {
+CONTAINER_FALLBACK: dict[str, tuple[tuple[str, type], ...]] = {
     "hyperparams": (("training", TrainingConfig), ("optimization", OptimizationConfig)),
 }
 
@@ -199,36 +183,10 @@ UNSUPPORTED_HINTS: dict[str, str] = {
     "hyperparams:/paths:/deltas: at the top level (method: factual_dpo)",
 }
 
-_RULES: dict[tuple[str, str], Alias] = {(a.where, a.key): a for a in ALIASES}
-_WHERES: tuple[str, ...] = tuple(dict.fromkeys(a.where for a in ALIASES if a.where))
-_CONTAINERS = {(a.where + "." + a.key).lstrip(".") for a in ALIASES if a.action == "container"}
-
-Path = tuple[Any, ...]
-
-
-class AliasError(Exception):
-    """An alias that cannot be applied; `path` is the key as written, for locating it."""
-
-    def __init__(self, path: Path, message: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.message = message
-
-
-@dataclass
-class Canonical:
-    """Result of `canonicalize`: the rewritten tree, each move (written path -> canonical
-    path), and (written path, message) warnings."""
-
-    tree: dict[Any, Any]
-    moves: list[tuple[Path, Path]] = field(default_factory=list)
-    warnings: list[tuple[Path, str]] = field(default_factory=list)
-    rules: dict[Path, Alias] = field(default_factory=dict)
-
 
 def method_section(method: str) -> str:
     """Section holding beta/reference settings of `method` (as `RunConfig.method_section`)."""
-    return "kto" if method == "kto" else "dpo"
+    return METHODS[method].section
 
 
 def aliases_at(where: str) -> list[str]:
@@ -236,177 +194,52 @@ def aliases_at(where: str) -> list[str]:
     return [a.key for a in ALIASES if a.where == where and a.action != "ambiguous"]
 
 
-def _dotted(path: Path) -> str:
-    return ".".join(str(p) for p in path)
+#: Target of --kto_lambda / --lambda: method.kto_weight for method dpo_kto (seed 003),
+#: kto.kto_lambda otherwise (seed 000).
+KTO_LAMBDA_SHORTCUT = "{kto_lambda}"
+
+#: Command-line shortcuts of the seeds -> canonical dotted keys (`{method}`: see METHOD_SECTION).
+SHORTCUTS: dict[str, str] = {
+    "lr": "training.learning_rate",
+    "learning_rate": "training.learning_rate",
+    "kto_lambda": KTO_LAMBDA_SHORTCUT,
+    "lambda": KTO_LAMBDA_SHORTCUT,
+    "beta": "{method}.beta",
+    "delta": "method.delta",
+    "method": "method.name",
+    "model": "model.name",
+    "model_id": "model.name",
+    "output_dir": "training.output_dir",
+    "seed": "training.seed",
+    "max_steps": "training.max_steps",
+    "batch_size": "training.batch_size",
+    "num_epochs": "training.num_epochs",
+}
 
 
-def _target_path(alias: Alias, method: str) -> Path:
-    return tuple(alias.target.replace(METHOD_SECTION, method_section(method)).split("."))
-
-
-def canonicalize(tree: Mapping[Any, Any], method: str) -> Canonical:
-    """Rewrite seed spellings in `tree` (a parsed config mapping) to canonical keys.
-
-    `method` is the run's method name; it decides where `{method}` targets land. The
-    input is not modified. Raises `AliasError` when an alias and the key it stands for
-    are both given with different values, or a key is ambiguous.
-    """
-    out: dict[Any, Any] = copy.deepcopy(dict(tree))
-    result = Canonical(out)
-    written_by: dict[Path, Path] = {}
-    if isinstance(out.get("method"), str):
-        out["method"] = {"name": out["method"]}
-    # Top level first (containers there write into sections), then each section.
-    _process(out, (), "", method, result, written_by)
-    for where in _WHERES:
-        if where in _CONTAINERS:
-            continue  # handled when its parent mapping is processed
-        node = _get(out, tuple(where.split(".")))
-        if isinstance(node, dict):
-            _process(node, tuple(where.split(".")), where, method, result, written_by)
-    return result
-
-
-def _process(
-    node: dict[Any, Any],
-    path: Path,
-    where: str,
-    method: str,
-    result: Canonical,
-    written_by: dict[Path, Path],
-    container: str | None = None,
-) -> None:
-    """Apply the rows for `where` to the keys of `node` (found at `path` in the input)."""
-    for key in list(node):
-        rule = _RULES.get((where, key)) if isinstance(key, str) else None
-        src = path + (key,)
-        if rule is None:
-            if container is None:
-                continue  # a canonical key (or an unknown one pydantic will name)
-            target = _fallback_target(container, key)
-            if target is None:
-                raise AliasError(src, f"unknown key in the {container}: block{_container_hint(container, key)}")
-            _move(result, written_by, src, target, node.pop(key), None)
-            continue
-        value = node.pop(key)
-        if rule.action == "ambiguous":
-            raise AliasError(src, rule.note.replace("{key}", str(key)))
-        if rule.action == "ignore":
-            result.warnings.append((src, f"ignored: {rule.note} ({rule.origin})"))
-            continue
-        if rule.action == "container":
-            if value is None:
-                continue
-            if not isinstance(value, dict):
-                raise AliasError(src, f"expected a mapping ({rule.origin} block), got {type(value).__name__}")
-            sub_where = (where + "." + key).lstrip(".")
-            _process(value, src, sub_where, method, result, written_by, container=sub_where)
-            continue
-        if rule.action == "sweep":
-            grid = value if isinstance(value, list) else [value]
-            sweep = result.tree.get("sweep")
-            if sweep is None:
-                sweep = result.tree["sweep"] = {}
-            elif not isinstance(sweep, dict):
-                raise AliasError(src, "cannot add the deltas grid: 'sweep' is not a mapping")
-            if "method.delta" in sweep and sweep["method.delta"] != grid:
-                raise AliasError(src, f"deltas {grid!r} conflicts with sweep['method.delta'] {sweep['method.delta']!r}")
-            sweep["method.delta"] = grid
-            result.moves.append((src, ("sweep", "method.delta")))
-            result.rules[src] = rule
-            continue
-        _move(result, written_by, src, _target_path(rule, method), value, rule)
-
-
-def _container_hint(container: str, key: Any) -> str:
-    accepted = aliases_at(container) + _fallback_names(container)
-    close = difflib.get_close_matches(str(key), accepted, n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean '{container}.{close[0]}'?)"
-    sections = [section for section, _ in _CONTAINER_FALLBACK.get(container, ())]
-    extra = f", or any {'/'.join(sections)} key name" if sections else ""
-    return f" (accepted: {', '.join(aliases_at(container))}{extra})"
-
-
-def _fallback_names(container: str) -> list[str]:
-    return [n for _, cls in _CONTAINER_FALLBACK.get(container, ()) for n in cls.model_fields]
-
-
-def _fallback_target(container: str, key: Any) -> Path | None:
-    for section, cls in _CONTAINER_FALLBACK.get(container, ()):
-        if isinstance(key, str) and key in cls.model_fields:
-            return (section, key)
-    return None
-
-
-def _move(
-    result: Canonical, written_by: dict[Path, Path], src: Path, dst: Path, value: Any, rule: Alias | None
-) -> None:
-    """Put `value` at `dst`, refusing to overwrite a different value already there."""
-    node = result.tree
-    for i, part in enumerate(dst[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif part == "method" and i == 0 and isinstance(child, str):
-            child = node[part] = {"name": child}
-        if not isinstance(child, dict):
-            raise AliasError(src, f"cannot set {_dotted(dst)} (alias target): {_dotted(dst[: i + 1])} is not a mapping")
-        node = child
-    leaf = dst[-1]
-    if value is None and leaf in node:
-        return  # a null alias (e.g. the `max_completion_length: null` a resolved config holds) sets nothing
-    if leaf in node and node[leaf] != value:
-        other = written_by.get(dst, dst)
-        raise AliasError(
-            src, f"conflicts with {_dotted(other)}: both set {_dotted(dst)} ({value!r} vs {node[leaf]!r}); keep one"
-        )
-    node[leaf] = value
-    written_by[dst] = src
-    result.moves.append((src, dst))
-    if rule is not None:
-        result.rules[src] = rule
-
-
-def _get(tree: Any, path: Path) -> Any:
-    node = tree
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+def _method_sections_sentence() -> str:
+    """'`kto` for method `kto`, `dpo` for methods `dpo`, `ipo`, ...', from the method table."""
+    by_section: dict[str, list[str]] = {}
+    for m in METHODS.values():
+        by_section.setdefault(m.section, []).append(f"`{m.name}`")
+    parts = []
+    for section, names in by_section.items():
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        parts.append(f"`{section}` for method{'s' if len(names) > 1 else ''} {listed}")
+    return ", ".join(parts)
 
 
 def alias_table_markdown() -> str:
     """The alias table as markdown (docs/config_aliases.md is this text)."""
-    lines = [
-        "# Configuration aliases",
-        "",
-        "Prospect accepts the names the seed documents use and rewrites them to one canonical",
-        "key before the config is validated. `prospect config show` prints the resolved config.",
-        "`{method}` means the active method's section: `kto` for method `kto`, `dpo` for",
-        "`dpo`, `ipo`, `factual_dpo` and `dpo_kto`. A key that is neither canonical nor listed",
-        "here is an error that names the closest valid key.",
-        "",
-        "| where | seed key | canonical key | from | note |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for a in ALIASES:
-        where = a.where or "(top level)"
-        if a.action == "container":
-            target = f"block: keys below under `{(a.where + '.' + a.key).lstrip('.')}`"
-        elif a.action == "ignore":
-            target = "(ignored, warning)"
-        elif a.action == "ambiguous":
-            target = "(refused: ambiguous)"
-        elif a.action == "sweep":
-            target = "`sweep: {method.delta: [...]}`"
-        else:
-            target = f"`{a.target}`"
-        note = a.note.replace("{key}", a.key).replace("|", "\\|")
-        if a.methods:
-            note = (note + "; " if note else "") + f"takes effect only with method {', '.join(a.methods)}"
-        lines.append(f"| `{where}` | `{a.key}` | {target} | {a.origin} | {note} |")
+    intro = (
+        "Prospect accepts the names the seed documents use and rewrites them to one canonical "
+        "key before the config is validated. `prospect config show` prints the resolved config. "
+        f"`{METHOD_SECTION}` means the active method's section: {_method_sections_sentence()}. "
+        "A key that is neither canonical nor listed here is an error that names the closest valid key."
+    )
+    lines = ["# Configuration aliases", "", *textwrap.wrap(intro, width=87, break_on_hyphens=False), ""]
+    lines += ["| where | seed key | canonical key | from | note |", "| --- | --- | --- | --- | --- |"]
+    lines += [_alias_row(a) for a in ALIASES]
     lines += [
         "",
         "## `kto_lambda`: two meanings",
@@ -440,24 +273,19 @@ def alias_table_markdown() -> str:
     return "\n".join(lines)
 
 
-#: Target of --kto_lambda / --lambda: method.kto_weight for method dpo_kto (seed 003),
-#: kto.kto_lambda otherwise (seed 000).
-KTO_LAMBDA_SHORTCUT = "{kto_lambda}"
-
-#: Command-line shortcuts of the seeds -> canonical dotted keys (`{method}`: see METHOD_SECTION).
-SHORTCUTS: dict[str, str] = {
-    "lr": "training.learning_rate",
-    "learning_rate": "training.learning_rate",
-    "kto_lambda": KTO_LAMBDA_SHORTCUT,
-    "lambda": KTO_LAMBDA_SHORTCUT,
-    "beta": "{method}.beta",
-    "delta": "method.delta",
-    "method": "method.name",
-    "model": "model.name",
-    "model_id": "model.name",
-    "output_dir": "training.output_dir",
-    "seed": "training.seed",
-    "max_steps": "training.max_steps",
-    "batch_size": "training.batch_size",
-    "num_epochs": "training.num_epochs",
-}
+def _alias_row(a: Alias) -> str:
+    where = a.where or "(top level)"
+    if a.action == "container":
+        target = f"block: keys below under `{(a.where + '.' + a.key).lstrip('.')}`"
+    elif a.action == "ignore":
+        target = "(ignored, warning)"
+    elif a.action == "ambiguous":
+        target = "(refused: ambiguous)"
+    elif a.action == "sweep":
+        target = "`sweep: {method.delta: [...]}`"
+    else:
+        target = f"`{a.target}`"
+    note = a.note.replace("{key}", a.key).replace("|", "\\|")
+    if a.methods:
+        note = (note + "; " if note else "") + f"takes effect only with method {', '.join(a.methods)}"
+    return f"| `{where}` | `{a.key}` | {target} | {a.origin} | {note} |"

@@ -109,13 +109,3 @@ LOSS_TYPES: dict[SectionName, tuple[str, ...]] = {
         "sigmoid_norm",
     ),
 }
-
-
-def method_names() -> tuple[str, ...]:
-    """Every valid `method.name`, in table order."""
-    return tuple(METHODS)
-
-
-def get_method(name: str) -> Method:
-    """The table row of `name` (KeyError for an unknown name; the config refuses those at load)."""
-    return METHODS[name]
