@@ -60,7 +60,3 @@ class DPOLabelError(DPODataError):
 
 class TrainingError(ProspectError):
     """A run that must stop for a reason the user can act on (e.g. repeated non-finite losses)."""
-
-
-class CacheMismatchError(ProspectError):
-    """A cache (e.g. reference log-probs) that does not match the current run."""
