@@ -150,8 +150,11 @@ def test_collators_emit_shared_layout():
 def test_support_check():
     model = _model()
     assert supports_prompt_sharing(model)
-    model.gradient_checkpointing_enable()
-    assert not supports_prompt_sharing(model)  # checkpointed layers drop the cache
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert supports_prompt_sharing(model)  # the replay-safe caches keep sharing under checkpointing
+    sliding = LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=4))
+    sliding.config.layer_types = ["sliding_attention"]
+    assert not supports_prompt_sharing(sliding)
 
 
 @pytest.mark.parametrize("method", ["kto", "dpo"])
@@ -194,3 +197,64 @@ def test_trainer_loss_equal_with_and_without_sharing(method, tmp_path):
         abs(float(losses[0]) - (0.5 if method == "kto" else 0.6931)) > 1e-4
     )  # a non-zero adapter: not the trivial value
     _assert_grads_close(grads[0], grads[1])
+
+
+def _trainer_case(method, tmp_path, model):
+    from transformers import TrainingArguments
+
+    from prospect.config.schema import DPOConfig, KTOConfig
+    from prospect.engine.trainer import PreferenceTrainer
+    from prospect.losses import build_loss, build_reference_point
+
+    if method == "kto":
+        cfg = KTOConfig.model_validate(
+            {"method": {"name": "kto"}, "kto": {"desirable_weight": 1.0, "undesirable_weight": 1.0}}
+        )
+        rows = [
+            {"prompt_ids": p, "completion_ids": c, "label": i % 2 == 0}
+            for i, (p, c) in enumerate(zip(PROMPTS, COMPLETIONS))
+        ]
+        coll, z0 = UnpairedCollator, build_reference_point("batch_mismatch")
+    else:
+        cfg = DPOConfig.model_validate({"method": {"name": "dpo"}})
+        rows = [
+            {"prompt_ids": p, "chosen_ids": c, "rejected_ids": r} for p, c, r in zip(PROMPTS, COMPLETIONS, REJECTED)
+        ]
+        coll, z0 = PairedCollator, None
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, remove_unused_columns=False)
+    trainer = PreferenceTrainer(model=model, args=args, loss_fn=build_loss(cfg), z0_estimator=z0)
+    return trainer, coll, rows
+
+
+@pytest.mark.parametrize("method", ["kto", "dpo"])
+def test_checkpointing_keeps_prompt_sharing_with_equal_loss_and_gradients(method, tmp_path):
+    """Gradient checkpointing with shared prompts (replay-safe caches): the same loss and gradients as the
+    unshared, uncheckpointed oracle, and each prompt's attention runs once forward and once in the recompute."""
+    from prospect.engine.prefix import keep_cache_under_checkpointing
+
+    model = _model(seed=3, lora=True)
+    trainer, coll, rows = _trainer_case(method, tmp_path, model)
+    oracle = trainer.preference_loss(model, coll(pad_id=0, share_prompt=False)(rows))
+    oracle.loss.backward()
+    want = _grads(model)
+    model.zero_grad()
+
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    keep_cache_under_checkpointing(model)
+    attn = model.get_base_model().model.layers[0].self_attn
+    calls = []
+    real = attn.forward
+
+    def counting(*a, **k):
+        calls.append(k["hidden_states"].shape if "hidden_states" in k else a[0].shape)
+        return real(*a, **k)
+
+    attn.forward = counting
+    out = trainer.preference_loss(model, coll(pad_id=0, share_prompt=True)(rows))
+    out.loss.backward()
+    assert torch.allclose(out.loss.detach(), oracle.loss.detach(), atol=1e-6)
+    _assert_grads_close(want, _grads(model))
+    # The prompt's attention runs in the policy's forward and once in the backward recompute; the reference
+    # (computed on the fly here, adapter disabled, no grad) runs it for its main and its mismatched pass.
+    prompt_calls = [c for c in calls if c[1] == max(len(p) for p in PROMPTS) - 1]
+    assert len(prompt_calls) == (4 if method == "kto" else 3), calls

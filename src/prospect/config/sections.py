@@ -102,7 +102,7 @@ class TrainingConfig(Section):
     )
     share_prompt: bool = Field(
         True,
-        description="Run each prompt once and its completions on its cached keys/values (KTO's mismatched pass, DPO's chosen and rejected): exact (same log-probs and gradients to float rounding), +20% (KTO) and +27% (DPO) samples/s on SmolLM2 for ~10% more memory (docs/performance.md). Ignored with padding_free, gradient checkpointing or sliding-window models.",
+        description="Run each prompt once and its completions on its cached keys/values (KTO's mismatched pass, DPO's chosen and rejected): exact (same log-probs and gradients to float rounding), +20% (KTO) and +27% (DPO) samples/s on SmolLM2 for ~10% more memory (docs/performance.md). Kept under gradient checkpointing (replay-safe caches); ignored with padding_free or sliding-window models.",
     )
     dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     max_nonfinite_steps: int = Field(3, ge=1, description="Stop the run after this many non-finite losses in a row.")
@@ -243,7 +243,19 @@ class OptimizationConfig(Section):
     quantization_bits: Literal[4, 8] = Field(4, description="4 or 8 bit.")
     bf16: bool = Field(False, description="bf16 mixed precision (used when the hardware supports it, else a warning).")
     fp16: bool = Field(False, description="fp16 mixed precision (CUDA only).")
-    use_gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    use_gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto",
+        description="Recompute activations in the backward pass instead of keeping them (less memory, about one "
+        "extra forward pass). auto: on when the largest training batch's estimated activations exceed "
+        "activation_budget_gb (the decision and the estimate are logged and in results.json). Prompt sharing "
+        "stays on either way.",
+    )
+    activation_budget_gb: float = Field(
+        0.5,
+        gt=0,
+        description="use_gradient_checkpointing: auto checkpoints when a step's estimated activation memory "
+        "(layers x tokens x (10 hidden + 2 intermediate) x bytes per value) exceeds this many GiB.",
+    )
     deepspeed_config: str | None = Field(None, description="DeepSpeed JSON config path (multi-GPU).")
 
 

@@ -140,8 +140,6 @@ def training_args(cfg: RunConfig, run_dir: Path, has_eval: bool) -> Any:
         # Several processes and no GPU (`accelerate launch --multi_gpu` or `torchrun` on a CPU
         # machine): data-parallel over gloo; without use_cpu, transformers would run each process alone.
         kwargs["use_cpu"] = True
-    if o.use_gradient_checkpointing:
-        kwargs.update(activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": False})
     try:
         return TrainingArguments(**kwargs)
     except ValueError as e:

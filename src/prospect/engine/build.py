@@ -6,8 +6,8 @@ The loss object decides (never the method's name):
   mismatched pairs (kl_*) unless the estimator is `zero`; with `window_mismatch` on unpaired
   rows, the trainer that builds them across the accumulation window;
 - `loss.needs_reference` -> whether reference log-probs are computed at all.
-Prompts run once (`training.share_prompt`) where that is exact: a full-attention decoder,
-no packing, no gradient checkpointing (engine/prefix.py).
+Prompts run once (`training.share_prompt`) where that is exact: a full-attention decoder and
+no packing (engine/prefix.py), with or without gradient checkpointing (engine/checkpointing.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from prospect.config.schema import RunConfig
 from prospect.data.collate import PairedCollator, UnpairedCollator
+from prospect.engine.checkpointing import enable_checkpointing
 from prospect.engine.dist import distributed_mean
 from prospect.engine.prefix import supports_prompt_sharing
 from prospect.engine.trainer import PreferenceTrainer
@@ -38,11 +39,7 @@ def builds_mismatched(cfg: RunConfig, loss: Any) -> bool:
 
 def share_prompt(cfg: RunConfig, model: Any) -> bool:
     """Whether prompts run once per row (exact only where `supports_prompt_sharing` says so)."""
-    wanted = cfg.training.share_prompt and not cfg.training.padding_free
-    if wanted and cfg.optimization.use_gradient_checkpointing:
-        log.info("training.share_prompt is off: gradient checkpointing drops the prompt's cache")
-        return False
-    return wanted and supports_prompt_sharing(model)
+    return cfg.training.share_prompt and not cfg.training.padding_free and supports_prompt_sharing(model)
 
 
 def build_trainer(
@@ -56,17 +53,24 @@ def build_trainer(
     train_dataset: Any,
     eval_dataset: Any,
     max_length: int,
+    checkpointing: bool = False,
 ) -> PreferenceTrainer:
-    """The run's PreferenceTrainer (or WindowMismatchTrainer) with its collator and z0 estimator."""
+    """The run's PreferenceTrainer (or WindowMismatchTrainer) with its collator and z0 estimator.
+
+    checkpointing: enable gradient checkpointing on `model` (`engine.checkpointing.choose_checkpointing`).
+    """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     mismatched = builds_mismatched(cfg, loss)
+    shared = share_prompt(cfg, model)
+    if checkpointing:
+        enable_checkpointing(model, share_prompt=shared)
     collator_cls = UnpairedCollator if loss.kind == "unpaired" else PairedCollator
     collator: Any = collator_cls(
         pad_id=pad_id,
         packed=cfg.training.padding_free,
         max_length=max_length,
         build_mismatched=mismatched,
-        share_prompt=share_prompt(cfg, model),
+        share_prompt=shared,
     )
     z0_estimator = (
         build_reference_point(cfg.kto.reference_point, reduce=distributed_mean)

@@ -589,7 +589,7 @@ def load_policy_and_reference(cfg: RunConfig) -> tuple[Any, Any | None, Any]:
     - QLoRA (``use_quantization``): 4/8-bit bitsandbytes base on CUDA plus
       prepare_model_for_kbit_training; on CPU a warning and an unquantized load.
     - ``data.disable_dropout`` zeroes dropout in policy and reference (not LoRA's);
-      ``use_gradient_checkpointing`` enables non-reentrant checkpointing on the policy.
+      gradient checkpointing is not enabled here: engine/checkpointing.py decides it after tokenization.
     """
     model_cfg = cfg.model
     sec = cfg.method_section
@@ -624,17 +624,8 @@ def load_policy_and_reference(cfg: RunConfig) -> tuple[Any, Any | None, Any]:
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=opt.use_gradient_checkpointing)
-    elif opt.use_gradient_checkpointing:
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5 (the old name warns)
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if opt.use_gradient_checkpointing:
-        model.config.use_cache = False
-        if opt.use_lora:
-            # Frozen embeddings give checkpointed blocks inputs without grad; this restores them.
-            model.enable_input_require_grads()
+        # checkpointing is decided after tokenization (engine/checkpointing.py)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if opt.use_lora:
         from peft import get_peft_model
 

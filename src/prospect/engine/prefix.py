@@ -1,7 +1,7 @@
 """Shared prompts: run each prompt once, then its completions on top of its keys and values.
 
 A sequence (x, y) is split as prefix = x[:-1] and suffix = x[-1:] + y. The prefix runs once,
-left-padded (attention mask + explicit position ids), with `use_cache=True`; its per-layer
+left-padded (attention mask + explicit position ids), into a cache passed explicitly; its per-layer
 keys and values (which keep their autograd graph when gradients are on) are then reused by
 every suffix that shares the prompt:
 
@@ -18,9 +18,17 @@ followed by its own, so each token attends to exactly the tokens it attends to i
 unshared layout: log-probs and gradients equal `sequence_logps` on `data.layout.layout` up to
 float rounding (tests/test_prefix_sharing.py).
 
-Needs a decoder whose cache is a plain `DynamicCache` of full-attention layers (Llama,
-Qwen2, Mistral without a sliding window, ...) and no gradient checkpointing (transformers
-drops the cache inside checkpointed layers); `supports_prompt_sharing` says whether a model
+Gradient checkpointing keeps prompt sharing. transformers drops the cache inside a
+checkpointed layer, because the backward pass replays the layer's forward and a
+`DynamicCache` would be appended to a second time. The caches here are replay-safe instead:
+the prompt pass *records* each layer's keys and values (a replay overwrites them with equal
+tensors), and the suffix pass *reads* them (each call returns prompt + suffix keys without
+storing anything). With those, `enable_checkpointing` lets each decoder layer keep its cache
+under checkpointing (transformers' `_can_checkpoint_with_cache`): the prompt runs once in the
+forward pass and is recomputed at most once in the backward pass.
+
+Needs a decoder whose cache is a `DynamicCache` of full-attention layers (Llama, Qwen2,
+Mistral without a sliding window, ...); `supports_prompt_sharing` says whether a model
 qualifies, and the trainer falls back to the unshared path otherwise.
 """
 
@@ -30,25 +38,63 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
 
 from prospect.data.layout import PREFIX
 from prospect.engine.logprobs import token_logps
 
 
+class _PromptLayer(DynamicLayer):
+    """Records one layer's prompt keys/values; a replay (checkpoint recompute) overwrites them with equal ones."""
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.keys, self.values = key_states, value_states
+        return key_states, value_states
+
+
+class _SharedPromptLayer(DynamicLayer):
+    """Holds one layer's prompt keys/values; `update` returns prompt + new states and stores nothing."""
+
+    def __init__(self, keys: Tensor, values: Tensor) -> None:
+        super().__init__()
+        self.lazy_initialization(keys, values)
+        self.keys, self.values = keys, values
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+
+class ReplaySafeCache(DynamicCache):
+    """A DynamicCache whose updates give the same result however often a layer's forward runs."""
+
+    def __init__(self, states: list[tuple[Tensor, Tensor]] | None = None) -> None:
+        if states is None:  # the prompt pass: one recording layer per decoder layer, made on first use
+            Cache.__init__(self, layer_class_to_replicate=_PromptLayer)
+        else:  # the suffix pass: the prompt's states, read-only
+            Cache.__init__(self, layers=[_SharedPromptLayer(k, v) for k, v in states])
+
+
+def _decoder_layers(model: Any) -> list[Any]:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
+def keep_cache_under_checkpointing(model: Any) -> None:
+    """Let every checkpointed decoder layer keep the (replay-safe) cache the shared-prompt path passes it."""
+    for layer in _decoder_layers(model):
+        layer._can_checkpoint_with_cache = True
+
+
 def supports_prompt_sharing(model: Any) -> bool:
-    """True for decoders whose cache is full attention everywhere and that are not gradient-checkpointed."""
+    """True for decoders whose cache is full attention everywhere (with or without gradient checkpointing)."""
     base = model
     for attr in ("get_base_model",):
         if hasattr(base, attr):
             base = getattr(base, attr)()
-    # transformers 5 renamed is_gradient_checkpointing (deprecated, warns) to is_activation_checkpointing
-    checkpointing = (
-        base.is_activation_checkpointing
-        if hasattr(type(base), "is_activation_checkpointing")
-        else getattr(base, "is_gradient_checkpointing", False)
-    )
-    if checkpointing:
-        return False
     cfg = getattr(base, "config", None)
     if cfg is None or getattr(cfg, "is_encoder_decoder", False):
         return False
@@ -70,16 +116,14 @@ def prompt_states(model: Any, batch: dict[str, Any]) -> list[tuple[Tensor, Tenso
     ids: Tensor = batch[PREFIX + "input_ids"]
     if ids.shape[1] == 0:
         return []
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
+    cache = ReplaySafeCache()
     # logits_to_keep=1: the LM head runs on one position per row (no mask selects zero rows).
     model(
         input_ids=ids,
         attention_mask=batch[PREFIX + "attention_mask"],
         position_ids=batch[PREFIX + "position_ids"],
         past_key_values=cache,
-        use_cache=True,
+        use_cache=False,  # the layers write into the cache we pass; False: no model-built cache, no warning
         logits_to_keep=1,
     )
     return [(layer.keys, layer.values) for layer in cache.layers]
@@ -101,8 +145,6 @@ def suffix_logps(
     DPO's chosen then rejected). detach=True cuts the graph to the prompt (KTO's mismatched pass).
     Returns (logps (n,), lengths (n,)) like `sequence_logps`.
     """
-    from transformers import DynamicCache
-
     input_ids: Tensor = batch[prefix + "input_ids"]
     seq_index: Tensor = batch[prefix + "seq_index"]
     prompt_mask: Tensor = batch[PREFIX + "attention_mask"]
@@ -113,9 +155,8 @@ def suffix_logps(
         if repeats > 1:
             k, v = k.repeat(repeats, 1, 1, 1), v.repeat(repeats, 1, 1, 1)
         kv.append((k, v))
-    # A fresh cache per use: DynamicCache.update concatenates in place of its own attributes,
-    # so the shared tensors themselves are never modified.
-    cache = DynamicCache(ddp_cache_data=kv) if kv else None
+    # Read-only: the shared tensors are never modified, and a checkpointed layer may replay its forward.
+    cache = ReplaySafeCache(kv) if kv else None
     mask = torch.cat([prompt_mask.repeat(repeats, 1), batch[prefix + "attention_mask"]], dim=1)
     target_owner = seq_index[:, 1:]
     is_target = target_owner >= 0
@@ -126,7 +167,7 @@ def suffix_logps(
         attention_mask=mask,
         position_ids=batch[prefix + "position_ids"],
         past_key_values=cache,
-        use_cache=cache is not None,
+        use_cache=False,  # the layers read the cache we pass
         logits_to_keep=keep,
     )
     logits = out.logits

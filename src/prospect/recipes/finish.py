@@ -108,6 +108,7 @@ def finish(
         "nonfinite_steps": trainer.nonfinite_total,
         "data": {k: report.get(k) for k in ("rows_read", "accepted", "labels", "pairs") if k in report},
         "curriculum": notes.get("curriculum"),  # None when pairs were sampled at random
+        "gradient_checkpointing": notes.get("gradient_checkpointing"),
     }
     atomic_write_json(run_dir / "results.json", results)
     try:

@@ -24,6 +24,7 @@ from prospect.engine import dist
 from prospect.engine.args import tokenize_settings
 from prospect.engine.build import build_trainer, builds_mismatched, needs_reference
 from prospect.engine.callbacks import attach_callbacks
+from prospect.engine.checkpointing import choose_checkpointing
 from prospect.engine.model import load_policy_and_reference
 from prospect.engine.reference import attach_reference, reference_context
 from prospect.engine.signals import StopOnSignalCallback, TrainingInterrupted, stop_on_signals
@@ -120,6 +121,8 @@ def add_reference(run: PreparedRun, models: Models, data: TrainData) -> TrainDat
 def make_trainer(run: PreparedRun, models: Models, data: TrainData, *, quiet: bool) -> Any:
     if data.notes.get("curriculum") is not None:
         run.args.train_sampling_strategy = "sequential"  # keep the easy-to-hard order
+    checkpointing = choose_checkpointing(run.cfg, models.policy, data.train, paired=run.kind == "paired")
+    data.notes["gradient_checkpointing"] = checkpointing
     trainer = build_trainer(
         run.cfg,
         model=models.policy,
@@ -130,6 +133,7 @@ def make_trainer(run: PreparedRun, models: Models, data: TrainData, *, quiet: bo
         train_dataset=data.train,
         eval_dataset=data.validation,
         max_length=models.settings.max_length,
+        checkpointing=checkpointing["enabled"],
     )
     samples = None
     if run.cfg.data.generate_during_eval and data.validation is not None:
