@@ -9,6 +9,7 @@ import pytest
 
 from prospect.config.loader import ConfigWarning, load_config
 from prospect.losses import build_loss
+from prospect.recipes.preparation import paired_kto_weights, resolve_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -34,6 +35,13 @@ METHOD_EXAMPLES = {
 }
 
 
+class _Row:
+    """A training record as resolve_weights sees it (only the label is read)."""
+
+    def __init__(self, label: bool) -> None:
+        self.label = label
+
+
 def _load(path: Path):
     return load_config(str(path))
 
@@ -48,7 +56,11 @@ def test_every_method_example_exists():
 def test_example_loads_and_validates(path):
     cfg = _load(path)
     # the loss named by the config can be built (loss names and weights agree)
-    build_loss(cfg, n_desirable=3, n_undesirable=1)
+    build_loss(
+        resolve_weights(cfg, [_Row(True)] * 3 + [_Row(False)])[0]
+        if cfg.method.name == "kto"
+        else paired_kto_weights(cfg, 4)
+    )
     assert cfg.method.name in ("kto", "dpo", "ipo", "factual_dpo", "dpo_kto")
 
 

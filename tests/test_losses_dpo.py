@@ -22,7 +22,6 @@ import pytest
 import torch
 
 from prospect.config.schema import RunConfig
-from prospect.data.records import PairedRecord
 from prospect.errors import ConfigError, DPODataError
 from prospect.losses import (
     CombinedPairedLoss,
@@ -31,7 +30,6 @@ from prospect.losses import (
     build_loss,
     build_paired_loss,
     paired_loss_names,
-    reorient_factual_pairs,
     reorient_pairs,
 )
 from prospect.losses.dpo import IPOLoss, SigmoidLoss
@@ -411,17 +409,3 @@ def test_reorient_pairs_mask():
     """Swap only where the chosen is non-factual (1) and the rejected factual (0)."""
     mask = reorient_pairs(torch.tensor([1, 1, 0, 0]), torch.tensor([0, 1, 0, 1]))
     assert mask.tolist() == [True, False, False, False]
-
-
-def test_reorient_factual_pairs_records():
-    recs = [
-        PairedRecord(prompt="p1", chosen="wrong", rejected="right", h_w=1, h_l=0, source_row=1),
-        PairedRecord(prompt="p2", chosen="a", rejected="b", h_w=0, h_l=1, source_row=2),
-        PairedRecord(prompt="p3", chosen="c", rejected="d", h_w=None, h_l=0, source_row=3),
-    ]
-    out, n = reorient_factual_pairs(recs)
-    assert n == 1
-    assert (out[0].chosen, out[0].rejected, out[0].h_w, out[0].h_l) == ("right", "wrong", 0, 1)
-    assert out[0].prompt == "p1" and out[0].source_row == 1 and out[0].extra["factual_swapped"] is True
-    assert out[1] is recs[1] and out[2] is recs[2]
-    assert recs[0].chosen == "wrong"  # inputs untouched

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from prospect.config.schema import KTOSpecificConfig, RunConfig
+from prospect.data.weights import auto_kto_weights, resolve_kto_weights
 from prospect.errors import ConfigError, KTOLabelError
 from prospect.losses import (
     APOZeroUnpairedLoss,
@@ -34,13 +35,11 @@ from prospect.losses import (
     UnpairedLogps,
     WindowMismatch,
     Zero,
-    auto_kto_weights,
     build_loss,
     build_reference_point,
     build_unpaired_loss,
     mismatched_indices,
     reference_point_names,
-    resolve_kto_weights,
     unpaired_loss_names,
 )
 from prospect.losses.dpo import SigmoidLoss
@@ -491,7 +490,15 @@ def test_build_loss_maps_seed_names():
             "undesirable_weight": "auto",
         },
     )
-    loss = build_loss(cfg, n_desirable=746, n_undesirable=254)
+    w = resolve_kto_weights("auto", "auto", 746, 254)
+    resolved = cfg.model_copy(
+        update={
+            "kto": cfg.kto.model_copy(
+                update={"desirable_weight": w.desirable_weight, "undesirable_weight": w.undesirable_weight}
+            )
+        }
+    )
+    loss = build_loss(resolved)
     assert isinstance(loss, ProspectLoss) and loss.kind == "unpaired"
     assert (
         loss.beta,
@@ -504,7 +511,7 @@ def test_build_loss_maps_seed_names():
     ) == (0.2, 0.8, 1.5, 0.7, 2.0, False, 3.0)
     assert loss.desirable_weight == 1.0 and loss.undesirable_weight == pytest.approx(746 / 254)
     with pytest.raises(ConfigError, match="label counts"):
-        build_loss(cfg)
+        build_loss(cfg)  # "auto" left unresolved
     with pytest.raises(ConfigError, match="unknown loss type"):
         build_loss(RunConfig(method="kto", kto={"loss_type": "kto2"}))
 

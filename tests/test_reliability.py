@@ -80,7 +80,17 @@ def _env() -> dict[str, str]:
     }
 
 
-def _start(cfg: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+def _as_from_a_terminal() -> None:
+    """In the child before exec: SIGINT/SIGTERM at their defaults, as a foreground shell starts a command.
+
+    A background job of a non-interactive shell inherits SIGINT ignored, and `prospect train`
+    rightly leaves an ignored signal ignored; these tests are about a user who can press Ctrl-C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _start(cfg: Path, *extra: str, from_terminal: bool = True) -> tuple[subprocess.Popen, Path]:
     err = cfg.parent / f"stderr-{time.monotonic_ns()}.txt"
     with open(err, "w") as fh:
         proc = subprocess.Popen(
@@ -89,8 +99,19 @@ def _start(cfg: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
             stderr=fh,
             env=_env(),
             cwd=cfg.parent,
+            preexec_fn=_as_from_a_terminal if from_terminal else None,
         )
     return proc, err
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT handled by Python's default handler (KeyboardInterrupt) for the test, whatever this process inherited."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _wait_for_step(proc: subprocess.Popen, err: Path, run: Path, step: int, timeout: float = 300) -> None:
@@ -191,7 +212,7 @@ def test_signal_saves_checkpoint_exits_nonzero_and_resumes(tmp_path, reference_r
     assert _metric_rows(run) == reference_run["metrics"]
 
 
-def test_stop_request_handles_first_signal_and_second_stops_at_once():
+def test_stop_request_handles_first_signal_and_second_stops_at_once(ctrl_c_raises):
     from types import SimpleNamespace
 
     from prospect.engine.signals import StopOnSignalCallback, stop_on_signals
@@ -211,7 +232,31 @@ def test_stop_request_handles_first_signal_and_second_stops_at_once():
     assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_ctrl_c_during_a_sweep_checkpoints_and_stops_the_sweep(tmp_path, monkeypatch, capsys):
+def test_a_signal_ignored_at_start_stays_ignored_and_the_other_still_stops(caplog):
+    """nohup / a background job starts with SIGINT ignored: leave it so, say it once, still stop on SIGTERM."""
+    from prospect.engine.signals import stop_on_signals
+
+    before_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    before_term = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with caplog.at_level("WARNING", logger="prospect"), stop_on_signals() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)  # ignored: no request, no KeyboardInterrupt
+            time.sleep(0.01)
+            assert not stop.requested
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+            assert stop.signum == signal.SIGTERM
+        notes = [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()]
+        assert len(notes) == 1 and "SIGINT" in notes[0] and "SIGTERM still saves a checkpoint" in notes[0]
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, before_int)
+        signal.signal(signal.SIGTERM, before_term)
+
+
+def test_ctrl_c_during_a_sweep_checkpoints_and_stops_the_sweep(tmp_path, monkeypatch, capsys, ctrl_c_raises):
     """The graceful stop must stop `prospect sweep` too, not count as one failed run and go on to the next."""
     import csv
 

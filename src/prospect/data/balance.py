@@ -23,16 +23,14 @@ import random
 from typing import Any
 
 from prospect.data.records import UnpairedRecord
+from prospect.data.weights import auto_kto_weights as rule_weights
 
 
 def auto_kto_weights(n_d: int, n_u: int) -> tuple[float, float]:
-    """(desirable_weight, undesirable_weight) by the rule (`prospect.losses.weights.auto_kto_weights`);
+    """(desirable_weight, undesirable_weight) by the rule (`prospect.data.weights.auto_kto_weights`);
     (1.0, 1.0) when a label is absent, where the report has nothing to suggest."""
     if n_d <= 0 or n_u <= 0:
         return 1.0, 1.0
-    # Imported here: the losses package imports torch, which reading data does not need.
-    from prospect.losses.weights import auto_kto_weights as rule_weights
-
     return rule_weights(n_d, n_u)[:2]
 
 

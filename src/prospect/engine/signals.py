@@ -13,6 +13,10 @@ SIGINT, 143 for SIGTERM). Running the same command again resumes from that check
 
 A second signal while the step finishes stops at once: the previous handler is restored and
 the signal re-raised (SIGINT -> KeyboardInterrupt, SIGTERM -> the default, immediate exit).
+
+A signal that is ignored when training starts stays ignored (the platform convention: `nohup`
+and a non-interactive shell's background jobs start with SIGINT ignored, which is how the user
+asked for it); the run says so once, and the other signal still stops it with a checkpoint.
 Files already written stay consistent because every write is atomic and a checkpoint that
 was not finished is never resumed from.
 """
@@ -78,6 +82,15 @@ def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[StopReque
         yield request
         return
     previous = {s: signal.getsignal(s) for s in signals}
+    ignored = [s for s, h in previous.items() if h is signal.SIG_IGN]
+    for s in ignored:
+        del previous[s]  # left ignored: the process was started that way on purpose
+    if ignored:
+        log.warning(
+            "%s ignored by the environment this run was started from (nohup or a background job): left ignored%s",
+            " and ".join(signal.Signals(s).name for s in ignored),
+            f"; {signal.Signals(next(iter(previous))).name} still saves a checkpoint and stops" if previous else "",
+        )
 
     def restore() -> None:
         for s, h in previous.items():
@@ -95,7 +108,7 @@ def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[StopReque
         restore()
         signal.raise_signal(signum)
 
-    for s in signals:
+    for s in previous:
         signal.signal(s, handler)
     try:
         yield request

@@ -1,6 +1,6 @@
 """Preference losses: pure functions of per-sequence log-probs, registered by name.
 
-    loss = build_loss(run_config, n_desirable=..., n_undesirable=...)
+    loss = build_loss(run_config)  # KTO class weights resolved beforehand (prospect.data.weights)
     loss.kind                      # "unpaired" (kto) or "paired" (dpo, ipo, factual_dpo, dpo_kto)
     out = loss(logps)              # UnpairedLogps / PairedLogps -> LossOutput
 
@@ -30,7 +30,7 @@ from prospect.losses.base import (
 )
 from prospect.losses.dpo import CombinedPairedLoss, PairedLoss, build_paired_loss, construct
 from prospect.losses.dpo_kto import DPOKTOLoss
-from prospect.losses.factual_dpo import FactualDPOLoss, reorient_factual_pairs, reorient_pairs
+from prospect.losses.factual_dpo import FactualDPOLoss, reorient_pairs
 from prospect.losses.kto import APOZeroUnpairedLoss, KTOLoss, UnpairedLoss
 from prospect.losses.prospect import ProspectLoss
 from prospect.losses.reference_point import (
@@ -43,7 +43,6 @@ from prospect.losses.reference_point import (
     mismatched_indices,
     reference_point_names,
 )
-from prospect.losses.weights import KTOWeights, auto_kto_weights, resolve_kto_weights
 
 
 class PreferenceLoss(Protocol):
@@ -54,24 +53,29 @@ class PreferenceLoss(Protocol):
     def __call__(self, logps: Any) -> LossOutput: ...
 
 
-def build_unpaired_loss(kto: Any, *, n_desirable: int | None = None, n_undesirable: int | None = None) -> UnpairedLoss:
-    """The unpaired loss of a `KTOSpecificConfig` (kto.loss_type), with its class weights resolved.
-
-    "auto" weights need the training data's label counts (n_desirable, n_undesirable);
-    see `resolve_kto_weights`. Seed 000's prospect parameters map as kto_alpha -> alpha,
-    kto_beta_s -> beta_s, kto_gamma -> gamma, kto_lambda -> loss_aversion.
-    """
-    if "auto" in (kto.desirable_weight, kto.undesirable_weight) and (n_desirable is None or n_undesirable is None):
+def _class_weight(kto: Any, name: str) -> float:
+    value = getattr(kto, name)
+    if value == "auto":
         raise ConfigError(
-            "kto.desirable_weight/undesirable_weight 'auto' needs the label counts of the training "
-            "data (n_desirable, n_undesirable) to be resolved"
+            f"kto.{name} 'auto' needs the label counts of the training data: resolve it first "
+            "(prospect.data.weights.resolve_kto_weights; `prospect train` does this when it reads the data)"
         )
-    weights = resolve_kto_weights(kto.desirable_weight, kto.undesirable_weight, n_desirable or 0, n_undesirable or 0)
+    return float(value)
+
+
+def build_unpaired_loss(kto: Any) -> UnpairedLoss:
+    """The unpaired loss of a `KTOSpecificConfig` (kto.loss_type); its class weights must be numbers.
+
+    "auto" weights depend on the training data's label counts, so they are resolved once, where
+    the data are read (`prospect.recipes.preparation.resolve_weights`), never here. Seed 000's
+    prospect parameters map as kto_alpha -> alpha, kto_beta_s -> beta_s, kto_gamma -> gamma,
+    kto_lambda -> loss_aversion.
+    """
     return construct(
         unpaired_loss_class(kto.loss_type),
         beta=kto.beta,
-        desirable_weight=weights.desirable_weight,
-        undesirable_weight=weights.undesirable_weight,
+        desirable_weight=_class_weight(kto, "desirable_weight"),
+        undesirable_weight=_class_weight(kto, "undesirable_weight"),
         alpha=kto.kto_alpha,
         beta_s=kto.kto_beta_s,
         gamma=kto.kto_gamma,
@@ -91,20 +95,20 @@ def _dpo_section_loss(dpo: Any, loss_type: Any = None) -> PairedLoss:
     )
 
 
-def _build_kto(cfg: Any, n_desirable: int | None, n_undesirable: int | None) -> PreferenceLoss:
-    return build_unpaired_loss(cfg.kto, n_desirable=n_desirable, n_undesirable=n_undesirable)
+def _build_kto(cfg: Any) -> PreferenceLoss:
+    return build_unpaired_loss(cfg.kto)
 
 
-def _build_dpo(cfg: Any, n_desirable: int | None, n_undesirable: int | None) -> PreferenceLoss:
+def _build_dpo(cfg: Any) -> PreferenceLoss:
     return _dpo_section_loss(cfg.dpo)
 
 
-def _build_ipo(cfg: Any, n_desirable: int | None, n_undesirable: int | None) -> PreferenceLoss:
+def _build_ipo(cfg: Any) -> PreferenceLoss:
     # method: ipo is DPO with loss_type ipo, whatever dpo.loss_type says.
     return _dpo_section_loss(cfg.dpo, "ipo")
 
 
-def _build_factual_dpo(cfg: Any, n_desirable: int | None, n_undesirable: int | None) -> PreferenceLoss:
+def _build_factual_dpo(cfg: Any) -> PreferenceLoss:
     if cfg.dpo.loss_type not in ("sigmoid", ["sigmoid"]):
         raise ConfigError(
             f"method factual_dpo is a sigmoid-DPO variant; dpo.loss_type must be 'sigmoid', got {cfg.dpo.loss_type!r}"
@@ -112,9 +116,8 @@ def _build_factual_dpo(cfg: Any, n_desirable: int | None, n_undesirable: int | N
     return FactualDPOLoss(beta=cfg.dpo.beta, delta=cfg.method.delta, label_smoothing=cfg.dpo.label_smoothing)
 
 
-def _build_dpo_kto(cfg: Any, n_desirable: int | None, n_undesirable: int | None) -> PreferenceLoss:
-    # Every pair gives one desirable and one undesirable row: "auto" weights resolve to 1.0 each.
-    kto = build_unpaired_loss(cfg.kto, n_desirable=1, n_undesirable=1)
+def _build_dpo_kto(cfg: Any) -> PreferenceLoss:
+    kto = build_unpaired_loss(cfg.kto)
     return DPOKTOLoss(
         _dpo_section_loss(cfg.dpo),
         kto,
@@ -123,7 +126,7 @@ def _build_dpo_kto(cfg: Any, n_desirable: int | None, n_undesirable: int | None)
     )
 
 
-_METHODS: dict[str, Callable[[Any, int | None, int | None], PreferenceLoss]] = {
+_METHODS: dict[str, Callable[[Any], PreferenceLoss]] = {
     "kto": _build_kto,
     "dpo": _build_dpo,
     "ipo": _build_ipo,
@@ -132,23 +135,19 @@ _METHODS: dict[str, Callable[[Any, int | None, int | None], PreferenceLoss]] = {
 }
 
 
-def build_loss(run_config: Any, *, n_desirable: int | None = None, n_undesirable: int | None = None) -> PreferenceLoss:
+def build_loss(run_config: Any) -> PreferenceLoss:
     """The loss of a run (`RunConfig.method.name`): an object with `.kind` and `__call__(logps) -> LossOutput`.
 
     kto -> kto.loss_type (kto | prospect | apo_zero_unpaired), unpaired;
     dpo -> dpo.loss_type (one name or a list with dpo.loss_weights), paired;
     ipo -> dpo with loss_type ipo; factual_dpo -> FactualDPOLoss(dpo.beta, method.delta);
     dpo_kto -> DPOKTOLoss(dpo loss, kto loss, method.kto_weight, kto.reference_point).
-    n_desirable / n_undesirable: training label counts, needed when kto weights are "auto".
+    kto.desirable_weight / undesirable_weight must be numbers ("auto" is resolved with the data).
     """
     name = run_config.method.name
     if name not in _METHODS:
         raise ConfigError(f"method.name: unknown method {name!r}; known: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name](run_config, n_desirable, n_undesirable)
-
-
-def method_names() -> list[str]:
-    return sorted(_METHODS)
+    return _METHODS[name](run_config)
 
 
 __all__ = [
@@ -158,7 +157,6 @@ __all__ = [
     "DPOKTOLoss",
     "FactualDPOLoss",
     "KTOLoss",
-    "KTOWeights",
     "LossOutput",
     "PairedLogps",
     "PairedLoss",
@@ -170,21 +168,17 @@ __all__ = [
     "UnpairedLoss",
     "WindowMismatch",
     "Zero",
-    "auto_kto_weights",
     "build_loss",
     "build_paired_loss",
     "build_reference_point",
     "build_unpaired_loss",
-    "method_names",
     "mismatched_indices",
     "paired_loss_class",
     "paired_loss_names",
     "reference_point_names",
     "register_paired",
     "register_unpaired",
-    "reorient_factual_pairs",
     "reorient_pairs",
-    "resolve_kto_weights",
     "unpaired_loss_class",
     "unpaired_loss_names",
 ]

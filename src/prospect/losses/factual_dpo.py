@@ -5,8 +5,8 @@ non-factual or unsafe). Two steps:
 
 1. Reorient: where the chosen is non-factual and the rejected factual (h_w = 1, h_l = 0),
    swap chosen and rejected (and their indicators). The data layer does this on records
-   (`reorient_factual_pairs`) and reports how many; `reorient_pairs` is the same rule on
-   tensors. After it no pair has h_w > h_l.
+   (`prospect.data.convert.reorient_factual_pairs`) and reports how many; `reorient_pairs`
+   is the same rule on tensors, used to count pairs that reach the loss unoriented.
 2. Loss, with h = r_w - r_l (r = policy - reference log-prob, summed):
 
        L = -log sigma(beta h - (h_l - h_w) * Delta)
@@ -17,12 +17,8 @@ non-factual or unsafe). Two steps:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import replace
-
 from torch import Tensor
 
-from prospect.data.records import PairedRecord
 from prospect.errors import DPODataError
 from prospect.losses.base import LossOutput, PairedLogps
 from prospect.losses.dpo import PairedLoss, logratios, smoothed_logistic
@@ -31,33 +27,6 @@ from prospect.losses.dpo import PairedLoss, logratios, smoothed_logistic
 def reorient_pairs(h_w: Tensor, h_l: Tensor) -> Tensor:
     """Boolean swap mask: True where the chosen is non-factual (h_w = 1) and the rejected factual (h_l = 0)."""
     return (h_w == 1) & (h_l == 0)
-
-
-def reorient_factual_pairs(records: Iterable[PairedRecord]) -> tuple[list[PairedRecord], int]:
-    """Swap chosen/rejected (and h_w/h_l) of records with h_w = 1 and h_l = 0; return (records, n_swapped).
-
-    Records with a missing indicator are left as they are. A swapped record keeps its
-    prompt, system, source_row and margin, and gets `extra["factual_swapped"] = True` so the
-    data report can show (and undo) the swap.
-    """
-    out: list[PairedRecord] = []
-    n_swapped = 0
-    for rec in records:
-        if rec.h_w == 1 and rec.h_l == 0:
-            out.append(
-                replace(
-                    rec,
-                    chosen=rec.rejected,
-                    rejected=rec.chosen,
-                    h_w=rec.h_l,
-                    h_l=rec.h_w,
-                    extra={**rec.extra, "factual_swapped": True},
-                )
-            )
-            n_swapped += 1
-        else:
-            out.append(rec)
-    return out, n_swapped
 
 
 class FactualDPOLoss(PairedLoss):
@@ -69,7 +38,7 @@ class FactualDPOLoss(PairedLoss):
     eps: label smoothing [dpo.label_smoothing] (0 by default, as in the seed).
     Reads h_w and h_l from PairedLogps (required when Delta > 0; missing means 0 when Delta = 0).
     With Delta = 0 this equals `SigmoidLoss` exactly. Pairs must be reoriented first
-    (`reorient_factual_pairs`); metrics["factual/unoriented_pairs"] counts any that are not.
+    (`prospect.data.convert.reorient_factual_pairs`); metrics["factual/unoriented_pairs"] counts any that are not.
     """
 
     name = "factual_dpo"

@@ -25,7 +25,7 @@ class UnpairedLoss:
 
     beta: KL strength beta.
     desirable_weight / undesirable_weight: class weights lambda_D / lambda_U (numbers;
-      "auto" is resolved beforehand by `prospect.losses.weights.resolve_kto_weights`).
+      "auto" is resolved beforehand by `prospect.data.weights.resolve_kto_weights`).
     needs_reference_point: whether the loss reads z0 (the engine may skip the mismatched pass if not).
     """
 

@@ -21,6 +21,7 @@ from prospect.data import load_records
 from prospect.data.balance import effective_strategy
 from prospect.data.curriculum import check_curriculum
 from prospect.data.pipeline import LoadedData
+from prospect.data.weights import auto_kto_weights, resolve_kto_weights
 from prospect.engine import dist
 from prospect.engine.args import training_args
 from prospect.engine.rundir import last_complete_checkpoint, previous_run, run_directory, saved_config
@@ -28,7 +29,6 @@ from prospect.engine.window import resolve_reference_point
 from prospect.errors import DPODataError, KTODataError
 from prospect.eval.metrics import check_metric_names
 from prospect.losses import build_loss
-from prospect.losses.weights import auto_kto_weights, resolve_kto_weights
 
 log = logging.getLogger("prospect")
 
@@ -96,6 +96,8 @@ def prepare(cfg: RunConfig, *, resume: bool | None = None, write: bool = True) -
     if method.kind == "unpaired":
         cfg, weights_note = resolve_weights(cfg, data.train)
         report["kto_weights"] = weights_note
+    else:
+        cfg = paired_kto_weights(cfg, len(data.train))
     run = PreparedRun(cfg, method, run_dir, data, report, weights_note)
 
     run.want_resume = cfg.training.resume if resume is None else resume
@@ -111,8 +113,7 @@ def prepare(cfg: RunConfig, *, resume: bool | None = None, write: bool = True) -
     check_curriculum(cfg)
     check_metric_names(cfg.evaluation.metrics)
     run.args = training_args(cfg, run_dir, has_eval=bool(data.validation))
-    counts = weights_note or {}
-    run.loss = build_loss(cfg, n_desirable=counts.get("n_desirable"), n_undesirable=counts.get("n_undesirable"))
+    run.loss = build_loss(cfg)
     return run
 
 
@@ -162,10 +163,24 @@ def _check_factuality(cfg: RunConfig, pairs: list[Any]) -> dict[str, Any]:
     return {"delta": delta, "pairs_without_indicators": missing, "treated_as": "factual (0)" if missing else None}
 
 
+def paired_kto_weights(cfg: RunConfig, n_pairs: int) -> RunConfig:
+    """The kto section's class weights with numbers for `auto`, for paired methods (dpo_kto's KTO term).
+
+    Every pair gives one desirable and one undesirable row, so the rule sees n_D = n_U and `auto`
+    is 1.0 (or the other weight, when one is fixed).
+    """
+    d, u = cfg.kto.desirable_weight, cfg.kto.undesirable_weight
+    if "auto" not in (d, u):
+        return cfg
+    w = resolve_kto_weights(d, u, max(n_pairs, 1), max(n_pairs, 1))
+    update = {"desirable_weight": w.desirable_weight, "undesirable_weight": w.undesirable_weight}
+    return cfg.model_copy(update={"kto": cfg.kto.model_copy(update=update)})
+
+
 def resolve_weights(cfg: RunConfig, records: list[Any]) -> tuple[RunConfig, dict[str, Any]]:
     """lambda_D / lambda_U for this data, logged; returns the config with numbers in place of `auto`.
 
-    `auto` (either weight) follows the KTO paper's rule (prospect.losses.weights). With
+    `auto` (either weight) follows the KTO paper's rule (prospect.data.weights). With
     `data.balance_strategy: auto` (the default) neutral weights (both 1.0) on data whose
     label ratio lies outside [1, 4/3] are chosen by the rule too: the default keeps every
     row and weights the minority. `balance_strategy: none` keeps the weights as written.
