@@ -1,6 +1,6 @@
 """Evaluation metrics: pure functions of per-sequence log-probs, plus user metrics by reference.
 
-Notation as in DESIGN.md: for a completion y of prompt x, with log-probs summed over the
+Notation (docs/methods.md): for a completion y of prompt x, with log-probs summed over the
 completion tokens, the implicit reward is `r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x))`.
 
 - reward accuracy (pairs): fraction of pairs with r(x, y_w) > r(x, y_l) (ties count as wrong,
