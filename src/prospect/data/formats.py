@@ -38,11 +38,30 @@ all ambiguous, `KTODataError` says how to set `data.format`.
 
 from __future__ import annotations
 
-import math
-import os
-from dataclasses import dataclass, field
 from typing import Any
 
+from prospect.data.formats_base import (
+    CONVERSATION_KEYS,
+    DETECT_ROWS,
+    FAMILIES,
+    FORMAT_FAMILY,
+    PAIR_SCORE_KEYS,
+    RANK_KEYS,
+    RESPONSES_KEYS,
+    SCORES_KEYS,
+    Item,
+    RankingItem,
+    _common_prefix_messages,
+    _float,
+    _get,
+    _has_key,
+    _indicator,
+    _present,
+    _uniq,
+    family_of,
+    split_hh,
+)
+from prospect.data.formats_detect import FormatResolver
 from prospect.data.labels import LabelReader
 from prospect.data.records import PairedRecord, Text, UnpairedRecord
 from prospect.data.text import (
@@ -50,137 +69,10 @@ from prospect.data.text import (
     coerce_text,
     is_blank,
     maybe_json,
-    show,
     to_messages,
     type_name,
     unify,
 )
-from prospect.errors import KTODataError
-
-FAMILIES = ("unpaired", "paired", "ranking")
-FORMAT_FAMILY = {
-    "unpaired": "unpaired",
-    "binary": "unpaired",
-    "score": "unpaired",
-    "conversation": "unpaired",
-    "paired": "paired",
-    "pairwise": "paired",
-    "hh": "paired",
-    "ranking": "ranking",
-}
-CONVERSATION_KEYS = ("conversation", "messages", "conversations")
-RESPONSES_KEYS = ("responses", "completions", "candidates")
-RANK_KEYS = ("rankings", "ranking", "ranks")
-SCORES_KEYS = ("scores",)
-PAIR_SCORE_KEYS = (
-    "score_chosen",
-    "score_rejected",
-    "chosen_score",
-    "rejected_score",
-    "chosen_rating",
-    "rejected_rating",
-)
-HH_MARKER = "Assistant:"
-DETECT_ROWS = 100
-
-
-@dataclass
-class RankingItem:
-    """A prompt with several responses ordered by quality (higher `quality` = better).
-
-    quality is -rank for rankings (1 = best) and the score itself for scores.
-    """
-
-    prompt: Text
-    responses: list[Text]
-    quality: list[float]
-    system: str | None = None
-    source_row: int | None = None
-    by: str = "rankings"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-Item = UnpairedRecord | PairedRecord | RankingItem
-
-
-def family_of(item: Item) -> str:
-    """'unpaired', 'paired' or 'ranking'."""
-    if isinstance(item, UnpairedRecord):
-        return "unpaired"
-    if isinstance(item, PairedRecord):
-        return "paired"
-    return "ranking"
-
-
-def _uniq(*names: str | None) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(n for n in names if n))
-
-
-def _present(row: dict[str, Any], keys: frozenset[str]) -> bool:
-    for k in keys.intersection(row):  # C-level set intersection: rows have few columns
-        if row[k] is not None:
-            return True
-    return False
-
-
-def _has_key(row: dict[str, Any], keys: frozenset[str]) -> bool:
-    return not keys.isdisjoint(row)
-
-
-def _get(row: dict[str, Any], keys: tuple[str, ...]) -> tuple[str | None, Any]:
-    for k in keys:
-        v = row.get(k)
-        if v is not None:
-            return k, v
-    return None, None
-
-
-def _float(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise FieldError(name, "bad_value", f"expected a number, got {type_name(value)}")
-    try:
-        x = float(value)
-    except OverflowError:  # an integer beyond float range
-        raise FieldError(name, "nan", "infinite value") from None
-    except ValueError:
-        raise FieldError(name, "bad_value", f"expected a number, got {show(value)!r}") from None
-    if not math.isfinite(x):
-        raise FieldError(name, "nan", f"{'NaN' if math.isnan(x) else 'infinite'} value")
-    return x
-
-
-def _indicator(row: dict[str, Any], name: str) -> int | None:
-    """0/1 factuality indicator (h, h_w, h_l); None when absent."""
-    v = row.get(name)
-    if v is None or (isinstance(v, str) and not v.strip()):
-        return None
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
-        return int(v.strip().lower() == "true")
-    x = _float(v, name)
-    if x not in (0.0, 1.0):
-        raise FieldError(name, "bad_value", f"must be 0 or 1, got {show(v)}")
-    return int(x)
-
-
-def _common_prefix_messages(a: list[dict], b: list[dict]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def split_hh(chosen: str, rejected: str) -> tuple[str, str, str] | None:
-    """Anthropic HH: prompt = common prefix up to and including its last 'Assistant:' marker."""
-    prefix = os.path.commonprefix([chosen, rejected])
-    cut = prefix.rfind(HH_MARKER)
-    if cut < 0:
-        return None
-    cut += len(HH_MARKER)
-    return chosen[:cut], chosen[cut:], rejected[cut:]
 
 
 class RowParser:
@@ -464,61 +356,14 @@ class RowParser:
         return RankingItem(prompt, list(texts), quality, system, n, qk), "ranking"
 
 
-class FormatResolver:
-    """Decides each row's family: the configured format, else per file with per-row fallback."""
-
-    def __init__(self, cfg: Any, parser: RowParser, source_name: str) -> None:
-        self.parser = parser
-        self.source_name = source_name
-        self.forced = None if cfg.format == "auto" else FORMAT_FAMILY[cfg.format]
-        self.file_family: str | None = self.forced
-
-    def observe(self, sample: list[tuple[int, dict[str, Any]]]) -> None:
-        """Pick the file's family from the first rows (row number, row); raise if they are all ambiguous."""
-        if self.forced:
-            return
-        counts = {f: 0 for f in FAMILIES}
-        ambiguous: tuple[int, dict[str, Any], list[str]] | None = None
-        for n, row in sample:
-            fams = self.parser.families(row)
-            if len(fams) == 1:
-                counts[fams[0]] += 1
-            elif len(fams) > 1 and ambiguous is None:
-                ambiguous = (n, row, fams)
-        if any(counts.values()):
-            self.file_family = max(FAMILIES, key=lambda f: counts[f])
-        elif ambiguous is not None:
-            n, row, fams = ambiguous
-            raise KTODataError(
-                f"{self.source_name}:{n}: cannot tell the data format: the row fits {' and '.join(fams)} "
-                f"(columns: {_columns(row)}). Set it explicitly: data.format: {fams[0]} in the config "
-                f"(or --format {fams[0]}; one of: unpaired, paired, ranking, conversation, hh)."
-            )
-
-    def family(self, row: dict[str, Any]) -> str:
-        """The family to parse `row` as, or FieldError when it fits none (or is ambiguous)."""
-        if self.forced:
-            return self.forced
-        fams = self.parser.families(row)
-        if len(fams) == 1:
-            return fams[0]
-        if not fams and self.file_family is not None and self.parser.partly_fits(row, self.file_family):
-            # A row of the file's own format with a column missing: parsing names it ("label: missing").
-            return self.file_family
-        if not fams:
-            raise FieldError(
-                "row",
-                "unknown_format",
-                f"cannot tell the row's format from its columns ({_columns(row)}): expected prompt+completion+label "
-                "(unpaired), prompt+chosen+rejected (paired) or prompt+responses+rankings (ranking); "
-                "column names can be set with data.prompt_column, data.response_column, data.label_column, ...",
-            )
-        if self.file_family in fams:
-            return self.file_family
-        raise FieldError("row", "ambiguous_format", f"fits {' and '.join(fams)}; set data.format to one of them")
-
-
-def _columns(row: dict[str, Any]) -> str:
-    keys = [show(str(k)) for k in list(row)[:10]]
-    more = f", ... ({len(row)} columns)" if len(row) > 10 else ""
-    return ", ".join(keys) + more if keys else "none"
+__all__ = [
+    "DETECT_ROWS",
+    "FAMILIES",
+    "FORMAT_FAMILY",
+    "FormatResolver",
+    "Item",
+    "RankingItem",
+    "RowParser",
+    "family_of",
+    "split_hh",
+]
