@@ -271,6 +271,11 @@ class LoadedData:
     suggested_weights: dict[str, float] = field(default_factory=dict)
 
 
+def convert_items(items: list[Item], kind: str, cfg: Any, seed: int) -> tuple[list[Any], int]:
+    """`items` as records of `kind` (see to_unpaired / to_paired); returns (records, unpaired rows left unused)."""
+    return _convert(items, kind, cfg, seed)
+
+
 def _convert(items: list[Item], kind: str, cfg: Any, seed: int) -> tuple[list[Any], int]:
     if kind == "unpaired":
         return to_unpaired(items, cfg, seed), 0
