@@ -52,13 +52,21 @@ def row_limit(cfg: Any) -> int | None:
 
 def strict_error(source: str, raw: RawRow, err: FieldError, family: str | None) -> KTODataError:
     """The exception strict mode raises for a bad row: 'file:row: field: reason'."""
-    where = f"{source}:{raw.row}"
-    if raw.line is not None and raw.line != raw.row:
+    row = raw.file_row or raw.row
+    where = f"{source}: {raw.file}:{row}" if raw.file else f"{source}:{row}"
+    if raw.line is not None and raw.line != row:
         where += f" (line {raw.line})"
     msg = f"{where}: {err.field}: {err.reason}"
     if family == "paired":
         return DPOLabelError(msg) if err.label else DPODataError(msg)
     return KTOLabelError(msg) if err.label else KTODataError(msg)
+
+
+def _reject(report: DataReport, raw: RawRow, field_name: str, code: str, reason: str) -> None:
+    """Account for a rejected row; in a multi-file source its row within its file (and the running one)."""
+    entry = report.reject(raw.file_row or raw.row, field_name, code, reason, line=raw.line, file=raw.file)
+    if raw.file_row is not None and raw.file_row != raw.row:
+        entry["source_row"] = raw.row
 
 
 PAIR_NOT_CONVERTED = (
@@ -122,7 +130,7 @@ def scan(
     reject_pairs = kind == "unpaired" and not getattr(cfg, "convert_pairwise_to_binary", True)
     parser = RowParser(cfg)
     resolver = FormatResolver(cfg, parser, source.name)
-    filters = RowFilters(cfg, on_disk=on_disk)
+    filters = RowFilters(cfg, on_disk=on_disk, locate=source.locate)
     report.reader = source.reader
     report.streaming = on_disk
     families_seen: set[str] = set()
@@ -146,15 +154,15 @@ def scan(
             except FieldError as err:
                 if strict:
                     raise strict_error(source.name, raw, err, family) from None
-                report.reject(raw.row, err.field, err.code, err.reason, line=raw.line, file=raw.file)
+                _reject(report, raw, err.field, err.code, err.reason)
                 continue
             if reject_pairs and isinstance(item, PairedRecord):
-                report.reject(raw.row, "row", "pair_not_converted", PAIR_NOT_CONVERTED, line=raw.line, file=raw.file)
+                _reject(report, raw, "row", "pair_not_converted", PAIR_NOT_CONVERTED)
                 continue
             try:
                 filters.check(item)
             except FieldError as err:
-                report.reject(raw.row, err.field, err.code, err.reason, line=raw.line, file=raw.file)
+                _reject(report, raw, err.field, err.code, err.reason)
                 continue
             report.accepted += 1
             report.shapes[shape] = report.shapes.get(shape, 0) + 1

@@ -25,6 +25,7 @@ Sources (chosen by path and suffix; `.gz` accepted for the text formats):
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import json
 import os
@@ -61,7 +62,12 @@ def read_rows(source: Source) -> Iterator[RawRow]:
 
 
 class MultiFileSource(Source):
-    """Several data files of one split (a Hugging Face dataset directory); row numbers continue."""
+    """Several data files of one split (a Hugging Face dataset directory).
+
+    `RawRow.row` runs on across files (it is the records' `source_row`, unique in the source);
+    `RawRow.file` and `RawRow.file_row` name the file and the row within it, which is what
+    reports and errors print.
+    """
 
     reader = "hf-dir"
 
@@ -69,16 +75,27 @@ class MultiFileSource(Source):
         super().__init__(name)
         self.files = files
         self._splits = splits
+        self._starts: list[tuple[int, str]] = []  # (rows before the file, file name), in order
 
     def splits(self) -> list[str]:
         return self._splits
 
+    def locate(self, row: int) -> str:
+        i = bisect.bisect_left([start for start, _ in self._starts], row) - 1
+        if i < 0:
+            return f"row {row}"
+        start, name = self._starts[i]
+        return f"{name} row {row - start}"
+
     def rows(self) -> Iterator[RawRow]:
         offset = 0
+        self._starts = []
         for path in self.files:
             last = 0
+            self._starts.append((offset, path.name))
             for raw in file_source(path).rows():
                 last = raw.row
+                raw.file_row = raw.row
                 raw.row += offset
                 raw.file = path.name
                 yield raw

@@ -34,6 +34,7 @@ class RawRow:
     line: int | None = None
     file: str | None = None
     stringly: bool = False  # values came from CSV text cells
+    file_row: int | None = None  # the row within `file` (multi-file sources; `row` runs across files)
 
 
 class Source:
@@ -50,6 +51,10 @@ class Source:
     def splits(self) -> list[str]:
         """Splits this source offers (directories and hub datasets); [] for a single file."""
         return []
+
+    def locate(self, row: int) -> str:
+        """How to name source row `row` to a person: "row 7" (multi-file sources: "file.json row 3")."""
+        return f"row {row}"
 
 
 def _open_binary(path: Path) -> Any:
