@@ -226,3 +226,28 @@ def test_directory_rows_are_numbered_within_their_file(tmp_path):
     with pytest.raises(KTODataError) as e:
         inspect_file(hf, KTODataConfig(strict=True))
     assert f": {b}:1: " in str(e.value)
+
+
+def test_parquet_gz_is_read(tmp_path):
+    """Issue 18.6: the README says Parquet also reads as .gz; a gzip-compressed Parquet file
+    (as `gzip file.parquet` leaves it) reads like the plain file; a broken one is one error line."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    plain = tmp_path / "d.parquet"
+    rows = [{**r, "label": str(r["label"])} for r in ROWS] + [{"prompt": "x", "completion": None, "label": "True"}]
+    pq.write_table(pa.Table.from_pylist(rows), plain)
+    packed = tmp_path / "d.parquet.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    a, b = inspect_file(plain), inspect_file(packed)
+    assert b["reader"] == "parquet" and b["rows_read"] == 4 and b["accepted"] == 3
+    for key in ("rows_read", "accepted", "rejected", "labels", "pairs"):
+        assert a[key] == b[key], key
+    bad = tmp_path / "bad.parquet.gz"
+    bad.write_bytes(b"not gzip at all")
+    with pytest.raises(KTODataError, match="bad.parquet.gz: not a readable gzip file"):
+        inspect_file(bad)
+    half = tmp_path / "half.parquet.gz"
+    half.write_bytes(gzip.compress(plain.read_bytes())[:40])
+    with pytest.raises(KTODataError, match="half.parquet.gz: not a readable"):
+        inspect_file(half)

@@ -15,11 +15,12 @@ Sources (chosen by path and suffix; `.gz` accepted for the text formats):
   JSON document is read as JSON lines.
 - `.csv` / `.tsv`: header row + records (`row` 1 is the first record); empty cells are
   missing values; cells holding JSON lists (messages, responses, rankings) are decoded.
-- `.parquet`: read in record batches with pyarrow.
+- `.parquet`: read in record batches with pyarrow; `.parquet.gz` is decompressed into memory first
+  (Parquet needs random access).
 - a directory written by `datasets` `save_to_disk` (Dataset or DatasetDict: the split is picked);
 - any other directory: a script-free Hugging Face dataset directory; its data files for the
   split are resolved by `datasets` (README `configs`, `data/train-*.parquet`, `train.jsonl`, ...)
-  and read with the readers above (row numbers continue across files; `file` names the file);
+  and read with the readers above (`file` names the file and `row` the row within it);
 - anything else that does not exist locally: `datasets.load_dataset(name, split=...)` (hub).
 """
 

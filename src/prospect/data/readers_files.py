@@ -220,7 +220,15 @@ class ParquetSource(Source):
         import pyarrow.parquet as pq
 
         try:
-            pf = pq.ParquetFile(self.path)
+            if self.path.suffix.lower() == ".gz":  # Parquet needs random access: decompress into memory
+                import pyarrow as pa
+
+                with gzip.open(self.path, "rb") as fh:
+                    pf = pq.ParquetFile(pa.BufferReader(fh.read()))
+            else:
+                pf = pq.ParquetFile(self.path)
+        except (EOFError, gzip.BadGzipFile) as e:
+            raise KTODataError(f"{self.name}: not a readable gzip file: {e}") from None
         except Exception as e:  # pyarrow raises several types for a non-Parquet file
             raise KTODataError(f"{self.name}: not a readable Parquet file: {e}") from None
         row = 0
