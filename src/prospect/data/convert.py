@@ -17,12 +17,15 @@ completion is used at most once and a group yields min(#desirable, #undesirable)
 Rows left over (a prompt with only one label, or the excess of one label) are *unused*
 and counted in the report.
 
-ranking -> pairs (`data.ranking_strategy`), responses ordered best first (ties keep file
-order; "the best" / "the worst" is the first response of its level in file order):
-- `best_vs_rest`: the best response against every strictly worse one;
-- `best_worst`: the best against the worst;
+ranking -> pairs (`data.ranking_strategy`), responses grouped into quality levels, best
+first (file order within a level); tied responses are treated alike, so every response of
+the best level pairs:
+- `best_vs_rest`: every best-level response against every strictly worse one;
+- `best_worst`: every best-level response against every worst-level one (the middle levels
+  are in no pair and counted as `unused` in the report's `ranking_to_pairs`);
 - `adjacent`: every response against every response of the next quality level down;
 - `all_pairs`: every (better, worse) combination.
+So `responses == used + unused` per ranking (`ranking_pair_usage`).
 ranking -> unpaired: with `best_worst`, the best-ranked responses are desirable, the worst-
 ranked undesirable and the middle ones unused; with any other strategy the best-ranked
 responses are desirable and all the others undesirable.
@@ -78,10 +81,9 @@ def ranking_to_pairs(item: RankingItem, strategy: str = "best_vs_rest") -> list[
     order = [i for level in levels for i in level]
     q = item.quality
     if strategy == "best_vs_rest":
-        best = order[0]
-        idx = [(best, j) for j in order[1:] if q[best] > q[j]]
+        idx = [(i, j) for i in levels[0] for j in order if q[i] > q[j]]
     elif strategy == "best_worst":
-        idx = [(levels[0][0], levels[-1][0])]
+        idx = [(i, j) for i in levels[0] for j in levels[-1]]
     elif strategy == "adjacent":
         idx = [(i, j) for upper, lower in zip(levels, levels[1:]) for i in upper for j in lower]
     elif strategy == "all_pairs":
@@ -103,6 +105,12 @@ def ranking_to_pairs(item: RankingItem, strategy: str = "best_vs_rest") -> list[
         )
         for i, j in idx
     ]
+
+
+def ranking_pair_usage(item: RankingItem, pairs: list[PairedRecord]) -> tuple[int, int]:
+    """(responses in at least one of `pairs`, responses in none): they add up to len(item.responses)."""
+    used = {p.extra["chosen_index"] for p in pairs} | {p.extra["rejected_index"] for p in pairs}
+    return len(used), len(item.responses) - len(used)
 
 
 def ranking_to_unpaired(item: RankingItem, strategy: str = "best_vs_rest") -> tuple[list[UnpairedRecord], int]:
@@ -186,7 +194,16 @@ class ViewCounter:
         self.groups = LabelGroups(on_disk)
         self.unpaired = {"rows": 0, "desirable": 0, "undesirable": 0}
         self.from_pairs = {"pairs": 0, "desirable": 0, "undesirable": 0}
-        self.from_rankings = {"rows": 0, "pairs": 0, "desirable": 0, "undesirable": 0, "unused": 0}
+        self.from_rankings = {
+            "rows": 0,
+            "responses": 0,
+            "pairs": 0,
+            "paired_responses": 0,
+            "unpaired_responses": 0,
+            "desirable": 0,
+            "undesirable": 0,
+            "unused": 0,
+        }
 
     def add(self, item: Item) -> None:
         if isinstance(item, UnpairedRecord):
@@ -201,7 +218,12 @@ class ViewCounter:
         else:
             r = self.from_rankings
             r["rows"] += 1
-            r["pairs"] += len(ranking_to_pairs(item, self.ranking_strategy))
+            pairs = ranking_to_pairs(item, self.ranking_strategy)
+            used, unused_in_pairs = ranking_pair_usage(item, pairs)
+            r["pairs"] += len(pairs)
+            r["responses"] += len(item.responses)
+            r["paired_responses"] += used
+            r["unpaired_responses"] += unused_in_pairs
             recs, unused = ranking_to_unpaired(item, self.ranking_strategy)
             r["unused"] += unused
             for rec in recs:
@@ -221,10 +243,18 @@ class ViewCounter:
                 "pairs": grouped,
                 "unused": u["rows"] - 2 * grouped,
             },
-            "ranking_to_pairs": {"strategy": self.ranking_strategy, "rows": r["rows"], "pairs": r["pairs"]},
+            "ranking_to_pairs": {
+                "strategy": self.ranking_strategy,
+                "rows": r["rows"],
+                "responses": r["responses"],
+                "pairs": r["pairs"],
+                "used": r["paired_responses"],  # responses in at least one pair
+                "unused": r["unpaired_responses"],  # used + unused == responses
+            },
             "ranking_to_unpaired": {
                 "strategy": self.ranking_strategy,
                 "rows": r["rows"],
+                "responses": r["responses"],
                 "desirable": r["desirable"],
                 "undesirable": r["undesirable"],
                 "unused": r["unused"],
