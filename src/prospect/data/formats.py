@@ -23,7 +23,10 @@ Shapes within a family (counted in the data report under `shapes`):
   are the prompt (UltraFeedback / TRL implicit prompt; a prompt column already contained
   in them is not repeated); `paired:implicit_prompt`: the same without a prompt column;
   `paired:hh`: Anthropic HH transcripts ("\\n\\nHuman: ... \\n\\nAssistant: ...") with no prompt
-  column — the prompt is their common prefix cut after its last "Assistant:" marker;
+  column — the shared turns before the last "Assistant:" become alternating user/assistant
+  messages, the rest of each transcript the (stripped) completion (transcripts.py);
+  `paired:implicit_prompt_text`: TRL's standard implicit prompt — plain chosen/rejected
+  strings with no prompt column, the prompt their common prefix at a whitespace boundary;
   `paired:sharegpt`: LLaMA-Factory DPO (conversations + chosen/rejected message objects);
   `paired:alpaca`: instruction/input + chosen/rejected. If a string prompt is repeated at the
   start of both completions it is removed from them. Optional: `h_w`/`h_l` (0/1),
@@ -59,7 +62,6 @@ from prospect.data.formats_base import (
     _present,
     _uniq,
     family_of,
-    split_hh,
 )
 from prospect.data.formats_detect import FormatResolver
 from prospect.data.labels import LabelReader
@@ -73,6 +75,7 @@ from prospect.data.text import (
     type_name,
     unify,
 )
+from prospect.data.transcripts import split_common_prefix, split_hh
 
 
 class RowParser:
@@ -279,16 +282,23 @@ class RowParser:
                 shape = "paired:conversational"
         elif isinstance(chosen, str) and isinstance(rejected, str):
             if prompt is None:
-                split = split_hh(chosen, rejected)
-                if split is None:
+                if chosen == rejected:
+                    raise FieldError(ck, "identical_pair", "identical to rejected")
+                hh = split_hh(chosen, rejected)
+                implicit = split_common_prefix(chosen, rejected) if hh is None else None
+                if hh is not None:
+                    prompt, chosen, rejected = hh
+                    shape = "paired:hh"
+                elif implicit is not None:  # TRL's standard implicit-prompt format
+                    prompt, chosen, rejected = implicit
+                    shape = "paired:implicit_prompt_text"
+                else:
                     raise FieldError(
                         pname,
                         "missing_field",
-                        "missing: no prompt column, and chosen/rejected are not Human/Assistant "
-                        "transcripts with a shared prefix (set data.prompt_column)",
+                        "missing: no prompt column, and chosen/rejected are neither Human/Assistant transcripts "
+                        "nor texts that share a leading prompt (set data.prompt_column)",
                     )
-                prompt, chosen, rejected = split
-                shape = "paired:hh"
             elif (
                 isinstance(prompt, str) and prompt.strip() and chosen.startswith(prompt) and rejected.startswith(prompt)
             ):

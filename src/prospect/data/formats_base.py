@@ -1,12 +1,11 @@
 """Shared pieces of the row formats (formats.py): family names, column spellings, RankingItem
 and the small helpers that read one value of a row (a number, a 0/1 indicator, a column
-among several spellings) or split an Anthropic HH transcript pair.
+among several spellings) (transcripts.py reads prompts implicit in the completions).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +35,6 @@ PAIR_SCORE_KEYS = (
     "chosen_rating",
     "rejected_rating",
 )
-HH_MARKER = "Assistant:"
 DETECT_ROWS = 100
 
 
@@ -127,13 +125,3 @@ def _common_prefix_messages(a: list[dict], b: list[dict]) -> int:
             break
         n += 1
     return n
-
-
-def split_hh(chosen: str, rejected: str) -> tuple[str, str, str] | None:
-    """Anthropic HH: prompt = common prefix up to and including its last 'Assistant:' marker."""
-    prefix = os.path.commonprefix([chosen, rejected])
-    cut = prefix.rfind(HH_MARKER)
-    if cut < 0:
-        return None
-    cut += len(HH_MARKER)
-    return chosen[:cut], chosen[cut:], rejected[cut:]
