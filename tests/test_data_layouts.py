@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from prospect.config.schema import KTODataConfig
+from prospect.data import inspect_file, load_records
 from prospect.data.pipeline import read_items
 
 LAYOUTS = Path(__file__).parent / "fixtures" / "data" / "layouts"
@@ -78,3 +81,77 @@ def test_hh_turns_reach_the_chat_template_as_turns(tmp_path):
     prompt, completion = rt.render(items[1].prompt, items[1].chosen, None)
     assert prompt == "<|user|>Name a red fruit.\n<|assistant|>A strawberry.\n<|user|>And a yellow one?\n<|assistant|>"
     assert completion == "A banana.\n"
+
+
+# ---- 18.3: data.messages_column; LLaMA-Factory's dataset_info.json --------------------------
+LF = LAYOUTS / "llamafactory"
+
+
+def test_messages_column_names_a_renamed_conversation_column(tmp_path):
+    rows = [{"dialog": [U("user", "Hi"), U("assistant", "Hello.")], "label": True}]
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert inspect_file(p)["rejected_by_reason"] == {"unknown_format": 1}  # unnamed: not recognised
+    items, report = read_items(str(p), KTODataConfig(messages_column="dialog"))
+    assert items[0].prompt == [U("user", "Hi")] and items[0].completion == [U("assistant", "Hello.")]
+    assert report.shapes == {"unpaired:conversation": 1}
+
+
+def test_llamafactory_registry_sharegpt_kto_with_renamed_columns_and_tags():
+    """Shape: LLaMA-Factory's data/dataset_info.json entries (file_name, formatting, columns, tags)
+    and its sharegpt KTO demo rows (kto_en_demo.json: messages + a boolean tag), with every name changed."""
+    cfg = KTODataConfig(dataset_info=str(LF / "dataset_info.json"), dataset="kto_dialog")
+    assert cfg.train_file == str(LF / "kto_dialog.json")  # file_name, relative to the registry
+    rep = inspect_file(cfg.train_file, cfg)
+    assert rep["accepted"] == 2 and rep["labels"] == {"desirable": 1, "undesirable": 1}
+    assert rep["rejected_by_reason"] == {"missing_field": 1}  # row 3 has no assistant turn to learn from
+    loaded = load_records(cfg.model_copy(update={"validation_split_percentage": 0.0}), kind="unpaired")
+    first, second = loaded.train
+    assert first.prompt == [U("user", "Where is my parcel?")] and first.completion == [
+        U("assistant", "It arrives tomorrow.")
+    ]
+    assert first.system == "You are a courier's assistant." and first.label is True
+    assert second.prompt == [U("user", "Hi"), U("assistant", "Hello."), U("user", "Cancel my order.")]
+    assert second.label is False
+
+
+def test_llamafactory_registry_alpaca_and_sharegpt_ranking():
+    """Shapes: LLaMA-Factory alpaca ranking rows with renamed columns, and its dpo_en_demo.json
+    (sharegpt conversations + chosen/rejected message objects), and its alpaca KTO layout."""
+    info = str(LF / "dataset_info.json")
+    items, rep = read_items(str(LF / "dpo_alpaca.json"), KTODataConfig(dataset_info=info, dataset="dpo_alpaca"))
+    rep = rep.to_dict()
+    assert [(p.prompt, p.chosen, p.rejected) for p in items] == [
+        ("Translate to French\ncat", "chat", "chien"),  # instruction + "\n" + input, as LLaMA-Factory joins them
+        ("Capital of Italy?", "Rome", "Milan"),
+    ]
+    assert rep["shapes"] == {"paired:alpaca": 2}
+    cfg = KTODataConfig(dataset_info=info, dataset="dpo_sharegpt")
+    items, _ = read_items(cfg.train_file, cfg)
+    assert items[0].prompt == [U("system", "Be terse."), U("user", "2+2?")]
+    assert items[0].chosen == [U("assistant", "4")] and items[0].rejected == [U("assistant", "5")]
+    cfg = KTODataConfig(dataset_info=info, dataset="kto_alpaca")
+    items, _ = read_items(cfg.train_file, cfg)
+    assert [(r.prompt, r.completion, r.label) for r in items] == [
+        ("Say hi", "hi", True),
+        ("Say bye\npolitely", "go away", False),
+    ]
+
+
+def test_llamafactory_registry_errors_are_config_errors(tmp_path):
+    from pydantic import ValidationError
+
+    info = str(LF / "dataset_info.json")
+    with pytest.raises(ValidationError, match="set data.dataset as well"):
+        KTODataConfig(dataset_info=info)
+    with pytest.raises(
+        ValidationError, match=r"no dataset 'nope' in .*dataset_info.json \(it has: dpo_alpaca, dpo_sharegpt"
+    ):
+        KTODataConfig(dataset_info=info, dataset="nope")
+    bad = tmp_path / "dataset_info.json"
+    bad.write_text('{"x": {"file_name": "x.json", "formatting": "openai"}}', encoding="utf-8")
+    with pytest.raises(ValidationError, match="formatting 'openai'"):
+        KTODataConfig(dataset_info=str(bad), dataset="x")
+    # an explicit train_file is read with the entry's layout
+    cfg = KTODataConfig(dataset_info=info, dataset="dpo_alpaca", train_file=str(LF / "dpo_alpaca.json"))
+    assert cfg.train_file == str(LF / "dpo_alpaca.json")

@@ -90,13 +90,14 @@ class RowParser:
         self.chosen_keys = _uniq(cfg.chosen_column, "chosen")
         self.rejected_keys = _uniq(cfg.rejected_column, "rejected")
         self.system_keys = _uniq(cfg.system_column, "system")
+        self.conversation_keys = _uniq(getattr(cfg, "messages_column", None), *CONVERSATION_KEYS)
         self.labels = LabelReader(cfg)
         self.label_keys = tuple(self.labels.columns)
         self.check_prompt = cfg.min_prompt_length > 0
         self._sets = {
             "label": frozenset(self.label_keys),
             "completion": frozenset(self.completion_keys),
-            "conversation": frozenset(CONVERSATION_KEYS),
+            "conversation": frozenset(self.conversation_keys),
             "chosen": frozenset(self.chosen_keys),
             "rejected": frozenset(self.rejected_keys),
             "responses": frozenset(RESPONSES_KEYS),
@@ -177,7 +178,7 @@ class RowParser:
         k, v = _get(row, self.prompt_keys)
         if k is not None:
             return coerce_text(v, k, stringly=stringly), "prompt", k
-        k, v = _get(row, CONVERSATION_KEYS)
+        k, v = _get(row, self.conversation_keys)
         if k is not None:
             return to_messages(maybe_json(v) if stringly else v, k), "conversation", k
         if row.get("instruction") is not None:
@@ -197,7 +198,7 @@ class RowParser:
     def parse_unpaired(self, row: dict[str, Any], n: int, stringly: bool = False) -> tuple[UnpairedRecord, str]:
         system = self._system(row)
         pk, _ = _get(row, self.prompt_keys)
-        conv_key, conv = _get(row, CONVERSATION_KEYS)
+        conv_key, conv = _get(row, self.conversation_keys)
         ck, cv = _get(row, self.completion_keys)
         if pk is None and conv_key is not None:
             msgs = to_messages(maybe_json(conv) if stringly else conv, conv_key)

@@ -35,6 +35,7 @@ from prospect.data.filters import FILTER_CODES, UTILITY_ALPHA, UTILITY_LAMBDA, R
 from prospect.data.formats import DETECT_ROWS, FAMILIES, FormatResolver, Item, RankingItem, RowParser
 from prospect.data.readers import RawRow, Source, open_source, read_rows
 from prospect.data.records import PairedRecord, UnpairedRecord
+from prospect.data.registry import row_adapter
 from prospect.data.report import DataReport, one_line
 from prospect.data.split import split_records
 from prospect.data.text import FieldError, text_chars
@@ -67,6 +68,12 @@ def _reject(report: DataReport, raw: RawRow, field_name: str, code: str, reason:
     entry = report.reject(raw.file_row or raw.row, field_name, code, reason, line=raw.line, file=raw.file)
     if raw.file_row is not None and raw.file_row != raw.row:
         entry["source_row"] = raw.row
+
+
+def _adapted(raw: RawRow, adapt: Any) -> RawRow:
+    if raw.data is not None:
+        raw.data = adapt(raw.data)
+    return raw
 
 
 PAIR_NOT_CONVERTED = (
@@ -136,6 +143,9 @@ def scan(
     families_seen: set[str] = set()
     limit = row_limit(cfg)
     rows: Iterator[RawRow] = iter(read_rows(source))
+    adapt = row_adapter(cfg)  # data.dataset_info: LLaMA-Factory's column and role names -> ours
+    if adapt is not None:
+        rows = (_adapted(raw, adapt) for raw in rows)
     try:
         head = list(itertools.islice(rows, DETECT_ROWS))
         resolver.observe([(r.row, r.data) for r in head if r.data is not None][:DETECT_ROWS])
