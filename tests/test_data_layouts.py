@@ -155,3 +155,72 @@ def test_llamafactory_registry_errors_are_config_errors(tmp_path):
     # an explicit train_file is read with the entry's layout
     cfg = KTODataConfig(dataset_info=info, dataset="dpo_alpaca", train_file=str(LF / "dpo_alpaca.json"))
     assert cfg.train_file == str(LF / "dpo_alpaca.json")
+
+
+# ---- 18.9: AlpacaEval / pairwise judges, Nectar, LLaMA-Factory messages; warnings ----------
+def test_alpaca_eval_pairwise_judge_rows():
+    """Shape: AlpacaEval annotation files (instruction, output_1, output_2, generator_1/2, annotator,
+    preference: 1 or 2, AlpacaEval 2's soft values in between, 1.5 or 0 for a tie)."""
+    items, rep = items_of("alpaca_eval.jsonl")
+    assert [(p.source_row, p.chosen, p.rejected) for p in items] == [
+        (1, "Paris is the capital.", "Lyon."),  # preference 1: output_1
+        (2, "Lyon.", "Paris is the capital."),  # 2: output_2
+        (5, "Paris is the capital.", "Lyon."),  # 1.2: output_1
+        (6, "Lyon.", "Paris is the capital."),  # 1.8: output_2
+    ]
+    assert items[0].prompt == "Question 1: what is the capital of France?"
+    assert rep["shapes"] == {"paired:pairwise_judge": 4}
+    assert [(r["row"], r["code"]) for r in rep["rejected"]] == [
+        (3, "tie"),
+        (4, "tie"),
+        (7, "bad_value"),
+        (8, "bad_value"),
+    ]
+    # strict mode stops at the malformed row 7, not at the ties (they are skipped and counted)
+    with pytest.raises(Exception, match=r"alpaca_eval.jsonl:7: preference: expected 1 or 2, got 'x'"):
+        read_items(str(LAYOUTS / "alpaca_eval.jsonl"), KTODataConfig(strict=True))
+
+
+def test_nectar_answers_become_a_ranking_with_hh_turns():
+    """Shape: berkeley-nest/Nectar rows (prompt as an HH transcript ending in "Assistant:",
+    answers: [{answer, model, rank}], turns, num_responses, source, good_natured)."""
+    items, rep = items_of("nectar.jsonl")
+    first, second = items
+    assert first.prompt == [U("user", "Give me a fruit.")]
+    assert first.responses == [[U("assistant", t)] for t in ("An apple.", "A mango, ripe and sweet.", "No.")]
+    assert first.quality == [-2.0, -1.0, -3.0]  # -rank
+    assert second.prompt == [U("user", "Hi"), U("assistant", "Hello."), U("user", "Name a colour.")]
+    assert rep["shapes"] == {"ranking:nectar": 2} and rep["rejected_by_reason"] == {"bad_ranking": 1}
+    cfg = KTODataConfig(train_file=str(LAYOUTS / "nectar.jsonl"), validation_split_percentage=0.0)
+    pairs = load_records(cfg, kind="paired").train
+    assert [(p.chosen, p.rejected) for p in pairs] == [
+        ([U("assistant", "A mango, ripe and sweet.")], [U("assistant", "An apple.")]),
+        ([U("assistant", "A mango, ripe and sweet.")], [U("assistant", "No.")]),
+        ([U("assistant", "Blue.")], [U("assistant", "Seven.")]),  # two answers share rank 1: both pair
+        ([U("assistant", "Blue!")], [U("assistant", "Seven.")]),
+    ]
+
+
+def test_llamafactory_chosen_messages_with_content_parts_and_loss_weight():
+    """Shape: LLaMA-Factory's newer layout: chosen_messages / rejected_messages holding the whole
+    conversation, content as [{type: text, value}] parts, per-message and per-row loss_weight."""
+    items, rep = items_of("llamafactory_messages.jsonl")
+    first, second = items
+    assert first.prompt == [U("user", "What is 3x3?")]
+    assert (first.chosen, first.rejected) == ([U("assistant", "9")], [U("assistant", "6")])
+    assert first.extra == {"weight": 0.5}  # the row's loss_weight
+    assert second.prompt == [U("system", "Answer in Russian."), U("user", "Say hello")]
+    assert second.chosen == [U("assistant", "Привет")]
+    assert rep["shapes"] == {"paired:llamafactory_messages": 2}
+    assert rep["notes"]["message_loss_weight_not_used"] == 1
+    assert [(r["row"], r["code"]) for r in rep["rejected"]] == [(3, "bad_type")]  # an image part
+
+
+def test_user_role_completion_and_unordered_scores_are_counted_as_warnings():
+    _, rep = items_of("completion_user_role.jsonl")
+    assert rep["accepted"] == 3 and rep["notes"]["completion_only_user_message"] == 1
+    assert any("completion_only_user_message (rows 2)" in w for w in rep["warnings"])
+    # Shape: HuggingFaceH4/ultrafeedback_binarized (prompt, chosen/rejected messages, score_chosen/score_rejected)
+    _, rep = items_of("ultrafeedback_scores.jsonl")
+    assert rep["accepted"] == 3 and rep["notes"]["chosen_score_not_above_rejected"] == 2
+    assert any("chosen_score_not_above_rejected (rows 2, 3)" in w for w in rep["warnings"])

@@ -66,6 +66,7 @@ from prospect.data.formats_base import (
 from prospect.data.formats_detect import FormatResolver
 from prospect.data.labels import LabelReader
 from prospect.data.records import PairedRecord, Text, UnpairedRecord
+from prospect.data.row_checks import RowWarnings, only_user_message, scores_not_ordered
 from prospect.data.text import (
     FieldError,
     coerce_text,
@@ -105,6 +106,12 @@ class RowParser:
             "scores": frozenset(SCORES_KEYS),
         }
         self.notes: dict[str, int] = {}
+        self.warnings = RowWarnings()
+
+    def warning_lines(self) -> list[str]:
+        """The report's warnings for rows read that look wrong (row_checks.py); their counts go to notes."""
+        self.notes.update(self.warnings.counts())
+        return self.warnings.lines()
 
     # ---- detection -------------------------------------------------------
     def families(self, row: dict[str, Any]) -> list[str]:
@@ -239,6 +246,8 @@ class RowParser:
         prompt, completion = unify(prompt, completion)
         self._check_prompt(prompt, pname)
         self._check_completion(completion, ck)
+        if only_user_message(completion):
+            self.warnings.add("completion_only_user_message", n)
         label = self.labels(row)
         weight = None
         if row.get("weight") is not None:
@@ -317,7 +326,11 @@ class RowParser:
         if chosen == rejected:
             raise FieldError(ck, "identical_pair", "identical to rejected")
         margin = _float(row["margin"], "margin") if row.get("margin") is not None else None
-        extra = {k: _float(row[k], k) for k in PAIR_SCORE_KEYS if row.get(k) is not None}
+        extra = {k: _float(row[k], k) for k in PAIR_SCORE_KEYS + ("weight",) if row.get(k) is not None}
+        if scores_not_ordered(extra):
+            self.warnings.add("chosen_score_not_above_rejected", n)
+        if only_user_message(chosen) or only_user_message(rejected):
+            self.warnings.add("completion_only_user_message", n)
         rec = PairedRecord(
             prompt, chosen, rejected, system, _indicator(row, "h_w"), _indicator(row, "h_l"), margin, n, "paired", extra
         )

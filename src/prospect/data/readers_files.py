@@ -35,6 +35,8 @@ class RawRow:
     file: str | None = None
     stringly: bool = False  # values came from CSV text cells
     file_row: int | None = None  # the row within `file` (multi-file sources; `row` runs across files)
+    shape: str | None = None  # set when a third-party layout was renamed (data/layouts.py)
+    policy: bool = False  # `error` is a policy skip (a tie), not a malformed row: strict mode does not stop
 
 
 class Source:

@@ -92,8 +92,12 @@ def _content(value: Any, field: str) -> str:
         for part in value:
             if isinstance(part, str):
                 pieces.append(part)
-            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
-                pieces.append(part["text"])
+            elif (
+                isinstance(part, dict)
+                and part.get("type", "text") == "text"
+                and isinstance(text := part.get("text", part.get("value")), str)
+            ):  # {"type": "text", "text": ...} (OpenAI) or {"type": "text", "value": ...} (LLaMA-Factory)
+                pieces.append(text)
             else:
                 raise FieldError(field, "bad_type", "non-text message content (images, audio) is not supported")
         return _check_unicode("".join(pieces), field)
