@@ -224,3 +224,43 @@ def test_user_role_completion_and_unordered_scores_are_counted_as_warnings():
     _, rep = items_of("ultrafeedback_scores.jsonl")
     assert rep["accepted"] == 3 and rep["notes"]["chosen_score_not_above_rejected"] == 2
     assert any("chosen_score_not_above_rejected (rows 2, 3)" in w for w in rep["warnings"])
+
+
+# ---- 18.7: rows used / converted / unused, and a refusal when too few remain ----------------
+def test_paired_method_on_unpaired_data_is_summarised_and_refused(tmp_path, caplog):
+    """Shape: LLaMA-Factory's kto_en_demo.json (messages + a boolean label), mostly one row per
+    prompt: DPO can pair only the one prompt that has both labels (1 pair of 20 rows)."""
+    import logging
+
+    from tests.helpers import write_config
+
+    from prospect.cli import main
+
+    data = str(LAYOUTS / "llamafactory_kto_demo.json")
+    cfg = write_config(tmp_path / "run.yaml", method="dpo", data={"train_file": data, "validation_split_percentage": 0})
+    with caplog.at_level(logging.INFO, logger="prospect"):
+        rc = main(["train", str(cfg), "--dry-run"])
+    assert rc == 2  # a config error: the fix is in the config
+    err = [r.getMessage() for r in caplog.records]
+    assert not any(m.startswith("data: read") for m in err)  # refused before the summary is printed
+
+    from prospect.errors import ConfigError
+    from prospect.recipes import load_run_config, prepare
+
+    run_cfg = load_run_config(str(cfg))
+    with pytest.raises(ConfigError) as e:
+        prepare(run_cfg, write=False)
+    msg = str(e.value)
+    assert msg.startswith(f"{data}: only 1 pair left to train on from 20 rows read (18 unused)")
+    assert "fewer than data.min_rows_used=8" in msg and "method: kto" in msg  # 2 batches of training.batch_size 4
+
+    caplog.clear()
+    run_cfg.data.min_rows_used = 1
+    with caplog.at_level(logging.INFO, logger="prospect"):
+        run = prepare(run_cfg, write=False)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("data: read"))
+    assert line == (
+        "data: read 20 rows, accepted 20, rejected 0; 2 unpaired rows paired into 1 pair; 18 unpaired rows unused "
+        "(no row of the other label with the same prompt); training on 1 pair (validation: 0)"
+    )
+    assert run.report["usage"] == {"kind": "paired", "train": 1, "validation": 0, "unused": 18, "min_rows_used": 1}

@@ -126,6 +126,13 @@ class KTODataConfig(Section):
         0.1, ge=0, description="Allowed excess of the majority label when downsampling."
     )
     min_samples_per_label: int = Field(1, ge=0, description="Refuse to train with fewer rows of either label.")
+    min_rows_used: int | None = Field(
+        None,
+        ge=0,
+        description="Refuse to train (exit 2) when converting the data for the method (e.g. pairing unpaired rows "
+        "for DPO) leaves rows unused and fewer than this many training records remain. Default (null): two "
+        "batches, 2 x training.batch_size. 0 turns the check off.",
+    )
     label_mapping: dict[str, bool | int | str] = Field(
         default_factory=lambda: {
             "desirable": True,
