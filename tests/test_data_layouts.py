@@ -264,3 +264,54 @@ def test_paired_method_on_unpaired_data_is_summarised_and_refused(tmp_path, capl
         "(no row of the other label with the same prompt); training on 1 pair (validation: 0)"
     )
     assert run.report["usage"] == {"kind": "paired", "train": 1, "validation": 0, "unused": 18, "min_rows_used": 1}
+
+
+# ---- 18.8: ShareGPT function_call / observation / tools -------------------------------------
+TOOL_TEMPLATE = (  # a minimal template that handles tools, in the way Qwen2.5's or Llama 3.1's do
+    "{% if tools %}<tools>{{ tools | map(attribute='name') | join(',') }}</tools>{{ '\\n' }}{% endif %}"
+    "{% for m in messages %}<|{{ m['role'] }}|>{% if m.get('tool_calls') %}"
+    "<call>{{ m['tool_calls'][0]['function']['name'] }}({{ m['tool_calls'][0]['function']['arguments'] | tojson }})</call>"
+    "{% else %}{{ m['content'] }}{% endif %}{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_sharegpt_tool_calls_and_tools_are_read():
+    """Shape: LLaMA-Factory's glaive_toolcall demo (sharegpt conversations with function_call and
+    observation turns, a `tools` column holding JSON schemas), with a kto_tag per row."""
+    items, rep = items_of("sharegpt_tools.json")
+    first = items[0]
+    assert first.prompt[0] == U("user", "Weather in Oslo?")
+    call = first.prompt[1]
+    assert call["role"] == "assistant" and call["tool_calls"] == [
+        {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
+    ]
+    assert first.prompt[2] == U("tool", '{"temp_c": 3}')
+    assert first.completion == [U("assistant", "It is 3 degrees in Oslo.")]
+    assert first.tools[0]["name"] == "get_weather" and items[2].tools is None  # an empty tools cell
+    assert rep["notes"]["rows_with_tools"] == 2 and rep["notes"]["rows_with_tool_calls"] == 2
+    assert [(r["row"], r["field"], r["code"]) for r in rep["rejected"]] == [(4, "tools", "bad_value")]
+
+
+def test_tool_calls_go_to_a_template_that_handles_tools_else_are_flattened_and_reported():
+    from prospect.data.tokenize import RecordTokenizer, TokenizeSettings
+    from prospect.testing import load_tiny_tokenizer
+
+    items, _ = items_of("sharegpt_tools.json")
+    settings = TokenizeSettings(max_length=512, max_prompt_length=256, max_completion_length=256)
+    tok = load_tiny_tokenizer()
+    tok.chat_template = TOOL_TEMPLATE
+    rt = RecordTokenizer(tok, settings)
+    prompt, completion = rt.render(items[0].prompt, items[0].completion, None, items[0].tools)
+    assert prompt == (
+        '<tools>get_weather</tools>\n<|user|>Weather in Oslo?\n<|assistant|><call>get_weather({"city": "Oslo"})</call>\n'
+        '<|tool|>{"temp_c": 3}\n<|assistant|>'
+    )
+    assert completion == "It is 3 degrees in Oslo.\n" and rt.stats.tools == {}
+
+    plain = load_tiny_tokenizer()  # its ChatML template knows no tools: flattened, and counted
+    rt = RecordTokenizer(plain, settings)
+    rt.unpaired_row(items[0])
+    prompt, _ = rt.render(items[0].prompt, items[0].completion, None, items[0].tools)
+    assert 'Available tools: [{"name": "get_weather"' in prompt and '{"name": "get_weather", "arguments"' in prompt
+    assert rt.stats.tools == {"tool_calls_flattened": 2, "tool_results_flattened": 2, "tools_in_system_prompt": 2}
+    assert rt.stats.to_dict()["tools"] == rt.stats.tools  # in the tokenization report (data_report.json)

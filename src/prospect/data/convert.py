@@ -54,9 +54,11 @@ def coin(seed: int, index: int) -> int:
 
 def unpair_pair(pair: PairedRecord, index: int, strategy: str = "all", seed: int = 42) -> list[UnpairedRecord]:
     """One pair -> its unpaired rows by `strategy` (see module doc); `index` = pair's position."""
-    chosen = UnpairedRecord(pair.prompt, pair.chosen, True, pair.system, None, pair.h_w, pair.source_row, "pair:chosen")
+    chosen = UnpairedRecord(
+        pair.prompt, pair.chosen, True, pair.system, None, pair.h_w, pair.source_row, "pair:chosen", pair.tools
+    )
     rejected = UnpairedRecord(
-        pair.prompt, pair.rejected, False, pair.system, None, pair.h_l, pair.source_row, "pair:rejected"
+        pair.prompt, pair.rejected, False, pair.system, None, pair.h_l, pair.source_row, "pair:rejected", pair.tools
     )
     if strategy == "all":
         return [chosen, rejected]
@@ -157,6 +159,7 @@ def pair_unpaired(records: list[UnpairedRecord]) -> tuple[list[PairedRecord], li
                     d.source_row,
                     "unpaired:paired",
                     {"rejected_source_row": u.source_row},
+                    d.tools,
                 )
             )
         unused += desirable[k:] + undesirable[k:]

@@ -76,6 +76,7 @@ from prospect.data.text import (
     type_name,
     unify,
 )
+from prospect.data.tools import row_tools
 from prospect.data.transcripts import split_common_prefix, split_hh
 
 
@@ -254,7 +255,8 @@ class RowParser:
             weight = _float(row["weight"], "weight")
             if weight < 0:
                 raise FieldError("weight", "bad_value", "must be >= 0")
-        rec = UnpairedRecord(prompt, completion, label, system, weight, _indicator(row, "h"), n, "unpaired")
+        tools = row_tools(row, (prompt, completion), self.notes)
+        rec = UnpairedRecord(prompt, completion, label, system, weight, _indicator(row, "h"), n, "unpaired", tools)
         return rec, shape
 
     # ---- paired ----------------------------------------------------------
@@ -331,9 +333,9 @@ class RowParser:
             self.warnings.add("chosen_score_not_above_rejected", n)
         if only_user_message(chosen) or only_user_message(rejected):
             self.warnings.add("completion_only_user_message", n)
-        rec = PairedRecord(
-            prompt, chosen, rejected, system, _indicator(row, "h_w"), _indicator(row, "h_l"), margin, n, "paired", extra
-        )
+        tools = row_tools(row, (prompt, chosen, rejected), self.notes)
+        h_w, h_l = _indicator(row, "h_w"), _indicator(row, "h_l")
+        rec = PairedRecord(prompt, chosen, rejected, system, h_w, h_l, margin, n, "paired", extra, tools)
         return rec, shape
 
     @staticmethod

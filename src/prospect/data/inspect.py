@@ -129,7 +129,11 @@ def first_records(items: list[Any], cfg: Any, kind: str | None, seed: int, n: in
         converted = convert_items(items, kind, cfg, seed)[0]
     shown = converted[:n]
     conversational = is_conversational(shown)
-    return [record_row(r, conversational) for r in shown]
+    rows = [record_row(r, conversational) for r in shown]
+    for row, r in zip(rows, shown):  # what the chat template gets besides the texts
+        if getattr(r, "tools", None):
+            row["tools"] = r.tools
+    return rows
 
 
 def _as_dict(report: DataReport | dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from prospect.data.records import Message, Text
+from prospect.data.tools import FUNCTION_CALL_ROLE, parse_tool_calls
 
 ROLE_ALIASES = {
     "human": "user",
@@ -120,7 +121,11 @@ def to_message(item: Any, field: str) -> Message:
     if content is None:
         content = ""
     name = role.strip().lower()
-    return {"role": ROLE_ALIASES.get(name, name), "content": _content(content, field)}
+    text = _content(content, field)
+    if name == FUNCTION_CALL_ROLE:  # a tool call (ShareGPT / LLaMA-Factory): an assistant turn, see tools.py
+        calls = parse_tool_calls(text)
+        return {"role": "assistant", "content": text, **({"tool_calls": calls} if calls else {})}  # type: ignore[dict-item]
+    return {"role": ROLE_ALIASES.get(name, name), "content": text}
 
 
 def to_messages(value: Any, field: str) -> list[Message]:
