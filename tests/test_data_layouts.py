@@ -315,3 +315,49 @@ def test_tool_calls_go_to_a_template_that_handles_tools_else_are_flattened_and_r
     assert 'Available tools: [{"name": "get_weather"' in prompt and '{"name": "get_weather", "arguments"' in prompt
     assert rt.stats.tools == {"tool_calls_flattened": 2, "tool_results_flattened": 2, "tools_in_system_prompt": 2}
     assert rt.stats.to_dict()["tools"] == rt.stats.tools  # in the tokenization report (data_report.json)
+
+
+# ---- every shape: the report's counts reconcile ---------------------------------------------
+def _fixture_configs() -> list[tuple[str, dict]]:
+    """(file, data settings) for every fixture above; LLaMA-Factory files with their registry entry."""
+    out = [(str(p), {}) for p in sorted(LAYOUTS.glob("*.json*"))]
+    registry = json.loads((LF / "dataset_info.json").read_text(encoding="utf-8"))
+    out += [
+        (str(LF / entry["file_name"]), {"dataset_info": str(LF / "dataset_info.json"), "dataset": name})
+        for name, entry in registry.items()
+    ]
+    return out
+
+
+@pytest.mark.parametrize("path,settings", _fixture_configs(), ids=lambda v: Path(v).name if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},
+        {"streaming": True},
+        {"convert_pairwise_to_binary": False},
+        {"ranking_strategy": "best_worst", "drop_duplicates": False},
+        {"ranking_strategy": "adjacent", "min_response_length": 4},
+    ],
+    ids=["default", "streaming", "no_pair_conversion", "best_worst", "adjacent_min_len"],
+)
+def test_counts_reconcile_on_every_layout(path, settings, variant):
+    """accepted + rejected == rows_read, for no method and for each kind, and the conversions add up."""
+    cfg = KTODataConfig(**settings, **variant)
+    for kind in (None, "unpaired", "paired"):
+        rep = inspect_file(path, cfg, kind=kind)
+        assert rep["rows_read"] > 0 and rep["accepted"] + len(rep["rejected"]) == rep["rows_read"], (kind, rep)
+        assert sum(rep["shapes"].values()) == rep["accepted"]
+        assert sum(rep["rejected_by_reason"].values()) == len(rep["rejected"])
+        conv = rep["conversions"]
+        up = conv["unpaired_to_pairs"]
+        assert up["rows"] == 2 * up["pairs"] + up["unused"]
+        rp, ru = conv["ranking_to_pairs"], conv["ranking_to_unpaired"]
+        assert rp["used"] + rp["unused"] == rp["responses"] == ru["responses"]
+        assert ru["desirable"] + ru["undesirable"] + ru["unused"] == ru["responses"]
+    try:
+        loaded = load_records(cfg.model_copy(update={"train_file": path}), kind="paired")
+    except Exception as e:  # a file with nothing to pair is refused with a one-line data error
+        assert type(e).__name__ in ("DPODataError", "KTODataError") and "\n" not in str(e)
+    else:
+        assert loaded.report.reconciles
