@@ -232,12 +232,14 @@ def test_paired_method_on_unpaired_data_is_summarised_and_refused(tmp_path, capl
     prompt: DPO can pair only the one prompt that has both labels (1 pair of 20 rows)."""
     import logging
 
-    from tests.helpers import write_config
+    import yaml
 
     from prospect.cli import main
 
     data = str(LAYOUTS / "llamafactory_kto_demo.json")
-    cfg = write_config(tmp_path / "run.yaml", method="dpo", data={"train_file": data, "validation_split_percentage": 0})
+    cfg = tmp_path / "run.yaml"  # prepare() loads no model: the name is never opened
+    run = {"method": "dpo", "model": {"name": "no/model"}, "training": {"batch_size": 4, "output_dir": str(tmp_path)}}
+    cfg.write_text(yaml.safe_dump({**run, "data": {"train_file": data, "validation_split_percentage": 0}}), "utf-8")
     with caplog.at_level(logging.INFO, logger="prospect"):
         rc = main(["train", str(cfg), "--dry-run"])
     assert rc == 2  # a config error: the fix is in the config
