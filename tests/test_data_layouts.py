@@ -363,3 +363,13 @@ def test_counts_reconcile_on_every_layout(path, settings, variant):
         assert type(e).__name__ in ("DPODataError", "KTODataError") and "\n" not in str(e)
     else:
         assert loaded.report.reconciles
+
+
+def test_tools_of_a_ranking_row_reach_its_pairs_and_rows(tmp_path):
+    tools = [{"name": "f", "parameters": {"type": "object", "properties": {}}}]
+    row = {"prompt": "Q", "responses": ["a", "b"], "rankings": [1, 2], "tools": json.dumps(tools)}
+    p = tmp_path / "r.jsonl"
+    p.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    cfg = KTODataConfig(train_file=str(p), validation_split_percentage=0.0)
+    assert [x.tools for x in load_records(cfg, kind="paired").train] == [tools]
+    assert [x.tools for x in load_records(cfg, kind="unpaired").train] == [tools, tools]

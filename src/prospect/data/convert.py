@@ -104,6 +104,7 @@ def ranking_to_pairs(item: RankingItem, strategy: str = "best_vs_rest") -> list[
             item.source_row,
             f"ranking:{strategy}",
             {"chosen_index": i, "rejected_index": j},
+            item.tools,
         )
         for i, j in idx
     ]
@@ -128,7 +129,8 @@ def ranking_to_unpaired(item: RankingItem, strategy: str = "best_vs_rest") -> tu
         else:
             unused += 1
             continue
-        out.append(UnpairedRecord(item.prompt, response, label, item.system, None, None, item.source_row, origin))
+        rec = UnpairedRecord(item.prompt, response, label, item.system, None, None, item.source_row, origin, item.tools)
+        out.append(rec)
     return out, unused
 
 

@@ -379,7 +379,8 @@ class RowParser:
         self._check_prompt(prompt, pname)
         for i, t in enumerate(texts):
             self._check_completion(t, f"{rk}[{i}]")
-        return RankingItem(prompt, list(texts), quality, system, n, qk), "ranking"
+        tools = row_tools(row, (prompt, *texts), self.notes)
+        return RankingItem(prompt, list(texts), quality, system, n, qk, tools=tools), "ranking"
 
 
 __all__ = [

@@ -52,6 +52,7 @@ class RankingItem:
     source_row: int | None = None
     by: str = "rankings"
     extra: dict[str, Any] = field(default_factory=dict)
+    tools: list[dict[str, Any]] | None = None  # tool schemas, passed on to the records made from it
 
 
 Item = UnpairedRecord | PairedRecord | RankingItem
