@@ -95,7 +95,7 @@ RANK = RankingItem("Q", ["a", "b", "c", "d"], [-2.0, -1.0, -3.0, -3.0], source_r
     "strategy,expected",
     [
         ("best_vs_rest", [("b", "a"), ("b", "c"), ("b", "d")]),
-        ("best_worst", [("b", "c")]),  # worst level is {c, d}: first in file order
+        ("best_worst", [("b", "c"), ("b", "d")]),  # worst level is {c, d}: both pair (issue 18.4)
         ("adjacent", [("b", "a"), ("a", "c"), ("a", "d")]),
         ("all_pairs", [("b", "a"), ("b", "c"), ("b", "d"), ("a", "c"), ("a", "d")]),  # c, d tie: no pair
     ],
@@ -207,3 +207,35 @@ def test_validation_split_counts_and_grouping():
     assert {r.source_row for r in train}.isdisjoint({r.source_row for r in val})
     assert split_records(recs, 0.25, seed=3) == (train, val)
     assert split_records(recs, 0.25, seed=4) != (train, val)
+
+
+@pytest.mark.parametrize(
+    "strategy,expected_pairs,unused",
+    [
+        ("best_vs_rest", [("a", "c"), ("a", "d"), ("b", "c"), ("b", "d")], 0),
+        ("best_worst", [("a", "d"), ("b", "d")], 1),  # c (the middle level) is in no pair
+        ("adjacent", [("a", "c"), ("b", "c"), ("c", "d")], 0),
+        ("all_pairs", [("a", "c"), ("a", "d"), ("b", "c"), ("b", "d"), ("c", "d")], 0),
+    ],
+)
+def test_ranking_ties_for_best_all_pair_and_counts_reconcile(tmp_path, strategy, expected_pairs, unused):
+    """Issue 18.4: two responses tied for best (scores 5, 5, 3, 1, the shape of a scored-completions
+    file such as UltraFeedback's per-completion ratings) both pair; used + unused == responses."""
+    from prospect.data import inspect_file
+
+    row = {"prompt": "Q", "responses": ["a", "b", "c", "d"], "scores": [5, 5, 3, 1]}
+    p = tmp_path / "ranked.jsonl"
+    p.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    cfg = KTODataConfig(train_file=str(p), ranking_strategy=strategy, validation_split_percentage=0)
+    pairs = load_records(cfg, kind="paired").train
+    assert [(x.chosen, x.rejected) for x in pairs] == expected_pairs
+    conv = inspect_file(p, cfg)["conversions"]["ranking_to_pairs"]
+    assert (conv["responses"], conv["pairs"], conv["used"], conv["unused"]) == (
+        4,
+        len(expected_pairs),
+        4 - unused,
+        unused,
+    )
+    unpaired = inspect_file(p, cfg)["conversions"]["ranking_to_unpaired"]
+    assert unpaired["desirable"] == 2  # both co-best responses are desirable in the unpaired view
+    assert unpaired["desirable"] + unpaired["undesirable"] + unpaired["unused"] == unpaired["responses"] == 4

@@ -173,9 +173,9 @@ def test_implicit_prompt_agrees_with_trl_extract_prompt(tmp_path):
     assert rep["shapes"] == {"paired:implicit_prompt": 1}
 
 
-def test_anthropic_hh_transcripts_agree_with_trl(tmp_path):
-    from trl.data_utils import extract_prompt
-
+def test_anthropic_hh_transcripts_split_into_turns_as_trls_converter(tmp_path):
+    """Issue 18.1. Expected values worked by hand from TRL's examples/datasets/hh-rlhf-helpful-base.py
+    (split at "\\n\\nHuman: " / "\\n\\nAssistant: "; earlier turns = prompt, the rest = one assistant message)."""
     rows = [
         {
             "chosen": "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?",
@@ -187,10 +187,13 @@ def test_anthropic_hh_transcripts_agree_with_trl(tmp_path):
         },
     ]
     items, rep = read(tmp_path, rows, format="hh")
-    for item, ex in zip(items, rows):
-        oracle = extract_prompt(ex)
-        assert (item.prompt, item.chosen, item.rejected) == (oracle["prompt"], oracle["chosen"], oracle["rejected"])
-    assert items[1].prompt.endswith("\n\nHuman: And 3+3?\n\nAssistant:") and items[1].chosen == " 6."
+    assert (items[0].prompt, items[0].chosen, items[0].rejected) == (
+        [U("user", "Hi there")],
+        [U("assistant", "Hello! How can I help?")],
+        [U("assistant", "Go away.")],
+    )
+    assert items[1].prompt == [U("user", "What is 2+2?"), U("assistant", "4."), U("user", "And 3+3?")]
+    assert items[1].chosen == [U("assistant", "6.")] and items[1].rejected == [U("assistant", "Nine.")]
     assert rep["shapes"] == {"paired:hh": 2}
     # auto-detection gives the same
     items2, _ = read(tmp_path, rows)
@@ -219,7 +222,7 @@ def test_paired_row_errors(tmp_path):
         {"prompt": "Q", "chosen": "a", "rejected": "b", "h_w": 2},
         {"prompt": "Q", "chosen": "a", "rejected": "b", "margin": 10**400},  # beyond float range
         {"prompt": "Q", "chosen": "a", "rejected": "b", "score_chosen": "NaN"},
-        {"chosen": "plain a", "rejected": "plain b"},  # no prompt, not HH
+        {"chosen": "yes, a", "rejected": "no, b"},  # no prompt, not HH, no shared leading word
         {"prompt": "Q", "chosen": "a", "rejected": "   "},
         {"prompt": "Q", "chosen": "Q and more", "rejected": "Q and less"},  # prompt repeated: removed
     ]

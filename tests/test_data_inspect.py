@@ -129,3 +129,53 @@ def test_cli_config_reads_the_file_for_the_runs_method(tmp_path, capsys):
     cfg.write_text("method: dpo\ndata:\n  convert_pairwise_to_binary: false\n", encoding="utf-8")
     rc, out, _ = run_cli(["data", "inspect", str(p), "--json", "--config", str(cfg), "--strict"], capsys)
     assert rc == 0 and json.loads(out)["rejected"] == []
+
+
+# ---- issue 18, point 10: exit 1 when nothing is accepted; --records N -----------------------
+def test_cli_exits_1_when_every_row_is_rejected(tmp_path, capsys):
+    p = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "q", "completion": "a", "label": "meh"}, "nope"])
+    rc, out, err = run_cli(["data", "inspect", str(p), "--json"], capsys)
+    rep = json.loads(out)  # the report is still printed
+    assert rc == 1 and rep["accepted"] == 0 and rep["rows_read"] == 2
+    assert err.strip() == (
+        f"prospect: error: {p}: all 2 rows were rejected (1 invalid_json, 1 unknown_label); nothing is left to train on"
+    )
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    rc, _, err = run_cli(["data", "inspect", str(empty)], capsys)
+    assert rc == 1 and "no rows (the source is empty)" in err
+    good = write_jsonl(
+        tmp_path / "good.jsonl",
+        [{"prompt": "q", "completion": "a", "label": "meh"}, {"prompt": "q", "completion": "b", "label": 1}],
+    )
+    assert run_cli(["data", "inspect", str(good)], capsys)[0] == 0
+
+
+def test_cli_records_shows_the_first_records_after_conversion(tmp_path, capsys):
+    rows = [
+        {"prompt": "P1", "chosen": "c1", "rejected": "r1"},
+        {
+            "prompt": [{"role": "user", "content": "P2"}],
+            "completion": [{"role": "assistant", "content": "d2"}],
+            "label": 1,
+        },
+        {"prompt": "P3", "chosen": "c3", "rejected": "r3"},
+    ]
+    p = write_jsonl(tmp_path / "mix.jsonl", rows)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("method: kto\n", encoding="utf-8")
+    rc, out, _ = run_cli(["data", "inspect", str(p), "--json", "--config", str(cfg), "--records", "3"], capsys)
+    recs = json.loads(out)["records"]
+    # KTO, pairwise_sampling_strategy all: pair 1 -> (c1, True), (r1, False); then row 2; every text as messages
+    # because row 2 is conversational (TRL: one format per dataset)
+    assert rc == 0 and [(r["completion"], r["label"], r["origin"], r["source_row"]) for r in recs] == [
+        ([{"role": "assistant", "content": "c1"}], True, "pair:chosen", 1),
+        ([{"role": "assistant", "content": "r1"}], False, "pair:rejected", 1),
+        ([{"role": "assistant", "content": "d2"}], True, "unpaired", 2),
+    ]
+    assert recs[0]["prompt"] == [{"role": "user", "content": "P1"}]
+    cfg.write_text("method: dpo\n", encoding="utf-8")
+    rc, out, _ = run_cli(["data", "inspect", str(p), "--config", str(cfg), "--records", "1"], capsys)
+    assert rc == 0 and "First 1 records as training sees them (for dpo)" in out and '"chosen": "c1"' in out
+    rc, out, _ = run_cli(["data", "inspect", str(p), "--json"], capsys)
+    assert "records" not in json.loads(out)  # only on request

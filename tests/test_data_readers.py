@@ -173,8 +173,9 @@ def test_saved_datasets_and_hf_directory(tmp_path):
     write_jsonl(hf / "data" / "validation-00000-of-00001.jsonl", ROWS[:1])
     rep = inspect_file(hf)
     assert rep["rows_read"] == 4 and rep["accepted"] == 3 and rep["reader"] == "hf-dir"
-    # rows are numbered across the files; the file is named
-    assert rep["rejected"][0]["row"] == 4 and rep["rejected"][0]["file"] == "train-00001-of-00002.jsonl"
+    # the row within its file is printed with the file (issue 18.5); source_row runs across the files
+    assert rep["rejected"][0]["row"] == 2 and rep["rejected"][0]["file"] == "train-00001-of-00002.jsonl"
+    assert rep["rejected"][0]["source_row"] == 4
     assert set(open_source(hf).splits()) == {"train", "validation"}
 
 
@@ -204,3 +205,49 @@ def test_empty_file(tmp_path):
     p.write_bytes(b"\n\n  \r\n")
     rep = inspect_file(p)
     assert rep["rows_read"] == 0 and rep["accepted"] == 0 and rep["rejected"] == []
+
+
+def test_directory_rows_are_numbered_within_their_file(tmp_path):
+    """Issue 18.5: a Hugging Face dataset directory with two shards (the `data/train-0000N-of-0000M`
+    layout `push_to_hub` writes); errors, duplicates and strict mode name file and row within it."""
+    from prospect.config.schema import KTODataConfig
+
+    hf = tmp_path / "hfdir"
+    (hf / "data").mkdir(parents=True)
+    a, b = "train-00000-of-00002.jsonl", "train-00001-of-00002.jsonl"
+    write_jsonl(hf / "data" / a, [ROWS[0], ROWS[1], ROWS[2]])
+    write_jsonl(hf / "data" / b, [{"prompt": "x"}, ROWS[1], ROWS[0] | {"prompt": "new"}])
+    rep = inspect_file(hf)
+    assert rep["rows_read"] == 6 and rep["accepted"] + len(rep["rejected"]) == 6
+    missing, dup = rep["rejected"]
+    assert (missing["file"], missing["row"], missing["source_row"]) == (b, 1, 4)
+    assert (dup["file"], dup["row"], dup["code"]) == (b, 2, "duplicate")
+    assert dup["reason"] == f"row: exact duplicate of {a} row 2"
+    with pytest.raises(KTODataError) as e:
+        inspect_file(hf, KTODataConfig(strict=True))
+    assert f": {b}:1: " in str(e.value)
+
+
+def test_parquet_gz_is_read(tmp_path):
+    """Issue 18.6: the README says Parquet also reads as .gz; a gzip-compressed Parquet file
+    (as `gzip file.parquet` leaves it) reads like the plain file; a broken one is one error line."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    plain = tmp_path / "d.parquet"
+    rows = [{**r, "label": str(r["label"])} for r in ROWS] + [{"prompt": "x", "completion": None, "label": "True"}]
+    pq.write_table(pa.Table.from_pylist(rows), plain)
+    packed = tmp_path / "d.parquet.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    a, b = inspect_file(plain), inspect_file(packed)
+    assert b["reader"] == "parquet" and b["rows_read"] == 4 and b["accepted"] == 3
+    for key in ("rows_read", "accepted", "rejected", "labels", "pairs"):
+        assert a[key] == b[key], key
+    bad = tmp_path / "bad.parquet.gz"
+    bad.write_bytes(b"not gzip at all")
+    with pytest.raises(KTODataError, match="bad.parquet.gz: not a readable gzip file"):
+        inspect_file(bad)
+    half = tmp_path / "half.parquet.gz"
+    half.write_bytes(gzip.compress(plain.read_bytes())[:40])
+    with pytest.raises(KTODataError, match="half.parquet.gz: not a readable"):
+        inspect_file(half)

@@ -2,7 +2,7 @@
 
     prospect train CONFIG [--set a.b=v ...] [--lr X] [--beta X] [--kto_lambda X] [--lambda X] ...
     prospect sweep CONFIG [--dry-run]
-    prospect data inspect FILE [--format F] [--json] [--plot PNG] [--strict] [--streaming] [--config CONFIG]
+    prospect data inspect FILE [--format F] [--json] [--plot PNG] [--strict] [--streaming] [--config CONFIG] [--records N]
     prospect eval RUN_DIR [--data FILE]
     prospect export RUN_DIR [--merge] -o DIR
     prospect config show CONFIG [--set a.b=v ...]
@@ -68,6 +68,13 @@ def _add_data_parser(sub: Any) -> None:
     )
     pi.add_argument(
         "--config", default=None, help="take the data settings from this run config, and read the file for its method"
+    )
+    pi.add_argument(
+        "--records",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the first N canonical records as training sees them (after conversions; under 'records' in --json)",
     )
 
 
@@ -166,9 +173,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command != "inspect":
         raise ProspectError(
             "usage: prospect data inspect FILE [--format F] [--json] [--plot PNG] [--strict] "
-            "[--streaming] [--config CONFIG]"
+            "[--streaming] [--config CONFIG] [--records N]"
         )
-    recipes.inspect_data(
+    report = recipes.inspect_data(
         args.file,
         config_path=args.config,
         fmt=args.format,
@@ -176,7 +183,14 @@ def cmd_data(args: argparse.Namespace) -> int:
         streaming=args.streaming,
         as_json=args.json,
         plot=args.plot,
+        records=max(args.records, 0),
     )
+    if not report["accepted"]:  # nothing would be left to train on: a failure for scripts
+        n = report["rows_read"]
+        why = ", ".join(f"{c} {k}" for c, k in ((k, v) for v, k in report["rejected_by_reason"].items()))
+        what = f"all {n} rows were rejected ({why})" if n else "no rows (the source is empty)"
+        print(f"prospect: error: {report['source']}: {what}; nothing is left to train on", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -79,6 +79,19 @@ class KTODataConfig(Section):
     chosen_column: str = Field("chosen", description="Chosen completion column (paired data).")
     rejected_column: str = Field("rejected", description="Rejected completion column (paired data).")
     system_column: str | None = Field("system", description="Column holding a system prompt.")
+    messages_column: str | None = Field(
+        None,
+        description="Column holding a conversation (a list of messages), when it is not named conversation, "
+        "messages or conversations (those are always recognised).",
+    )
+    dataset_info: str | None = Field(
+        None,
+        description="A LLaMA-Factory dataset registry (dataset_info.json); with data.dataset it names the file "
+        "(file_name, relative to the registry's directory, or hf_hub_url) and how to read it: formatting "
+        "(alpaca/sharegpt), ranking, columns and tags, as LLaMA-Factory applies them. data.train_file, if set, "
+        "is read with that entry's layout instead of its file_name.",
+    )
+    dataset: str | None = Field(None, description="The entry of data.dataset_info to train on.")
     score_threshold: float = Field(0.5, description="Scores >= this are desirable.")
     rating_threshold: float = Field(4.0, description="Ratings >= this are desirable (e.g. 4 of 5).")
     conversation_template: str = Field(
@@ -113,6 +126,13 @@ class KTODataConfig(Section):
         0.1, ge=0, description="Allowed excess of the majority label when downsampling."
     )
     min_samples_per_label: int = Field(1, ge=0, description="Refuse to train with fewer rows of either label.")
+    min_rows_used: int | None = Field(
+        None,
+        ge=0,
+        description="Refuse to train (exit 2) when converting the data for the method (e.g. pairing unpaired rows "
+        "for DPO) leaves rows unused and fewer than this many training records remain. Default (null): two "
+        "batches, 2 x training.batch_size. 0 turns the check off.",
+    )
     label_mapping: dict[str, bool | int | str] = Field(
         default_factory=lambda: {
             "desirable": True,
@@ -253,6 +273,23 @@ class KTODataConfig(Section):
         return v
 
     @model_validator(mode="after")
+    def _dataset_registry(self) -> KTODataConfig:
+        """data.dataset_info + data.dataset: the entry must exist; it gives train_file unless that is set."""
+        if self.dataset_info is None and self.dataset is None:
+            return self
+        if self.dataset_info is None or self.dataset is None:
+            missing = "dataset" if self.dataset is None else "dataset_info"
+            raise ValueError(f"data.dataset_info and data.dataset go together: set data.{missing} as well")
+        entry = registry_entry(self.dataset_info, self.dataset)
+        if entry.get("formatting", "alpaca") not in ("alpaca", "sharegpt"):
+            raise ValueError(
+                f"data.dataset: formatting {entry['formatting']!r} in {self.dataset_info}: expected alpaca or sharegpt"
+            )
+        if "train_file" not in self.model_fields_set or self.train_file is None:  # the registry names the file
+            object.__setattr__(self, "train_file", registry_location(self.dataset_info, entry))
+        return self
+
+    @model_validator(mode="after")
     def _lazy_loading_alias(self, info: ValidationInfo) -> KTODataConfig:
         """Fold seed 001's lazy_loading into streaming, then clear it.
 
@@ -271,3 +308,36 @@ class KTODataConfig(Section):
         object.__setattr__(self, "streaming", lazy)
         object.__setattr__(self, "lazy_loading", None)
         return self
+
+
+def registry_entry(path: str, name: str) -> dict[str, Any]:
+    """Entry `name` of a LLaMA-Factory dataset_info.json (ValueError naming the file and the entries)."""
+    import json
+    import os
+
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as fh:
+            registry = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"data.dataset_info: cannot read {path}: {e}") from None
+    if not isinstance(registry, dict):
+        raise ValueError(f"data.dataset_info: {path} is not a JSON object of datasets")
+    entry = registry.get(name)
+    if not isinstance(entry, dict):
+        known = ", ".join(sorted(map(str, registry))[:20]) or "none"
+        raise ValueError(f"data.dataset: no dataset {name!r} in {path} (it has: {known})")
+    return entry
+
+
+def registry_location(path: str, entry: dict[str, Any]) -> str:
+    """Where an entry's data are: file_name relative to the registry's directory, else hf_hub_url."""
+    import os
+
+    if isinstance(entry.get("file_name"), str):
+        return os.path.join(os.path.dirname(os.path.expanduser(path)), entry["file_name"])
+    if isinstance(entry.get("hf_hub_url"), str):
+        return entry["hf_hub_url"]
+    raise ValueError(
+        f"data.dataset: the entry in {path} has no file_name or hf_hub_url (script_url and ms_hub_url are not "
+        "read); set data.train_file"
+    )

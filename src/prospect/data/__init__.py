@@ -4,10 +4,13 @@
     loaded = load_records(run.data, kind="unpaired", seed=42)   # -> LoadedData
     report = inspect_file("feedback.jsonl")                      # -> dict (data_report.json)
 
-Modules: readers (files/directories/hub -> raw rows), formats (detect + parse rows),
-labels (label words incl. Arabic), filters, convert (pairs <-> unpaired <-> rankings),
-balance (KTO weights, resampling), split, report, pipeline (load_records), inspect
-(`prospect data inspect`), loader (seed 001's KTODataLoader / DPODataLoader; imports
+Modules: readers, readers_files (files/directories/hub -> raw rows), registry (LLaMA-Factory's
+dataset_info.json), layouts (AlpacaEval, Nectar, ... -> the usual columns), formats,
+formats_base, formats_detect (detect + parse rows), transcripts (HH turns, implicit prompts),
+tools (tool calls), row_checks (warnings), labels (label words incl. Arabic), filters,
+convert (pairs <-> unpaired <-> rankings), balance (KTO weights, resampling), split, report,
+scan (one pass over a source), pipeline (load_records), usage (rows used before training),
+inspect (`prospect data inspect`), loader (seed 001's KTODataLoader / DPODataLoader; imports
 `datasets`, so it is loaded lazily).
 """
 

@@ -17,12 +17,15 @@ completion is used at most once and a group yields min(#desirable, #undesirable)
 Rows left over (a prompt with only one label, or the excess of one label) are *unused*
 and counted in the report.
 
-ranking -> pairs (`data.ranking_strategy`), responses ordered best first (ties keep file
-order; "the best" / "the worst" is the first response of its level in file order):
-- `best_vs_rest`: the best response against every strictly worse one;
-- `best_worst`: the best against the worst;
+ranking -> pairs (`data.ranking_strategy`), responses grouped into quality levels, best
+first (file order within a level); tied responses are treated alike, so every response of
+the best level pairs:
+- `best_vs_rest`: every best-level response against every strictly worse one;
+- `best_worst`: every best-level response against every worst-level one (the middle levels
+  are in no pair and counted as `unused` in the report's `ranking_to_pairs`);
 - `adjacent`: every response against every response of the next quality level down;
 - `all_pairs`: every (better, worse) combination.
+So `responses == used + unused` per ranking (`ranking_pair_usage`).
 ranking -> unpaired: with `best_worst`, the best-ranked responses are desirable, the worst-
 ranked undesirable and the middle ones unused; with any other strategy the best-ranked
 responses are desirable and all the others undesirable.
@@ -51,9 +54,11 @@ def coin(seed: int, index: int) -> int:
 
 def unpair_pair(pair: PairedRecord, index: int, strategy: str = "all", seed: int = 42) -> list[UnpairedRecord]:
     """One pair -> its unpaired rows by `strategy` (see module doc); `index` = pair's position."""
-    chosen = UnpairedRecord(pair.prompt, pair.chosen, True, pair.system, None, pair.h_w, pair.source_row, "pair:chosen")
+    chosen = UnpairedRecord(
+        pair.prompt, pair.chosen, True, pair.system, None, pair.h_w, pair.source_row, "pair:chosen", pair.tools
+    )
     rejected = UnpairedRecord(
-        pair.prompt, pair.rejected, False, pair.system, None, pair.h_l, pair.source_row, "pair:rejected"
+        pair.prompt, pair.rejected, False, pair.system, None, pair.h_l, pair.source_row, "pair:rejected", pair.tools
     )
     if strategy == "all":
         return [chosen, rejected]
@@ -78,10 +83,9 @@ def ranking_to_pairs(item: RankingItem, strategy: str = "best_vs_rest") -> list[
     order = [i for level in levels for i in level]
     q = item.quality
     if strategy == "best_vs_rest":
-        best = order[0]
-        idx = [(best, j) for j in order[1:] if q[best] > q[j]]
+        idx = [(i, j) for i in levels[0] for j in order if q[i] > q[j]]
     elif strategy == "best_worst":
-        idx = [(levels[0][0], levels[-1][0])]
+        idx = [(i, j) for i in levels[0] for j in levels[-1]]
     elif strategy == "adjacent":
         idx = [(i, j) for upper, lower in zip(levels, levels[1:]) for i in upper for j in lower]
     elif strategy == "all_pairs":
@@ -100,9 +104,16 @@ def ranking_to_pairs(item: RankingItem, strategy: str = "best_vs_rest") -> list[
             item.source_row,
             f"ranking:{strategy}",
             {"chosen_index": i, "rejected_index": j},
+            item.tools,
         )
         for i, j in idx
     ]
+
+
+def ranking_pair_usage(item: RankingItem, pairs: list[PairedRecord]) -> tuple[int, int]:
+    """(responses in at least one of `pairs`, responses in none): they add up to len(item.responses)."""
+    used = {p.extra["chosen_index"] for p in pairs} | {p.extra["rejected_index"] for p in pairs}
+    return len(used), len(item.responses) - len(used)
 
 
 def ranking_to_unpaired(item: RankingItem, strategy: str = "best_vs_rest") -> tuple[list[UnpairedRecord], int]:
@@ -118,7 +129,8 @@ def ranking_to_unpaired(item: RankingItem, strategy: str = "best_vs_rest") -> tu
         else:
             unused += 1
             continue
-        out.append(UnpairedRecord(item.prompt, response, label, item.system, None, None, item.source_row, origin))
+        rec = UnpairedRecord(item.prompt, response, label, item.system, None, None, item.source_row, origin, item.tools)
+        out.append(rec)
     return out, unused
 
 
@@ -149,6 +161,7 @@ def pair_unpaired(records: list[UnpairedRecord]) -> tuple[list[PairedRecord], li
                     d.source_row,
                     "unpaired:paired",
                     {"rejected_source_row": u.source_row},
+                    d.tools,
                 )
             )
         unused += desirable[k:] + undesirable[k:]
@@ -186,7 +199,16 @@ class ViewCounter:
         self.groups = LabelGroups(on_disk)
         self.unpaired = {"rows": 0, "desirable": 0, "undesirable": 0}
         self.from_pairs = {"pairs": 0, "desirable": 0, "undesirable": 0}
-        self.from_rankings = {"rows": 0, "pairs": 0, "desirable": 0, "undesirable": 0, "unused": 0}
+        self.from_rankings = {
+            "rows": 0,
+            "responses": 0,
+            "pairs": 0,
+            "paired_responses": 0,
+            "unpaired_responses": 0,
+            "desirable": 0,
+            "undesirable": 0,
+            "unused": 0,
+        }
 
     def add(self, item: Item) -> None:
         if isinstance(item, UnpairedRecord):
@@ -201,7 +223,12 @@ class ViewCounter:
         else:
             r = self.from_rankings
             r["rows"] += 1
-            r["pairs"] += len(ranking_to_pairs(item, self.ranking_strategy))
+            pairs = ranking_to_pairs(item, self.ranking_strategy)
+            used, unused_in_pairs = ranking_pair_usage(item, pairs)
+            r["pairs"] += len(pairs)
+            r["responses"] += len(item.responses)
+            r["paired_responses"] += used
+            r["unpaired_responses"] += unused_in_pairs
             recs, unused = ranking_to_unpaired(item, self.ranking_strategy)
             r["unused"] += unused
             for rec in recs:
@@ -221,10 +248,18 @@ class ViewCounter:
                 "pairs": grouped,
                 "unused": u["rows"] - 2 * grouped,
             },
-            "ranking_to_pairs": {"strategy": self.ranking_strategy, "rows": r["rows"], "pairs": r["pairs"]},
+            "ranking_to_pairs": {
+                "strategy": self.ranking_strategy,
+                "rows": r["rows"],
+                "responses": r["responses"],
+                "pairs": r["pairs"],
+                "used": r["paired_responses"],  # responses in at least one pair
+                "unused": r["unpaired_responses"],  # used + unused == responses
+            },
             "ranking_to_unpaired": {
                 "strategy": self.ranking_strategy,
                 "rows": r["rows"],
+                "responses": r["responses"],
                 "desirable": r["desirable"],
                 "undesirable": r["undesirable"],
                 "unused": r["unused"],

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from prospect.data.formats import Item, RankingItem
@@ -107,8 +108,9 @@ def _completions(item: Item) -> list[tuple[str, Text]]:
 class RowFilters:
     """Length, utility and duplicate filters; `check` raises FieldError with a filter code."""
 
-    def __init__(self, cfg: Any, *, on_disk: bool = False) -> None:
+    def __init__(self, cfg: Any, *, on_disk: bool = False, locate: Callable[[int], str] | None = None) -> None:
         self.cfg = cfg
+        self.locate = locate or (lambda row: f"row {row}")  # names an earlier row in the duplicate reason
         self.dedup: DigestIndex | None = DigestIndex(on_disk) if cfg.drop_duplicates else None
         params = getattr(cfg, "kto_specific", None)  # data configs from before data.kto_specific existed
         self.utility_params = (
@@ -147,7 +149,7 @@ class RowFilters:
         if self.dedup is not None and item.source_row is not None:
             first = self.dedup.check_add(item_key(item), item.source_row)
             if first is not None:
-                raise FieldError("row", "duplicate", f"exact duplicate of row {first}")
+                raise FieldError("row", "duplicate", f"exact duplicate of {self.locate(first)}")
 
     def _check_utility(self, item: Item) -> None:
         if isinstance(item, RankingItem):

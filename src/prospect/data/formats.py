@@ -23,7 +23,10 @@ Shapes within a family (counted in the data report under `shapes`):
   are the prompt (UltraFeedback / TRL implicit prompt; a prompt column already contained
   in them is not repeated); `paired:implicit_prompt`: the same without a prompt column;
   `paired:hh`: Anthropic HH transcripts ("\\n\\nHuman: ... \\n\\nAssistant: ...") with no prompt
-  column — the prompt is their common prefix cut after its last "Assistant:" marker;
+  column — the shared turns before the last "Assistant:" become alternating user/assistant
+  messages, the rest of each transcript the (stripped) completion (transcripts.py);
+  `paired:implicit_prompt_text`: TRL's standard implicit prompt — plain chosen/rejected
+  strings with no prompt column, the prompt their common prefix at a whitespace boundary;
   `paired:sharegpt`: LLaMA-Factory DPO (conversations + chosen/rejected message objects);
   `paired:alpaca`: instruction/input + chosen/rejected. If a string prompt is repeated at the
   start of both completions it is removed from them. Optional: `h_w`/`h_l` (0/1),
@@ -38,149 +41,43 @@ all ambiguous, `KTODataError` says how to set `data.format`.
 
 from __future__ import annotations
 
-import math
-import os
-from dataclasses import dataclass, field
 from typing import Any
 
+from prospect.data.formats_base import (
+    CONVERSATION_KEYS,
+    DETECT_ROWS,
+    FAMILIES,
+    FORMAT_FAMILY,
+    PAIR_SCORE_KEYS,
+    RANK_KEYS,
+    RESPONSES_KEYS,
+    SCORES_KEYS,
+    Item,
+    RankingItem,
+    _common_prefix_messages,
+    _float,
+    _get,
+    _has_key,
+    _indicator,
+    _present,
+    _uniq,
+    family_of,
+)
+from prospect.data.formats_detect import FormatResolver
 from prospect.data.labels import LabelReader
 from prospect.data.records import PairedRecord, Text, UnpairedRecord
+from prospect.data.row_checks import RowWarnings, only_user_message, scores_not_ordered
 from prospect.data.text import (
     FieldError,
     coerce_text,
     is_blank,
     maybe_json,
-    show,
     to_messages,
     type_name,
     unify,
 )
-from prospect.errors import KTODataError
-
-FAMILIES = ("unpaired", "paired", "ranking")
-FORMAT_FAMILY = {
-    "unpaired": "unpaired",
-    "binary": "unpaired",
-    "score": "unpaired",
-    "conversation": "unpaired",
-    "paired": "paired",
-    "pairwise": "paired",
-    "hh": "paired",
-    "ranking": "ranking",
-}
-CONVERSATION_KEYS = ("conversation", "messages", "conversations")
-RESPONSES_KEYS = ("responses", "completions", "candidates")
-RANK_KEYS = ("rankings", "ranking", "ranks")
-SCORES_KEYS = ("scores",)
-PAIR_SCORE_KEYS = (
-    "score_chosen",
-    "score_rejected",
-    "chosen_score",
-    "rejected_score",
-    "chosen_rating",
-    "rejected_rating",
-)
-HH_MARKER = "Assistant:"
-DETECT_ROWS = 100
-
-
-@dataclass
-class RankingItem:
-    """A prompt with several responses ordered by quality (higher `quality` = better).
-
-    quality is -rank for rankings (1 = best) and the score itself for scores.
-    """
-
-    prompt: Text
-    responses: list[Text]
-    quality: list[float]
-    system: str | None = None
-    source_row: int | None = None
-    by: str = "rankings"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-Item = UnpairedRecord | PairedRecord | RankingItem
-
-
-def family_of(item: Item) -> str:
-    """'unpaired', 'paired' or 'ranking'."""
-    if isinstance(item, UnpairedRecord):
-        return "unpaired"
-    if isinstance(item, PairedRecord):
-        return "paired"
-    return "ranking"
-
-
-def _uniq(*names: str | None) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(n for n in names if n))
-
-
-def _present(row: dict[str, Any], keys: frozenset[str]) -> bool:
-    for k in keys.intersection(row):  # C-level set intersection: rows have few columns
-        if row[k] is not None:
-            return True
-    return False
-
-
-def _has_key(row: dict[str, Any], keys: frozenset[str]) -> bool:
-    return not keys.isdisjoint(row)
-
-
-def _get(row: dict[str, Any], keys: tuple[str, ...]) -> tuple[str | None, Any]:
-    for k in keys:
-        v = row.get(k)
-        if v is not None:
-            return k, v
-    return None, None
-
-
-def _float(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise FieldError(name, "bad_value", f"expected a number, got {type_name(value)}")
-    try:
-        x = float(value)
-    except OverflowError:  # an integer beyond float range
-        raise FieldError(name, "nan", "infinite value") from None
-    except ValueError:
-        raise FieldError(name, "bad_value", f"expected a number, got {show(value)!r}") from None
-    if not math.isfinite(x):
-        raise FieldError(name, "nan", f"{'NaN' if math.isnan(x) else 'infinite'} value")
-    return x
-
-
-def _indicator(row: dict[str, Any], name: str) -> int | None:
-    """0/1 factuality indicator (h, h_w, h_l); None when absent."""
-    v = row.get(name)
-    if v is None or (isinstance(v, str) and not v.strip()):
-        return None
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
-        return int(v.strip().lower() == "true")
-    x = _float(v, name)
-    if x not in (0.0, 1.0):
-        raise FieldError(name, "bad_value", f"must be 0 or 1, got {show(v)}")
-    return int(x)
-
-
-def _common_prefix_messages(a: list[dict], b: list[dict]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def split_hh(chosen: str, rejected: str) -> tuple[str, str, str] | None:
-    """Anthropic HH: prompt = common prefix up to and including its last 'Assistant:' marker."""
-    prefix = os.path.commonprefix([chosen, rejected])
-    cut = prefix.rfind(HH_MARKER)
-    if cut < 0:
-        return None
-    cut += len(HH_MARKER)
-    return chosen[:cut], chosen[cut:], rejected[cut:]
+from prospect.data.tools import row_tools
+from prospect.data.transcripts import split_common_prefix, split_hh
 
 
 class RowParser:
@@ -195,13 +92,14 @@ class RowParser:
         self.chosen_keys = _uniq(cfg.chosen_column, "chosen")
         self.rejected_keys = _uniq(cfg.rejected_column, "rejected")
         self.system_keys = _uniq(cfg.system_column, "system")
+        self.conversation_keys = _uniq(getattr(cfg, "messages_column", None), *CONVERSATION_KEYS)
         self.labels = LabelReader(cfg)
         self.label_keys = tuple(self.labels.columns)
         self.check_prompt = cfg.min_prompt_length > 0
         self._sets = {
             "label": frozenset(self.label_keys),
             "completion": frozenset(self.completion_keys),
-            "conversation": frozenset(CONVERSATION_KEYS),
+            "conversation": frozenset(self.conversation_keys),
             "chosen": frozenset(self.chosen_keys),
             "rejected": frozenset(self.rejected_keys),
             "responses": frozenset(RESPONSES_KEYS),
@@ -209,6 +107,12 @@ class RowParser:
             "scores": frozenset(SCORES_KEYS),
         }
         self.notes: dict[str, int] = {}
+        self.warnings = RowWarnings()
+
+    def warning_lines(self) -> list[str]:
+        """The report's warnings for rows read that look wrong (row_checks.py); their counts go to notes."""
+        self.notes.update(self.warnings.counts())
+        return self.warnings.lines()
 
     # ---- detection -------------------------------------------------------
     def families(self, row: dict[str, Any]) -> list[str]:
@@ -282,7 +186,7 @@ class RowParser:
         k, v = _get(row, self.prompt_keys)
         if k is not None:
             return coerce_text(v, k, stringly=stringly), "prompt", k
-        k, v = _get(row, CONVERSATION_KEYS)
+        k, v = _get(row, self.conversation_keys)
         if k is not None:
             return to_messages(maybe_json(v) if stringly else v, k), "conversation", k
         if row.get("instruction") is not None:
@@ -302,7 +206,7 @@ class RowParser:
     def parse_unpaired(self, row: dict[str, Any], n: int, stringly: bool = False) -> tuple[UnpairedRecord, str]:
         system = self._system(row)
         pk, _ = _get(row, self.prompt_keys)
-        conv_key, conv = _get(row, CONVERSATION_KEYS)
+        conv_key, conv = _get(row, self.conversation_keys)
         ck, cv = _get(row, self.completion_keys)
         if pk is None and conv_key is not None:
             msgs = to_messages(maybe_json(conv) if stringly else conv, conv_key)
@@ -343,13 +247,16 @@ class RowParser:
         prompt, completion = unify(prompt, completion)
         self._check_prompt(prompt, pname)
         self._check_completion(completion, ck)
+        if only_user_message(completion):
+            self.warnings.add("completion_only_user_message", n)
         label = self.labels(row)
         weight = None
         if row.get("weight") is not None:
             weight = _float(row["weight"], "weight")
             if weight < 0:
                 raise FieldError("weight", "bad_value", "must be >= 0")
-        rec = UnpairedRecord(prompt, completion, label, system, weight, _indicator(row, "h"), n, "unpaired")
+        tools = row_tools(row, (prompt, completion), self.notes)
+        rec = UnpairedRecord(prompt, completion, label, system, weight, _indicator(row, "h"), n, "unpaired", tools)
         return rec, shape
 
     # ---- paired ----------------------------------------------------------
@@ -387,16 +294,23 @@ class RowParser:
                 shape = "paired:conversational"
         elif isinstance(chosen, str) and isinstance(rejected, str):
             if prompt is None:
-                split = split_hh(chosen, rejected)
-                if split is None:
+                if chosen == rejected:
+                    raise FieldError(ck, "identical_pair", "identical to rejected")
+                hh = split_hh(chosen, rejected)
+                implicit = split_common_prefix(chosen, rejected) if hh is None else None
+                if hh is not None:
+                    prompt, chosen, rejected = hh
+                    shape = "paired:hh"
+                elif implicit is not None:  # TRL's standard implicit-prompt format
+                    prompt, chosen, rejected = implicit
+                    shape = "paired:implicit_prompt_text"
+                else:
                     raise FieldError(
                         pname,
                         "missing_field",
-                        "missing: no prompt column, and chosen/rejected are not Human/Assistant "
-                        "transcripts with a shared prefix (set data.prompt_column)",
+                        "missing: no prompt column, and chosen/rejected are neither Human/Assistant transcripts "
+                        "nor texts that share a leading prompt (set data.prompt_column)",
                     )
-                prompt, chosen, rejected = split
-                shape = "paired:hh"
             elif (
                 isinstance(prompt, str) and prompt.strip() and chosen.startswith(prompt) and rejected.startswith(prompt)
             ):
@@ -414,10 +328,14 @@ class RowParser:
         if chosen == rejected:
             raise FieldError(ck, "identical_pair", "identical to rejected")
         margin = _float(row["margin"], "margin") if row.get("margin") is not None else None
-        extra = {k: _float(row[k], k) for k in PAIR_SCORE_KEYS if row.get(k) is not None}
-        rec = PairedRecord(
-            prompt, chosen, rejected, system, _indicator(row, "h_w"), _indicator(row, "h_l"), margin, n, "paired", extra
-        )
+        extra = {k: _float(row[k], k) for k in PAIR_SCORE_KEYS + ("weight",) if row.get(k) is not None}
+        if scores_not_ordered(extra):
+            self.warnings.add("chosen_score_not_above_rejected", n)
+        if only_user_message(chosen) or only_user_message(rejected):
+            self.warnings.add("completion_only_user_message", n)
+        tools = row_tools(row, (prompt, chosen, rejected), self.notes)
+        h_w, h_l = _indicator(row, "h_w"), _indicator(row, "h_l")
+        rec = PairedRecord(prompt, chosen, rejected, system, h_w, h_l, margin, n, "paired", extra, tools)
         return rec, shape
 
     @staticmethod
@@ -461,64 +379,18 @@ class RowParser:
         self._check_prompt(prompt, pname)
         for i, t in enumerate(texts):
             self._check_completion(t, f"{rk}[{i}]")
-        return RankingItem(prompt, list(texts), quality, system, n, qk), "ranking"
+        tools = row_tools(row, (prompt, *texts), self.notes)
+        return RankingItem(prompt, list(texts), quality, system, n, qk, tools=tools), "ranking"
 
 
-class FormatResolver:
-    """Decides each row's family: the configured format, else per file with per-row fallback."""
-
-    def __init__(self, cfg: Any, parser: RowParser, source_name: str) -> None:
-        self.parser = parser
-        self.source_name = source_name
-        self.forced = None if cfg.format == "auto" else FORMAT_FAMILY[cfg.format]
-        self.file_family: str | None = self.forced
-
-    def observe(self, sample: list[tuple[int, dict[str, Any]]]) -> None:
-        """Pick the file's family from the first rows (row number, row); raise if they are all ambiguous."""
-        if self.forced:
-            return
-        counts = {f: 0 for f in FAMILIES}
-        ambiguous: tuple[int, dict[str, Any], list[str]] | None = None
-        for n, row in sample:
-            fams = self.parser.families(row)
-            if len(fams) == 1:
-                counts[fams[0]] += 1
-            elif len(fams) > 1 and ambiguous is None:
-                ambiguous = (n, row, fams)
-        if any(counts.values()):
-            self.file_family = max(FAMILIES, key=lambda f: counts[f])
-        elif ambiguous is not None:
-            n, row, fams = ambiguous
-            raise KTODataError(
-                f"{self.source_name}:{n}: cannot tell the data format: the row fits {' and '.join(fams)} "
-                f"(columns: {_columns(row)}). Set it explicitly: data.format: {fams[0]} in the config "
-                f"(or --format {fams[0]}; one of: unpaired, paired, ranking, conversation, hh)."
-            )
-
-    def family(self, row: dict[str, Any]) -> str:
-        """The family to parse `row` as, or FieldError when it fits none (or is ambiguous)."""
-        if self.forced:
-            return self.forced
-        fams = self.parser.families(row)
-        if len(fams) == 1:
-            return fams[0]
-        if not fams and self.file_family is not None and self.parser.partly_fits(row, self.file_family):
-            # A row of the file's own format with a column missing: parsing names it ("label: missing").
-            return self.file_family
-        if not fams:
-            raise FieldError(
-                "row",
-                "unknown_format",
-                f"cannot tell the row's format from its columns ({_columns(row)}): expected prompt+completion+label "
-                "(unpaired), prompt+chosen+rejected (paired) or prompt+responses+rankings (ranking); "
-                "column names can be set with data.prompt_column, data.response_column, data.label_column, ...",
-            )
-        if self.file_family in fams:
-            return self.file_family
-        raise FieldError("row", "ambiguous_format", f"fits {' and '.join(fams)}; set data.format to one of them")
-
-
-def _columns(row: dict[str, Any]) -> str:
-    keys = [show(str(k)) for k in list(row)[:10]]
-    more = f", ... ({len(row)} columns)" if len(row) > 10 else ""
-    return ", ".join(keys) + more if keys else "none"
+__all__ = [
+    "DETECT_ROWS",
+    "FAMILIES",
+    "FORMAT_FAMILY",
+    "FormatResolver",
+    "Item",
+    "RankingItem",
+    "RowParser",
+    "family_of",
+    "split_hh",
+]

@@ -4,6 +4,13 @@
 training, and returns `DataReport.to_dict()` (keys in report.py). Nothing is kept per row
 but the rejected list; with `data.streaming: true` the duplicate and pairing indexes live
 in a temporary SQLite file, so memory does not grow with the file.
+
+`records=N` (`--records N`) adds the first N canonical records under `"records"`, as
+training sees them: converted for the run's kind (pairs -> unpaired rows for KTO, unpaired
+rows paired per prompt and rankings -> pairs for the DPO family; for no particular method,
+rankings become pairs and the rest is kept as read), with every text a message list when any
+shown record is conversational. It keeps the accepted items in memory (pairing unpaired rows
+needs the whole file).
 """
 
 from __future__ import annotations
@@ -13,7 +20,10 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from prospect.data.pipeline import count_views, scan
+from prospect.data.convert import ranking_to_pairs
+from prospect.data.formats import RankingItem
+from prospect.data.loader import is_conversational, record_row
+from prospect.data.pipeline import convert_items, count_views, scan
 from prospect.data.readers import open_source
 from prospect.data.report import DataReport, one_line
 from prospect.errors import KTODataError
@@ -72,6 +82,7 @@ def inspect_file(
     streaming: bool | None = None,
     seed: int = 42,
     kind: str | None = None,
+    records: int = 0,
 ) -> dict[str, Any]:
     """Read `path` and return its report dict (format, rows_read, accepted, rejected, labels,
     pairs, suggested_weights, lengths, conversions, filters, ...).
@@ -82,6 +93,7 @@ def inspect_file(
     `kind` ("unpaired"/"paired", e.g. from a run config's method) reads the file as training
     would; None reads it for no particular method, so pair rows are kept even with
     data.convert_pairwise_to_binary: false (they then count in `pairs`, not in `labels`).
+    `records` > 0 adds the first `records` canonical records under "records" (module doc).
     """
     if kind not in (None, "unpaired", "paired"):
         raise ValueError(f"kind must be None, 'unpaired' or 'paired', got {kind!r}")
@@ -89,15 +101,39 @@ def inspect_file(
     source = open_source(path, split="train", streaming=cfg.streaming)
     report = DataReport(source=source.name)
     on_disk = bool(cfg.streaming)
-    for _ in count_views(
-        scan(source, cfg, report, on_disk=on_disk, kind=kind),
+    kept: list[Any] = []
+    for item in count_views(
+        scan(source, cfg, report, on_disk=on_disk, kind=kind),  # type: ignore[arg-type]
         cfg,
         report,
-        seed,  # type: ignore[arg-type]
+        seed,
         on_disk=on_disk,
     ):
-        pass
-    return report.to_dict()
+        if records > 0:
+            kept.append(item)
+    out = report.to_dict()
+    if records > 0:
+        out["records"] = first_records(kept, cfg, kind, seed, records)
+    return out
+
+
+def first_records(items: list[Any], cfg: Any, kind: str | None, seed: int, n: int) -> list[dict[str, Any]]:
+    """The first `n` canonical records made from `items`, as dataset rows (module doc)."""
+    if kind is None:
+        converted: list[Any] = []
+        for item in items:
+            converted += [item] if not isinstance(item, RankingItem) else ranking_to_pairs(item, cfg.ranking_strategy)
+            if len(converted) >= n:
+                break
+    else:
+        converted = convert_items(items, kind, cfg, seed)[0]
+    shown = converted[:n]
+    conversational = is_conversational(shown)
+    rows = [record_row(r, conversational) for r in shown]
+    for row, r in zip(rows, shown):  # what the chat template gets besides the texts
+        if getattr(r, "tools", None):
+            row["tools"] = r.tools
+    return rows
 
 
 def _as_dict(report: DataReport | dict[str, Any]) -> dict[str, Any]:
@@ -175,6 +211,17 @@ def render_report(report: DataReport | dict[str, Any], console: Any) -> None:
         console.print(f"note: {key}: {n}")
     for text in r.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {text}")
+
+
+def render_records(records: list[dict[str, Any]], console: Any, method: str | None = None) -> None:
+    """Print canonical records (from `inspect_file(..., records=N)`) one JSON object each, turns visible."""
+    import json
+
+    whom = f"for {method}" if method else "for no particular method (--config sets one)"
+    console.print(f"[bold]First {len(records)} records as training sees them ({whom})[/bold]")
+    for i, rec in enumerate(records, 1):
+        shown = {k: v for k, v in rec.items() if v is not None}
+        console.print(f"record {i}:", json.dumps(shown, ensure_ascii=False, indent=2), markup=False, highlight=False)
 
 
 def plot_lengths(report: DataReport | dict[str, Any], path: str | os.PathLike[str]) -> None:

@@ -107,8 +107,8 @@ def is_conversational(records: list[Any]) -> bool:
 def record_row(record: Any, conversational: bool) -> dict[str, Any]:
     """A canonical record as a Dataset row (texts promoted to messages when `conversational`)."""
 
-    def text(t: Any, role: str) -> Any:
-        return as_messages(t, role) if conversational else t
+    def text(t: Any, role: str) -> Any:  # role and content only (a tool call keeps its JSON text as content)
+        return [{"role": m["role"], "content": m["content"]} for m in as_messages(t, role)] if conversational else t
 
     if isinstance(record, UnpairedRecord):
         return {

@@ -23,6 +23,7 @@ class UnpairedRecord:
     h: optional factuality/safety indicator (1 = non-factual/unsafe).
     source_row: 1-based row number in the source file (blank lines not counted).
     origin: how the record was made ("unpaired", "pair:chosen", "pair:rejected", "ranking", ...).
+    tools: the row's tool (function) schemas, passed to the chat template with `tools=`.
     """
 
     prompt: Text
@@ -33,6 +34,7 @@ class UnpairedRecord:
     h: int | None = None
     source_row: int | None = None
     origin: str = "unpaired"
+    tools: list[dict[str, Any]] | None = None  # tool schemas for the chat template (data/tools.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,6 +58,7 @@ class PairedRecord:
     source_row: int | None = None
     origin: str = "paired"
     extra: dict[str, Any] = field(default_factory=dict)
+    tools: list[dict[str, Any]] | None = None  # tool schemas for the chat template (data/tools.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

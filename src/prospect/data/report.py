@@ -2,7 +2,8 @@
 
 Invariant: `accepted + len(rejected) == rows_read` for each source. Each rejected row
 is `{"row": n, "field": f, "code": c, "reason": "f: text"}` (+ `line` for line-based files
-when the physical line differs from the row number, + `file` for multi-file sources).
+when the physical line differs from the row number, + `file` for multi-file sources, whose
+`row` is then the row within that file and `source_row` the running number across files).
 `to_dict()` gives the JSON object of `prospect data inspect --json`: format, shapes,
 rows_read, accepted, rejected, rejected_by_reason, labels, pairs, suggested_weights,
 lengths, conversions, filters, notes, warnings and, after `load_records`, records

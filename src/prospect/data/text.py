@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from prospect.data.records import Message, Text
+from prospect.data.tools import FUNCTION_CALL_ROLE, parse_tool_calls
 
 ROLE_ALIASES = {
     "human": "user",
@@ -92,8 +93,12 @@ def _content(value: Any, field: str) -> str:
         for part in value:
             if isinstance(part, str):
                 pieces.append(part)
-            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
-                pieces.append(part["text"])
+            elif (
+                isinstance(part, dict)
+                and part.get("type", "text") == "text"
+                and isinstance(text := part.get("text", part.get("value")), str)
+            ):  # {"type": "text", "text": ...} (OpenAI) or {"type": "text", "value": ...} (LLaMA-Factory)
+                pieces.append(text)
             else:
                 raise FieldError(field, "bad_type", "non-text message content (images, audio) is not supported")
         return _check_unicode("".join(pieces), field)
@@ -116,7 +121,11 @@ def to_message(item: Any, field: str) -> Message:
     if content is None:
         content = ""
     name = role.strip().lower()
-    return {"role": ROLE_ALIASES.get(name, name), "content": _content(content, field)}
+    text = _content(content, field)
+    if name == FUNCTION_CALL_ROLE:  # a tool call (ShareGPT / LLaMA-Factory): an assistant turn, see tools.py
+        calls = parse_tool_calls(text)
+        return {"role": "assistant", "content": text, **({"tool_calls": calls} if calls else {})}  # type: ignore[dict-item]
+    return {"role": ROLE_ALIASES.get(name, name), "content": text}
 
 
 def to_messages(value: Any, field: str) -> list[Message]:

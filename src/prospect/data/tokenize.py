@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from prospect.data.records import PairedRecord, Text, UnpairedRecord
+from prospect.data.tools import for_template, template_handles_tools, tools_text
 from prospect.io import MANIFEST, atomic_write_json, cache_root, manifest_intact, write_manifest
 
 log = logging.getLogger("prospect")
@@ -58,6 +59,7 @@ class TokenizationStats:
     prompt_tokens: list[int] = field(default_factory=list)
     completion_tokens: list[int] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    tools: dict[str, int] = field(default_factory=dict)  # tool use flattened for the template (data/tools.py)
 
     def to_dict(self) -> dict[str, Any]:
         def stats(xs: list[int]) -> dict[str, float]:
@@ -78,10 +80,16 @@ class TokenizationStats:
         return d
 
 
-def _as_messages(text: Text, role: str) -> list[dict[str, str]]:
+def _as_messages(text: Text, role: str) -> list[dict[str, Any]]:
     if isinstance(text, str):
         return [{"role": role, "content": text}]
-    return [{"role": m.get("role", role), "content": m.get("content", "")} for m in text]
+    out: list[dict[str, Any]] = []
+    for m in text:
+        msg: dict[str, Any] = {"role": m.get("role", role), "content": m.get("content", "")}
+        if m.get("tool_calls"):
+            msg["tool_calls"] = m["tool_calls"]
+        out.append(msg)
+    return out
 
 
 def _as_plain(text: Text) -> str:
@@ -97,6 +105,7 @@ class RecordTokenizer:
         self.tok = tokenizer
         self.s = settings
         self.chat = bool(settings.use_chat_template and getattr(tokenizer, "chat_template", None))
+        self.native_tools = self.chat and template_handles_tools(tokenizer)
         self.stats = TokenizationStats()
         # BOS id if this tokenizer adds one to plain text (Llama-style), else None (ChatML-style).
         probe = list(tokenizer("x", add_special_tokens=True)["input_ids"])
@@ -104,18 +113,34 @@ class RecordTokenizer:
         self.bos_id = bos_id if bos_id is not None and probe[:1] == [bos_id] else None
 
     # -- rendering -----------------------------------------------------------
-    def render(self, prompt: Text, completion: Text, system: str | None) -> tuple[str, str]:
-        """Return (prompt_text, completion_text); their concatenation is the full sequence text."""
+    def render(
+        self, prompt: Text, completion: Text, system: str | None, tools: list[dict[str, Any]] | None = None
+    ) -> tuple[str, str]:
+        """Return (prompt_text, completion_text); their concatenation is the full sequence text.
+
+        `tools` (a record's tool schemas) go to a chat template that handles tools, else into the
+        system prompt; tool calls and results are flattened for templates without tools (data/tools.py)."""
+        counts = self.stats.tools
         if not self.chat:
+            if tools:
+                counts["tools_in_system_prompt"] = counts.get("tools_in_system_prompt", 0) + 1
+                system = "\n\n".join(x for x in (system, tools_text(tools)) if x)
+            for text in (prompt, completion):  # count tool calls / results read as plain text
+                if isinstance(text, list):
+                    for_template(_as_messages(text, "user"), None, False, counts)
             p = _as_plain(prompt)
             if system:
                 p = f"{system}\n\n{p}"
             return p, _as_plain(completion)
-        msgs = _as_messages(prompt, "user")
+        msgs, done = for_template(_as_messages(prompt, "user"), tools, self.native_tools, counts)
+        answer, _ = for_template(_as_messages(completion, "assistant"), None, self.native_tools, counts)
+        if tools and done is None:  # flattened: the schemas go into the system prompt
+            system = "\n\n".join(x for x in (system, tools_text(tools)) if x)
         if system and not (msgs and msgs[0]["role"] == "system"):
             msgs = [{"role": "system", "content": system}] + msgs
-        prompt_text = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        full = self.tok.apply_chat_template(msgs + _as_messages(completion, "assistant"), tokenize=False)
+        kw = {"tools": done} if done else {}
+        prompt_text = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, **kw)
+        full = self.tok.apply_chat_template(msgs + answer, tokenize=False, **kw)
         if full.startswith(prompt_text):
             return prompt_text, full[len(prompt_text) :]
         # Templates that rewrite earlier turns (rare): fall back to the plain completion.
@@ -150,8 +175,10 @@ class RecordTokenizer:
             completion_ids = completion_ids[: max(budget, 0)]
         return prompt_ids, completion_ids
 
-    def encode(self, prompt: Text, completion: Text, system: str | None) -> tuple[list[int], list[int]]:
-        prompt_text, completion_text = self.render(prompt, completion, system)
+    def encode(
+        self, prompt: Text, completion: Text, system: str | None, tools: list[dict[str, Any]] | None = None
+    ) -> tuple[list[int], list[int]]:
+        prompt_text, completion_text = self.render(prompt, completion, system, tools)
         p, c = self._ids(prompt_text), self._ids(completion_text)
         if self._ids(prompt_text + completion_text) != p + c:
             # The tokenizer merges across the boundary; we keep the separate ids so the
@@ -179,7 +206,7 @@ class RecordTokenizer:
 
     def unpaired_row(self, r: UnpairedRecord) -> dict[str, Any]:
         self.stats.rows += 1
-        p, c = self.encode(r.prompt, r.completion, r.system)
+        p, c = self.encode(r.prompt, r.completion, r.system, r.tools)
         return {
             "prompt_ids": p,
             "completion_ids": c,
@@ -190,8 +217,8 @@ class RecordTokenizer:
 
     def paired_row(self, r: PairedRecord) -> dict[str, Any]:
         self.stats.rows += 1
-        p, c = self.encode(r.prompt, r.chosen, r.system)
-        p2, rj = self.encode(r.prompt, r.rejected, r.system)
+        p, c = self.encode(r.prompt, r.chosen, r.system, r.tools)
+        p2, rj = self.encode(r.prompt, r.rejected, r.system, r.tools)
         # Chosen and rejected share one prompt: keep the shorter truncation of the two.
         if p2 != p:
             p = p if len(p) <= len(p2) else p2

@@ -7,7 +7,7 @@ from typing import Any
 
 from prospect.config.loader import load_config
 from prospect.config.methods import METHODS
-from prospect.data.inspect import inspect_file, plot_lengths, render_report
+from prospect.data.inspect import inspect_file, plot_lengths, render_records, render_report
 
 
 def inspect_data(
@@ -19,12 +19,14 @@ def inspect_data(
     streaming: bool = False,
     as_json: bool = False,
     plot: str | None = None,
+    records: int = 0,
 ) -> dict[str, Any]:
     """Read `file` as training would (with the run config's data settings if given), print the report, return it.
 
     Flags only ever switch a setting on; without them the config's (or the default) value stands.
+    `records` > 0 prints (and puts under "records") the first canonical records as training sees them.
     """
-    data_cfg, kind = None, None
+    data_cfg, kind, run = None, None, None
     if config_path:
         run = load_config(config_path, [])
         data_cfg, kind = run.data, METHODS[run.method.name].kind
@@ -35,6 +37,7 @@ def inspect_data(
         strict=True if strict else None,
         streaming=True if streaming else None,
         kind=kind,
+        records=records,
     )
     if plot:
         plot_lengths(report, plot)
@@ -43,5 +46,8 @@ def inspect_data(
     else:
         from rich.console import Console
 
-        render_report(report, Console())
+        console = Console()
+        render_report(report, console)
+        if records > 0:
+            render_records(report.get("records", []), console, run.method.name if config_path else None)
     return report

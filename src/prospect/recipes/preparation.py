@@ -21,6 +21,7 @@ from prospect.data import load_records
 from prospect.data.balance import effective_strategy
 from prospect.data.curriculum import check_curriculum
 from prospect.data.pipeline import LoadedData
+from prospect.data.usage import rows_used
 from prospect.data.weights import auto_kto_weights, resolve_kto_weights
 from prospect.engine import dist
 from prospect.engine.args import training_args
@@ -89,6 +90,8 @@ def prepare(cfg: RunConfig, *, resume: bool | None = None, write: bool = True) -
         delta_reorient=method.reorients_pairs,
     )  # fmt: skip
     report = data.report.to_dict()
+    min_rows = cfg.data.min_rows_used if cfg.data.min_rows_used is not None else 2 * cfg.training.batch_size
+    log.info(rows_used(report, method.kind, min_rows, cfg.data.train_file))  # used/converted/unused; refuses too few
     _check_data(cfg, method, len(data.train), report.get("labels") if method.kind == "unpaired" else None)
     if method.reorients_pairs:
         report["factuality"] = _check_factuality(cfg, data.train)
