@@ -222,6 +222,17 @@ class DPOSpecificConfig(PreferenceSpecificConfig):
 class MethodConfig(Section):
     name: MethodName = Field("kto", description="Training method.")
     delta: float = Field(0.0, ge=0, description="factual_dpo: factuality margin Delta (seed 004). 0 = plain DPO.")
+    margin_scale: Literal["beta", "none"] = Field(
+        "beta",
+        description="factual_dpo: where Delta sits. beta (seed 004's project): -log sigma(beta * (h - Delta * "
+        "(h_l - h_w))), the margin is in log-ratio units and scaled by beta; none (SafeDPO paper, Kim et al. 2025): "
+        "-log sigma(beta * h - Delta * (h_l - h_w)), the margin is in logit units.",
+    )
+    both_nonfactual: Literal["keep", "drop"] = Field(
+        "keep",
+        description="factual_dpo: pairs whose answers are both non-factual (h_w = h_l = 1): keep (they train as "
+        "plain DPO) or drop (counted in data_report.json under both_nonfactual).",
+    )
     kto_weight: float = Field(
         0.1, ge=0, description="dpo_kto: weight of the KTO term (seed 003's kto_lambda / lambda)."
     )

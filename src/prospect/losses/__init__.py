@@ -113,7 +113,12 @@ def _build_factual_dpo(cfg: Any) -> PreferenceLoss:
         raise ConfigError(
             f"method factual_dpo is a sigmoid-DPO variant; dpo.loss_type must be 'sigmoid', got {cfg.dpo.loss_type!r}"
         )
-    return FactualDPOLoss(beta=cfg.dpo.beta, delta=cfg.method.delta, label_smoothing=cfg.dpo.label_smoothing)
+    return FactualDPOLoss(
+        beta=cfg.dpo.beta,
+        delta=cfg.method.delta,
+        label_smoothing=cfg.dpo.label_smoothing,
+        margin_scale=cfg.method.margin_scale,
+    )
 
 
 def _build_dpo_kto(cfg: Any) -> PreferenceLoss:

@@ -86,7 +86,7 @@ def prepare(cfg: RunConfig, *, resume: bool | None = None, write: bool = True) -
 
     data = load_records(
         cfg.data, kind=method.kind, seed=cfg.training.seed, method=cfg.method.name,
-        delta_reorient=method.reorients_pairs,
+        delta_reorient=method.reorients_pairs, both_nonfactual=cfg.method.both_nonfactual,
     )  # fmt: skip
     report = data.report.to_dict()
     _check_data(cfg, method, len(data.train), report.get("labels") if method.kind == "unpaired" else None)
