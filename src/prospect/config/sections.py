@@ -161,9 +161,18 @@ class KTOSpecificConfig(PreferenceSpecificConfig):
         2.25, gt=0, description="prospect: loss aversion lambda multiplying undesirable losses (seed 000 meaning)."
     )
     use_weighting: bool = Field(
-        True, description="prospect: weight examples by pi_g(q)/q (detached, normalised to mean 1)."
+        True,
+        description="prospect: weight examples by pi_g(q)/q (detached, bounded by weighting_floor, normalised to "
+        "mean 1).",
     )
     weighting_temperature: float = Field(1.0, gt=0, description="prospect: weights are raised to 1/temperature.")
+    weighting_floor: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="prospect: weights use max(q, weighting_floor), which bounds them at "
+        "pi_g(floor)/floor (1.72 for g = 0.88) so one very well-fit row cannot take the batch's weight.",
+    )
     reference_point: Literal["batch_mismatch", "window_mismatch", "running", "zero"] = Field(
         "batch_mismatch",
         description="Estimator of z0: mismatched pairs in each batch (TRL), across the accumulation window (any batch size), a running mean, or 0.",

@@ -82,6 +82,7 @@ def build_unpaired_loss(kto: Any) -> UnpairedLoss:
         loss_aversion=kto.kto_lambda,
         use_weighting=kto.use_weighting,
         weighting_temperature=kto.weighting_temperature,
+        weighting_floor=kto.weighting_floor,
     )
 
 
