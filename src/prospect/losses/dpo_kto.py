@@ -64,6 +64,11 @@ class DPOKTOLoss:
         """Whether the engine must compute mismatched-pair log-probs (or z0) for this loss."""
         return self.kto_loss.needs_reference_point and self.reference_point.needs_mismatched
 
+    @property
+    def min_batch_size(self) -> int:
+        """Smallest batch whose mismatched pairs give z0 (2 with an in-batch estimator, else 1)."""
+        return self.reference_point.min_rows if self.needs_mismatched else 1
+
     def z0(self, logps: PairedLogps) -> torch.Tensor:
         like = logps.policy_chosen
         if logps.z0 is not None:
