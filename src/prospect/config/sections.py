@@ -229,7 +229,11 @@ class DPOSpecificConfig(PreferenceSpecificConfig):
 
 
 class MethodConfig(Section):
-    name: MethodName = Field("kto", description="Training method.")
+    name: MethodName = Field(
+        "kto",
+        description="Training method (the table in prospect/config/methods.py). The paired methods read beta from "
+        "dpo.beta; for orpo it is the odds-ratio weight lambda (TRL's ORPOConfig.beta).",
+    )
     delta: float = Field(0.0, ge=0, description="factual_dpo: factuality margin Delta (seed 004). 0 = plain DPO.")
     margin_scale: Literal["beta", "none"] = Field(
         "beta",
@@ -244,6 +248,21 @@ class MethodConfig(Section):
     )
     kto_weight: float = Field(
         0.1, ge=0, description="dpo_kto: weight of the KTO term (seed 003's kto_lambda / lambda)."
+    )
+    simpo_gamma: float = Field(
+        0.5,
+        ge=0,
+        description="simpo (and cpo with cpo_loss_type simpo): target reward margin gamma of "
+        "-log sigma(beta (a_w - a_l) - gamma), a = length-normalised log-prob (Meng et al. 2024; TRL's simpo_gamma). "
+        "SimPO's beta is dpo.beta (the paper uses 2.0-10).",
+    )
+    cpo_alpha: float = Field(
+        1.0, ge=0, description="cpo: weight alpha of the NLL term on chosen completions (TRL's cpo_alpha)."
+    )
+    cpo_loss_type: Literal["sigmoid", "hinge", "ipo", "simpo"] = Field(
+        "sigmoid",
+        description="cpo: preference term on policy log-probs without reference: sigmoid (the CPO paper), hinge, "
+        "ipo (length-normalised) or simpo (length-normalised, margin simpo_gamma: CPO-SimPO).",
     )
 
 

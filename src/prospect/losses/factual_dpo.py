@@ -26,10 +26,12 @@ assumes it (in the "none" form Delta >= 10 saturates the sigmoid).
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
-from prospect.errors import DPODataError
-from prospect.losses.base import LossOutput, PairedLogps
+from prospect.errors import ConfigError, DPODataError
+from prospect.losses.base import LossOutput, PairedLogps, register_method
 from prospect.losses.dpo import PairedLoss, logratios, smoothed_logistic
 
 MARGIN_SCALES = ("beta", "none")
@@ -93,3 +95,18 @@ class FactualDPOLoss(PairedLoss):
         if logps.h_w is not None and logps.h_l is not None:
             out.metrics["factual/unoriented_pairs"] = float(reorient_pairs(logps.h_w, logps.h_l).sum())
         return out
+
+
+@register_method("factual_dpo")
+def build_factual_dpo(cfg: Any) -> FactualDPOLoss:
+    """method factual_dpo: FactualDPOLoss(dpo.beta, method.delta, dpo.label_smoothing, method.margin_scale)."""
+    if cfg.dpo.loss_type not in ("sigmoid", ["sigmoid"]):
+        raise ConfigError(
+            f"method factual_dpo is a sigmoid-DPO variant; dpo.loss_type must be 'sigmoid', got {cfg.dpo.loss_type!r}"
+        )
+    return FactualDPOLoss(
+        beta=cfg.dpo.beta,
+        delta=cfg.method.delta,
+        label_smoothing=cfg.dpo.label_smoothing,
+        margin_scale=cfg.method.margin_scale,
+    )
