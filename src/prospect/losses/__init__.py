@@ -11,17 +11,19 @@ Three registries, filled when the loss modules are imported below:
 - paired loss types (`dpo.loss_type`, `@register_paired`): TRL 1.16's sigmoid, hinge, ipo (dpo.py),
   exo_pair, nca_pair, robust, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down,
   discopop, sft, sigmoid_norm (dpo_types.py); lists combine with dpo.loss_weights.
-At import they are checked against the method table (`prospect.config.methods`: METHODS and
+Every module of the package is imported here (so a new loss module registers itself without an
+edit to this file), and the registries are checked against the method table (`prospect.config.methods`: METHODS and
 LOSS_TYPES), so a method or loss type cannot exist in one and not the other.
 The KTO reference point z0 is estimated by `build_reference_point(kto.reference_point)`.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any, Protocol
 
 from prospect.config.methods import LOSS_TYPES, METHODS
-from prospect.losses import dpo_types as _dpo_types  # noqa: F401  (registers the other TRL loss types)
 from prospect.losses.base import (
     LossOutput,
     PairedLogps,
@@ -92,6 +94,10 @@ def _check_registries() -> None:
             )
 
 
+# Every module of this package registers what it defines when imported: import them all (a new loss
+# module needs no line here), then check the registries against the method table.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 _check_registries()
 
 __all__ = [
