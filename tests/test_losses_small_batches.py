@@ -105,18 +105,3 @@ def test_apo_zero_unpaired_at_batch_one_builds_no_mismatched_pass(tmp_path):
     assert not any(k.startswith("kl_") for k in batch)
     trainer.train()
     assert trainer.state.global_step == 1
-
-
-def test_reference_free_losses_load_no_reference_model(tmp_path):
-    """orpo with full fine-tuning (no LoRA): prepare marks the run reference-free, so no reference copy loads."""
-    data = write_jsonl(tmp_path / "pairs.jsonl", _pairs(4))
-    path = write_config(
-        tmp_path / "run.yaml",
-        method="orpo",
-        data={"train_file": str(data), "validation_split_percentage": 0},
-        optimization={"use_lora": False},
-    )
-    run = prepare(load_run_config(str(path)), write=False)
-    assert run.cfg.dpo.reference_free is True
-    assert load_models(run).reference is None
-    assert check_reference_point(RunConfig(method="dpo")).dpo.reference_free is False

@@ -126,17 +126,11 @@ def check_reference_point(cfg: RunConfig) -> RunConfig:
     `min_batch_size` (2 for batch_mismatch / window_mismatch) the only "mismatched" pair is the
     pair itself and z0 would be max(0, r_chosen) of that pair, so it is refused. Unpaired losses
     follow `engine.window.resolve_reference_point` (window_mismatch at batch 1, or refused).
-    A loss that reads no reference (`needs_reference` False) sets the method section's
-    `reference_free: true`, so that no reference model is loaded (full fine-tuning would copy it).
     The loss is built with neutral class weights here: what it needs does not depend on them.
     """
     kto = cfg.kto
     neutral = {k: 1.0 for k in ("desirable_weight", "undesirable_weight") if getattr(kto, k) == "auto"}
     loss = build_loss(cfg.model_copy(update={"kto": kto.model_copy(update=neutral)}) if neutral else cfg)
-    if not getattr(loss, "needs_reference", True) and not cfg.method_section.reference_free:
-        # A reference-free loss (orpo, simpo, cpo): no reference model is loaded, not even a full copy.
-        section = METHODS[cfg.method.name].section
-        cfg = cfg.model_copy(update={section: cfg.method_section.model_copy(update={"reference_free": True})})
     if not getattr(loss, "needs_reference_point", False):
         return cfg
     minimum = int(getattr(loss, "min_batch_size", 1))
