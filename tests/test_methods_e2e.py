@@ -91,6 +91,10 @@ LEARNING = {
 OTHER = {
     "kto_on_pairs": ("pairs", {"method": "kto", "training": {"max_steps": 2, "batch_size": 8}}),
     "dpo_on_unpaired": ("unpaired", {"method": "dpo", "training": {"max_steps": 2}}),
+    "factual_paper_form": (
+        "flipped",
+        {"method": {"name": "factual_dpo", "delta": 2.0, "margin_scale": "none"}, "training": {"max_steps": 1}},
+    ),
     "factual_delta0": ("flipped", {"method": {"name": "factual_dpo", "delta": 0.0}, "training": {"max_steps": 3}}),
     "dpo_sigmoid_no_precompute": (
         "pairs",
@@ -288,9 +292,14 @@ def test_dpo_trains_on_unpaired_data(runs):
 def test_factual_dpo_reports_reoriented_pairs_and_margin(runs):
     run = runs("factual_dpo")
     assert report(run)["reoriented"] == 4  # the 4 pairs written with h_w=1, h_l=0
-    # step 1: h = 0 and every (reoriented) pair has h_l - h_w = 1, so the loss is
-    # -log sigma(0 - 1 * delta) = log(1 + e^delta) with delta = 2
-    assert train_losses(run)[0] == pytest.approx(math.log1p(math.exp(2.0)), abs=1e-5)
+    # step 1: h = 0 and every (reoriented) pair has h_l - h_w = 1, so the loss is (margin_scale beta,
+    # the default) -log sigma(beta (0 - 1 * delta)) = log(1 + e^(beta delta)) with beta 0.5, delta 2
+    assert train_losses(run)[0] == pytest.approx(math.log1p(math.exp(BETA * 2.0)), abs=1e-5)
+    # margin_scale none (the SafeDPO paper's form): -log sigma(beta 0 - delta) = log(1 + e^delta)
+    paper = runs("factual_paper_form")
+    assert report(paper)["reoriented"] == 4
+    assert report(paper)["both_nonfactual"] == {"setting": "keep", "dropped": {"train": 0, "validation": 0}}
+    assert train_losses(paper)[0] == pytest.approx(math.log1p(math.exp(2.0)), abs=1e-5)
 
 
 def test_factual_dpo_without_indicators_is_refused_before_the_model_loads(tmp_path, capsys):
