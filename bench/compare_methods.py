@@ -1,4 +1,4 @@
-"""Compare kto, dpo, ipo, factual_dpo and dpo_kto after the same number of steps on the same data.
+"""Compare kto, dpo, ipo, factual_dpo, dpo_kto, orpo, simpo and cpo after the same number of steps on the same data.
 
     python bench/compare_methods.py --steps 20 --out bench/results/compare_methods.md
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("kto", "dpo", "ipo", "factual_dpo", "dpo_kto")
+METHODS = ("kto", "dpo", "ipo", "factual_dpo", "dpo_kto", "orpo", "simpo", "cpo")
 
 
 def run_config(method: str, args: argparse.Namespace) -> Any:

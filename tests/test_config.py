@@ -368,7 +368,7 @@ def test_alias_errors_point_at_the_seed_key(tmp_path):
         (
             "method: ktoo\n",
             ":1: method: unknown method 'ktoo' (did you mean 'kto'?); valid methods: "
-            "kto, dpo, ipo, factual_dpo, dpo_kto",
+            "kto, dpo, ipo, factual_dpo, dpo_kto, orpo, simpo, cpo",
         ),
         ("training:\n  method: sft\n", "unknown method 'sft'"),
         ("kto:\n  loss_type: ktoo\n", ":2: kto.loss_type: unknown KTO loss type 'ktoo' (did you mean 'kto'?)"),
@@ -522,7 +522,7 @@ def test_alias_docs_match_the_table():
 
 
 def test_name_lists():
-    assert set(METHOD_NAMES) == {"kto", "dpo", "ipo", "factual_dpo", "dpo_kto"}
+    assert set(METHOD_NAMES) == {"kto", "dpo", "ipo", "factual_dpo", "dpo_kto", "orpo", "simpo", "cpo"}
     assert KTO_LOSS_TYPES == ("kto", "prospect", "apo_zero_unpaired")
     assert len(DPO_LOSS_TYPES) == 15 and "sigmoid_norm" in DPO_LOSS_TYPES
     keys = valid_keys()

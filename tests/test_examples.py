@@ -27,6 +27,9 @@ METHOD_EXAMPLES = {
     "dpo_sigmoid_sft.yaml": "dpo",
     "factual_dpo.yaml": "factual_dpo",
     "dpo_kto.yaml": "dpo_kto",
+    "orpo.yaml": "orpo",
+    "simpo.yaml": "simpo",
+    "cpo.yaml": "cpo",
     "seed003_track_a_extended_dpo.yaml": "dpo",
     "seed003_track_b_kto_regularized.yaml": "dpo_kto",
     "seed003_track_c_scaleup.yaml": "dpo",
@@ -61,7 +64,7 @@ def test_example_loads_and_validates(path):
         if cfg.method.name == "kto"
         else paired_kto_weights(cfg, 4)
     )
-    assert cfg.method.name in ("kto", "dpo", "ipo", "factual_dpo", "dpo_kto")
+    assert cfg.method.name in ("kto", "dpo", "ipo", "factual_dpo", "dpo_kto", "orpo", "simpo", "cpo")
 
 
 @pytest.mark.parametrize("name", sorted(METHOD_EXAMPLES))
@@ -97,6 +100,11 @@ def test_method_specific_settings():
     assert type(build_loss(_load(EXAMPLES / "ipo.yaml"))).__name__ == "IPOLoss"
     fact = _load(EXAMPLES / "factual_dpo.yaml")
     assert fact.method.delta > 0
+    assert type(build_loss(_load(EXAMPLES / "orpo.yaml"))).__name__ == "ORPOLoss"
+    simpo = _load(EXAMPLES / "simpo.yaml")
+    assert type(build_loss(simpo)).__name__ == "SimPOLoss" and simpo.dpo.beta == 2.0 and simpo.method.simpo_gamma == 0.5
+    cpo = build_loss(_load(EXAMPLES / "cpo.yaml"))
+    assert type(cpo).__name__ == "CPOLoss" and cpo.cpo_alpha == 1.0 and cpo.loss_type == "sigmoid"
     hybrid = _load(EXAMPLES / "dpo_kto.yaml")
     assert hybrid.method.kto_weight == 0.1 and hybrid.data.train_file.endswith("dpo_train.jsonl")
 

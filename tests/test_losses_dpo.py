@@ -349,7 +349,7 @@ def test_build_loss_methods():
 
 # --------------------------------------------------------------------------- factual_dpo
 def test_factual_dpo_hand():
-    """beta 0.1, Delta 1, three pairs each with beta h = 1:
+    """margin_scale none (SafeDPO paper), z = beta h - (h_l - h_w) Delta; beta 0.1, Delta 1, three pairs each with beta h = 1:
     (h_w, h_l) = (0, 1): -log sigma(1 - 1) = log 2 = 0.6931472;
     (0, 0) and (1, 1): -log sigma(1) = 0.3132617.
     Mean (0.6931472 + 2 * 0.3132617) / 3 = 0.4398902."""
@@ -361,7 +361,7 @@ def test_factual_dpo_hand():
         h_w=torch.tensor([0, 0, 1]),
         h_l=torch.tensor([1, 0, 1]),
     )
-    out = FactualDPOLoss(beta=0.1, delta=1.0)(logps)
+    out = FactualDPOLoss(beta=0.1, delta=1.0, margin_scale="none")(logps)
     assert out.losses.tolist() == pytest.approx([0.6931472, 0.3132617, 0.3132617], abs=1e-7)
     assert out.loss.item() == pytest.approx(0.4398902, abs=1e-7)
     assert out.metrics["factual/unoriented_pairs"] == 0.0
@@ -395,8 +395,10 @@ def test_factual_dpo_margin_direction():
         h_w=torch.tensor([0, 1]),
         h_l=torch.tensor([1, 1]),
     )
-    small, large = FactualDPOLoss(delta=2.0)(logps).losses, FactualDPOLoss(delta=10.0)(logps).losses
-    assert large[0] > small[0] and large[1] == small[1]
+    for scale in ("beta", "none"):
+        small = FactualDPOLoss(delta=2.0, margin_scale=scale)(logps).losses
+        large = FactualDPOLoss(delta=10.0, margin_scale=scale)(logps).losses
+        assert large[0] > small[0] and large[1] == small[1]
 
 
 def test_factual_dpo_needs_indicators():

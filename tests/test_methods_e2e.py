@@ -11,6 +11,7 @@ and shared between tests; plots are skipped (they are tested elsewhere).
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import random
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from helpers import TOPICS, learnable_unpaired, write_config, write_jsonl
 from prospect.cli import main
@@ -89,6 +91,10 @@ LEARNING = {
 OTHER = {
     "kto_on_pairs": ("pairs", {"method": "kto", "training": {"max_steps": 2, "batch_size": 8}}),
     "dpo_on_unpaired": ("unpaired", {"method": "dpo", "training": {"max_steps": 2}}),
+    "factual_paper_form": (
+        "flipped",
+        {"method": {"name": "factual_dpo", "delta": 2.0, "margin_scale": "none"}, "training": {"max_steps": 1}},
+    ),
     "factual_delta0": ("flipped", {"method": {"name": "factual_dpo", "delta": 0.0}, "training": {"max_steps": 3}}),
     "dpo_sigmoid_no_precompute": (
         "pairs",
@@ -105,6 +111,20 @@ OTHER = {
     "dpo_reference_free": (
         "pairs",
         {"method": "dpo", "training": {"max_steps": 1, "batch_size": 16}, "dpo": {"reference_free": True}},
+    ),
+    # Reference-free methods: one batch of all 16 pairs, so step 1's loss is computable from the base model.
+    "orpo": ("pairs", {"method": "orpo", "training": {"max_steps": 2, "batch_size": 16}, "dpo": {"beta": 0.2}}),
+    "simpo": (
+        "pairs",
+        {
+            "method": {"name": "simpo", "simpo_gamma": 0.5},
+            "training": {"max_steps": 2, "batch_size": 16},
+            "dpo": {"beta": 2.0},
+        },
+    ),  # fmt: skip
+    "cpo": (
+        "pairs",
+        {"method": {"name": "cpo", "cpo_alpha": 0.5}, "training": {"max_steps": 2, "batch_size": 16}},
     ),
     "curriculum_margin": (
         "pairs",
@@ -272,9 +292,14 @@ def test_dpo_trains_on_unpaired_data(runs):
 def test_factual_dpo_reports_reoriented_pairs_and_margin(runs):
     run = runs("factual_dpo")
     assert report(run)["reoriented"] == 4  # the 4 pairs written with h_w=1, h_l=0
-    # step 1: h = 0 and every (reoriented) pair has h_l - h_w = 1, so the loss is
-    # -log sigma(0 - 1 * delta) = log(1 + e^delta) with delta = 2
-    assert train_losses(run)[0] == pytest.approx(math.log1p(math.exp(2.0)), abs=1e-5)
+    # step 1: h = 0 and every (reoriented) pair has h_l - h_w = 1, so the loss is (margin_scale beta,
+    # the default) -log sigma(beta (0 - 1 * delta)) = log(1 + e^(beta delta)) with beta 0.5, delta 2
+    assert train_losses(run)[0] == pytest.approx(math.log1p(math.exp(BETA * 2.0)), abs=1e-5)
+    # margin_scale none (the SafeDPO paper's form): -log sigma(beta 0 - delta) = log(1 + e^delta)
+    paper = runs("factual_paper_form")
+    assert report(paper)["reoriented"] == 4
+    assert report(paper)["both_nonfactual"] == {"setting": "keep", "dropped": {"train": 0, "validation": 0}}
+    assert train_losses(paper)[0] == pytest.approx(math.log1p(math.exp(2.0)), abs=1e-5)
 
 
 def test_factual_dpo_without_indicators_is_refused_before_the_model_loads(tmp_path, capsys):
@@ -447,3 +472,88 @@ def test_paired_runs_log_kl_logps_and_perplexity(runs):
     assert abs(rows[-1]["kl"]) > 1e-3
     for r in rows:
         assert r["logps/chosen"] < 0 and r["logps/rejected"] < 0 and r["perplexity"] > 1
+
+
+# --------------------------------------------------------------------------- reference-free methods
+def base_pair_logps(run_dir: Path, pairs: list[dict[str, Any]]) -> list[tuple[float, int, float, int]]:
+    """(log pi(y_w|x), len_w, log pi(y_l|x), len_l) per pair under the base model (final/ adapter off)."""
+    model, tok = _load_final(run_dir)
+
+    def n_tokens(prompt: str, completion: str) -> int:
+        p = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+        full = tok.apply_chat_template(
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}], tokenize=False
+        )
+        return len(tok(full, add_special_tokens=False)["input_ids"]) - len(
+            tok(p, add_special_tokens=False)["input_ids"]
+        )
+
+    out = []
+    with model.disable_adapter():
+        for p in pairs:
+            out.append(
+                (
+                    completion_logp(model, tok, p["prompt"], p["chosen"]),
+                    n_tokens(p["prompt"], p["chosen"]),
+                    completion_logp(model, tok, p["prompt"], p["rejected"]),
+                    n_tokens(p["prompt"], p["rejected"]),
+                )
+            )
+    return out
+
+
+def _log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x)) if x > -30 else x
+
+
+def expected_first_loss(name: str, rows: list[tuple[float, int, float, int]]) -> float:
+    """The paper formulas on the base model's log-probs (step 1: the adapter is still the identity)."""
+    nll = -sum(r[0] for r in rows) / sum(r[1] for r in rows)
+    avg = [(sw / lw, sl / ll) for sw, lw, sl, ll in rows]
+    if name == "orpo":  # lambda 0.2; log odds = log(p / (1 - p)), p = exp(average log-prob)
+        log_odds = [(aw - al) - (math.log(-math.expm1(aw)) - math.log(-math.expm1(al))) for aw, al in avg]
+        return nll - 0.2 * sum(_log_sigmoid(z) for z in log_odds) / len(rows)
+    if name == "simpo":  # beta 2, gamma 0.5
+        return -sum(_log_sigmoid(2.0 * (aw - al) - 0.5) for aw, al in avg) / len(rows)
+    # cpo: beta 0.5 (the shared runs' dpo.beta), sigmoid on summed log-probs, alpha 0.5
+    return -sum(_log_sigmoid(BETA * (sw - sl)) for sw, _, sl, _ in rows) / len(rows) + 0.5 * nll
+
+
+@pytest.mark.parametrize("name", ["orpo", "simpo", "cpo"])
+def test_reference_free_methods_train_without_a_reference(runs, name):
+    """Two steps through `prospect train`: no reference pass or precompute, finite losses, and the first
+    loss equals the method's formula on the base model's own log-probs and lengths."""
+    run = runs(name)
+    res = results(run)
+    assert res["global_step"] == 2 and res["nonfinite_steps"] == 0
+    assert res["reference"]["mode"] == "reference_free"
+    losses = train_losses(run)
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    expected = expected_first_loss(name, base_pair_logps(run, learnable_paired(16, seed=3)))
+    assert losses[0] == pytest.approx(expected, rel=1e-4)
+    assert losses[1] != pytest.approx(losses[0], rel=1e-6)  # the first step moved the policy
+
+
+def test_sweep_over_a_reference_free_setting(tmp_path):
+    """`prospect sweep` over method.simpo_gamma trains one run per value, each with its gamma."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", learnable_paired(8, seed=3))
+    cfg = write_config(
+        tmp_path / "sweep.yaml",
+        method={"name": "simpo"},
+        data={"train_file": str(data), "validation_split_percentage": 25.0},
+        training={"max_steps": 2, "batch_size": 4, "run_name": None},
+        dpo={"beta": 2.0, "max_length": 96, "max_prompt_length": 48, "max_target_length": 48},
+        evaluation={"num_generation_samples": 0},
+        sweep={"method.simpo_gamma": [0.0, 1.0]},
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("prospect.eval.plots.plot_run", lambda run_dir: [])
+        assert main(["sweep", str(cfg)]) == 0
+    tables = list((tmp_path / "runs").rglob("results.csv"))
+    assert len(tables) == 1
+    rows = list(csv.DictReader(tables[0].open()))
+    assert [float(r["method.simpo_gamma"]) for r in rows] == [0.0, 1.0]
+    assert {r["global_step"] for r in rows} == {"2"}
+    gammas = [yaml.safe_load((tables[0].parent / r["run"] / "config.yaml").read_text())["method"]["simpo_gamma"]
+              for r in rows]  # fmt: skip
+    assert gammas == [0.0, 1.0]

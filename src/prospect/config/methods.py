@@ -84,6 +84,28 @@ METHODS: dict[str, Method] = {
             "DPO plus a weighted KTO term on the same pairs (seed 003 track B)",
             "Rafailov et al. 2023 + Ethayarajh et al. 2024",
         ),
+        Method(
+            "orpo",
+            "paired",
+            "dpo",
+            "Odds Ratio Preference Optimization: NLL on chosen + lambda x odds-ratio term, no reference model",
+            "Hong et al. 2024, ORPO: Monolithic Preference Optimization without Reference Model (arXiv:2403.07691)",
+        ),
+        Method(
+            "simpo",
+            "paired",
+            "dpo",
+            "Simple Preference Optimization: length-normalised reward with a target margin gamma, no reference model",
+            "Meng et al. 2024, SimPO: Simple Preference Optimization with a Reference-Free Reward (arXiv:2405.14734)",
+        ),
+        Method(
+            "cpo",
+            "paired",
+            "dpo",
+            "Contrastive Preference Optimization: reference-free DPO loss + NLL on chosen",
+            "Xu et al. 2024, Contrastive Preference Optimization: Pushing the Boundaries of LLM Performance in "
+            "Machine Translation (arXiv:2401.08417)",
+        ),
     )
 }
 

@@ -161,9 +161,18 @@ class KTOSpecificConfig(PreferenceSpecificConfig):
         2.25, gt=0, description="prospect: loss aversion lambda multiplying undesirable losses (seed 000 meaning)."
     )
     use_weighting: bool = Field(
-        True, description="prospect: weight examples by pi_g(q)/q (detached, normalised to mean 1)."
+        True,
+        description="prospect: weight examples by pi_g(q)/q (detached, bounded by weighting_floor, normalised to "
+        "mean 1).",
     )
     weighting_temperature: float = Field(1.0, gt=0, description="prospect: weights are raised to 1/temperature.")
+    weighting_floor: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="prospect: weights use max(q, weighting_floor), which bounds them at "
+        "pi_g(floor)/floor (1.72 for g = 0.88) so one very well-fit row cannot take the batch's weight.",
+    )
     reference_point: Literal["batch_mismatch", "window_mismatch", "running", "zero"] = Field(
         "batch_mismatch",
         description="Estimator of z0: mismatched pairs in each batch (TRL), across the accumulation window (any batch size), a running mean, or 0.",
@@ -220,10 +229,40 @@ class DPOSpecificConfig(PreferenceSpecificConfig):
 
 
 class MethodConfig(Section):
-    name: MethodName = Field("kto", description="Training method.")
+    name: MethodName = Field(
+        "kto",
+        description="Training method (the table in prospect/config/methods.py). The paired methods read beta from "
+        "dpo.beta; for orpo it is the odds-ratio weight lambda (TRL's ORPOConfig.beta).",
+    )
     delta: float = Field(0.0, ge=0, description="factual_dpo: factuality margin Delta (seed 004). 0 = plain DPO.")
+    margin_scale: Literal["beta", "none"] = Field(
+        "beta",
+        description="factual_dpo: where Delta sits. beta (seed 004's project): -log sigma(beta * (h - Delta * "
+        "(h_l - h_w))), the margin is in log-ratio units and scaled by beta; none (SafeDPO paper, Kim et al. 2025): "
+        "-log sigma(beta * h - Delta * (h_l - h_w)), the margin is in logit units.",
+    )
+    both_nonfactual: Literal["keep", "drop"] = Field(
+        "keep",
+        description="factual_dpo: pairs whose answers are both non-factual (h_w = h_l = 1): keep (they train as "
+        "plain DPO) or drop (counted in data_report.json under both_nonfactual).",
+    )
     kto_weight: float = Field(
         0.1, ge=0, description="dpo_kto: weight of the KTO term (seed 003's kto_lambda / lambda)."
+    )
+    simpo_gamma: float = Field(
+        0.5,
+        ge=0,
+        description="simpo (and cpo with cpo_loss_type simpo): target reward margin gamma of "
+        "-log sigma(beta (a_w - a_l) - gamma), a = length-normalised log-prob (Meng et al. 2024; TRL's simpo_gamma). "
+        "SimPO's beta is dpo.beta (the paper uses 2.0-10).",
+    )
+    cpo_alpha: float = Field(
+        1.0, ge=0, description="cpo: weight alpha of the NLL term on chosen completions (TRL's cpo_alpha)."
+    )
+    cpo_loss_type: Literal["sigmoid", "hinge", "ipo", "simpo"] = Field(
+        "sigmoid",
+        description="cpo: preference term on policy log-probs without reference: sigmoid (the CPO paper), hinge, "
+        "ipo (length-normalised) or simpo (length-normalised, margin simpo_gamma: CPO-SimPO).",
     )
 
 

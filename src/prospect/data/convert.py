@@ -170,10 +170,20 @@ def pair_unpaired(records: list[UnpairedRecord]) -> tuple[list[PairedRecord], li
     return pairs, unused
 
 
-def reorient_factual_pairs(pairs: list[PairedRecord]) -> tuple[list[PairedRecord], int]:
-    """Swap pairs with h_w=1 and h_l=0 (non-factual chosen over a factual rejected); returns (pairs, count)."""
+def reorient_factual_pairs(pairs: list[PairedRecord], both_nonfactual: str = "keep") -> tuple[list[PairedRecord], int]:
+    """Swap pairs with h_w=1 and h_l=0 (non-factual chosen over a factual rejected); returns (pairs, swapped).
+
+    both_nonfactual (`method.both_nonfactual`): what to do with pairs whose answers are both
+    non-factual (h_w = h_l = 1): "keep" them (they train as plain DPO, the margin term is 0) or
+    "drop" them (as a public SafeDPO reimplementation does); the dropped count is
+    `len(pairs) - len(result)`, which the caller reports.
+    """
+    if both_nonfactual not in ("keep", "drop"):
+        raise ValueError(f"both_nonfactual must be 'keep' or 'drop', got {both_nonfactual!r}")
     out, swapped = [], 0
     for p in pairs:
+        if both_nonfactual == "drop" and p.h_w == 1 and p.h_l == 1:
+            continue
         if p.h_w == 1 and p.h_l == 0:
             swapped += 1
             p = replace(

@@ -156,13 +156,15 @@ def load_records(
     seed: int = 42,
     method: str = "kto",
     delta_reorient: bool = False,
+    both_nonfactual: str = "keep",
 ) -> LoadedData:
     """Read, convert, split and balance the configured data for training.
 
     kind="unpaired": rows for KTO (pairs -> 2 rows or 1 by pairwise_sampling_strategy,
     rankings -> rows); kind="paired": pairs for the DPO family (unpaired rows paired per
     prompt, leftovers counted as unused; rankings -> pairs by ranking_strategy).
-    method="factual_dpo" with delta_reorient=True swaps pairs with h_w=1, h_l=0.
+    method="factual_dpo" with delta_reorient=True swaps pairs with h_w=1, h_l=0, and drops
+    pairs with h_w = h_l = 1 when both_nonfactual="drop" (counted in report "both_nonfactual").
     Validation: `validation_file`, else the source's own "validation" split (dataset
     directories), else `validation_split_percentage` of the training records (split.py).
     Balancing (unpaired, training split only) by balance.py; suggested weights are computed
@@ -199,9 +201,14 @@ def load_records(
         split_info = {"source": "split", "fraction": cfg.validation_split_percentage, "seed": seed}
 
     if kind == "paired" and method == "factual_dpo" and delta_reorient:
-        train, swapped = reorient_factual_pairs(train)
-        validation, val_swapped = reorient_factual_pairs(validation)
+        n_train, n_val = len(train), len(validation)
+        train, swapped = reorient_factual_pairs(train, both_nonfactual)
+        validation, val_swapped = reorient_factual_pairs(validation, both_nonfactual)
         report.reoriented = swapped + val_swapped
+        report.extra["both_nonfactual"] = {  # method.both_nonfactual: pairs with h_w = h_l = 1
+            "setting": both_nonfactual,
+            "dropped": {"train": n_train - len(train), "validation": n_val - len(validation)},
+        }
 
     if kind == "unpaired":
         strategy = effective_strategy(cfg)

@@ -34,7 +34,10 @@ def needs_reference(cfg: RunConfig, loss: Any) -> bool:
 
 def builds_mismatched(cfg: RunConfig, loss: Any) -> bool:
     """True when batches carry mismatched (prompt_i, completion_j) pairs: the loss needs z0 and it is estimated."""
-    return bool(getattr(loss, "needs_reference_point", False)) and cfg.kto.reference_point != "zero"
+    if not getattr(loss, "needs_reference_point", False):
+        return False  # e.g. kto.loss_type apo_zero_unpaired: no z0, no mismatched pass
+    estimator = getattr(loss, "reference_point", None) or build_reference_point(cfg.kto.reference_point)
+    return bool(estimator.needs_mismatched)
 
 
 def share_prompt(cfg: RunConfig, model: Any) -> bool:

@@ -8,12 +8,15 @@ checked against the registry when the config loads.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
+
+from prospect.errors import ConfigError
 
 
 @dataclass
@@ -81,8 +84,43 @@ class LossOutput:
 
 
 L = TypeVar("L")
+B = TypeVar("B", bound=Callable[[Any], Any])
 _UNPAIRED: dict[str, type] = {}
 _PAIRED: dict[str, type] = {}
+_METHODS: dict[str, Callable[[Any], Any]] = {}
+
+
+def register_method(name: str) -> Callable[[B], B]:
+    """Function decorator: register the loss builder of method `name` (a row of config/methods.py METHODS).
+
+    The builder takes the run config and returns the loss object. `prospect.losses` checks at import
+    that the registered names are exactly the method table's.
+    """
+
+    def deco(builder: B) -> B:
+        if name in _METHODS:
+            raise RuntimeError(f"method {name!r} registered twice ({_METHODS[name].__module__}, {builder.__module__})")
+        _METHODS[name] = builder
+        return builder
+
+    return deco
+
+
+def method_names() -> list[str]:
+    return sorted(_METHODS)
+
+
+def method_builder(name: str) -> Callable[[Any], Any]:
+    """The loss builder registered for method `name`; ConfigError naming the known methods otherwise."""
+    if name not in _METHODS:
+        raise ConfigError(f"method.name: unknown method {name!r}; known: {', '.join(method_names())}")
+    return _METHODS[name]
+
+
+def construct(cls: type, **settings: Any) -> Any:
+    """`cls(**settings)`, passing only the settings its __init__ takes (each loss declares its own)."""
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in settings.items() if k in accepted})
 
 
 def register_unpaired(name: str) -> Callable[[type[L]], type[L]]:
@@ -125,8 +163,6 @@ def paired_loss_class(name: str) -> type:
 
 def _lookup(registry: dict[str, type], name: str, field_name: str) -> type:
     if name not in registry:
-        from prospect.errors import ConfigError
-
         raise ConfigError(f"{field_name}: unknown loss type {name!r}; known: {', '.join(sorted(registry))}")
     return registry[name]
 

@@ -14,12 +14,14 @@ A KTO term that reads no z0 (apo_zero_unpaired) needs neither.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from prospect.losses.base import LossOutput, PairedLogps, UnpairedLogps
-from prospect.losses.dpo import PairedLoss
-from prospect.losses.kto import UnpairedLoss
-from prospect.losses.reference_point import BatchMismatch, ReferencePoint
+from prospect.losses.base import LossOutput, PairedLogps, UnpairedLogps, register_method
+from prospect.losses.dpo import PairedLoss, section_loss
+from prospect.losses.kto import UnpairedLoss, build_unpaired_loss
+from prospect.losses.reference_point import BatchMismatch, ReferencePoint, build_reference_point
 
 
 class DPOKTOLoss:
@@ -63,6 +65,11 @@ class DPOKTOLoss:
     def needs_mismatched(self) -> bool:
         """Whether the engine must compute mismatched-pair log-probs (or z0) for this loss."""
         return self.kto_loss.needs_reference_point and self.reference_point.needs_mismatched
+
+    @property
+    def min_batch_size(self) -> int:
+        """Smallest batch whose mismatched pairs give z0 (2 with an in-batch estimator, else 1)."""
+        return self.reference_point.min_rows if self.needs_mismatched else 1
 
     def z0(self, logps: PairedLogps) -> torch.Tensor:
         like = logps.policy_chosen
@@ -108,3 +115,14 @@ class DPOKTOLoss:
             f"DPOKTOLoss(dpo_loss={self.dpo_loss!r}, kto_loss={self.kto_loss!r}, kto_weight={self.kto_weight}, "
             f"reference_point={self.reference_point!r})"
         )
+
+
+@register_method("dpo_kto")
+def build_dpo_kto(cfg: Any) -> DPOKTOLoss:
+    """method dpo_kto: DPOKTOLoss(dpo loss, kto loss, method.kto_weight, kto.reference_point)."""
+    return DPOKTOLoss(
+        section_loss(cfg.dpo),
+        build_unpaired_loss(cfg.kto),
+        kto_weight=cfg.method.kto_weight,
+        reference_point=build_reference_point(cfg.kto.reference_point),
+    )

@@ -13,11 +13,21 @@ losses before its `nanmean`; the mean does not depend on the order.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from prospect.losses.base import LossOutput, UnpairedLogps, register_unpaired
+from prospect.errors import ConfigError
+from prospect.losses.base import (
+    LossOutput,
+    UnpairedLogps,
+    construct,
+    register_method,
+    register_unpaired,
+    unpaired_loss_class,
+)
 
 
 class UnpairedLoss:
@@ -110,3 +120,42 @@ class APOZeroUnpairedLoss(UnpairedLoss):
 
     def example_losses(self, r: Tensor, desirable: Tensor, z0: Tensor) -> tuple[Tensor, dict[str, float]]:
         return torch.where(desirable, 1 - F.sigmoid(self.beta * r), F.sigmoid(self.beta * r)), {}
+
+
+def _class_weight(kto: Any, name: str) -> float:
+    value = getattr(kto, name)
+    if value == "auto":
+        raise ConfigError(
+            f"kto.{name} 'auto' needs the label counts of the training data: resolve it first "
+            "(prospect.data.weights.resolve_kto_weights; `prospect train` does this when it reads the data)"
+        )
+    return float(value)
+
+
+def build_unpaired_loss(kto: Any) -> UnpairedLoss:
+    """The unpaired loss of a `KTOSpecificConfig` (kto.loss_type); its class weights must be numbers.
+
+    "auto" weights depend on the training data's label counts, so they are resolved once, where
+    the data are read (`prospect.recipes.preparation.resolve_weights`), never here. Seed 000's
+    prospect parameters map as kto_alpha -> alpha, kto_beta_s -> beta_s, kto_gamma -> gamma,
+    kto_lambda -> loss_aversion.
+    """
+    return construct(
+        unpaired_loss_class(kto.loss_type),
+        beta=kto.beta,
+        desirable_weight=_class_weight(kto, "desirable_weight"),
+        undesirable_weight=_class_weight(kto, "undesirable_weight"),
+        alpha=kto.kto_alpha,
+        beta_s=kto.kto_beta_s,
+        gamma=kto.kto_gamma,
+        loss_aversion=kto.kto_lambda,
+        use_weighting=kto.use_weighting,
+        weighting_temperature=kto.weighting_temperature,
+        weighting_floor=kto.weighting_floor,
+    )
+
+
+@register_method("kto")
+def build_kto(cfg: Any) -> UnpairedLoss:
+    """method kto: kto.loss_type (kto | prospect | apo_zero_unpaired), unpaired."""
+    return build_unpaired_loss(cfg.kto)

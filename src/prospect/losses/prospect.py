@@ -47,10 +47,22 @@ class ProspectLoss(UnpairedLoss):
         u = beta_s * beta * (z0 - r)        undesirable
         q = 1 - sigma(u)                    (KTO's per-example loss; in (0, 1))
         L = q ** alpha                      times lambda for undesirable rows
-    With use_weighting, each L is multiplied by a detached weight
-        w = (pi_g(q) / q) ** (1/T),  pi_g(q) = q^g / (q^g + (1-q)^g)^(1/g),
-    normalised to mean 1 over the batch (w_i / mean_j w_j). Finally L is multiplied by
-    lambda_D / lambda_U (and the data weight), and loss = nanmean over the batch.
+    With use_weighting, each L is multiplied by a detached, bounded weight
+        w = (pi_g(q_c) / q_c) ** (1/T),  q_c = max(q, q_min),  pi_g(q) = q^g / (q^g + (1-q)^g)^(1/g),
+    normalised to mean 1 over the batch's finite rows (w_i / mean_j w_j). Finally L is multiplied
+    by lambda_D / lambda_U (and the data weight), and loss = nanmean over the batch.
+
+    The floor q_min [kto.weighting_floor, 0.01] bounds the weights: pi_g(q)/q grows like
+    q^(g-1) as q -> 0, so without it one very well-fit row (an undesirable row with r = -3000 at
+    beta 0.1 has q = e^-300) would take almost all of the batch's weight and the other rows'
+    gradients would vanish (~1e-17). With it, every raw weight lies in [m, W] with
+    W = pi_g(q_min)/q_min and m = min over [q_min, 1] of pi_g(q)/q (m <= 1 <= W: pi_g(1) = 1), so
+    no normalised weight exceeds (W/m)^(1/T) times another (g = 0.88, q_min = 0.01: W = 1.721,
+    m = 0.957 at q = 0.78, about 1.8). Rows with q >= q_min are weighted exactly as without the floor.
+    Non-finite rows (r = NaN, or r - z0 undefined) get loss NaN, are left out of the weight
+    normalisation and skipped by the nanmean, as in `KTOLoss` and TRL; r = +-inf gives q = 0 or 1
+    and a finite loss (0 or lambda-weighted 1), as in `KTOLoss`. metrics["prospect/skipped_rows"]
+    counts the skipped (NaN) rows.
 
     With alpha = beta_s = lambda = 1 and use_weighting off this is exactly `KTOLoss`.
 
@@ -65,7 +77,8 @@ class ProspectLoss(UnpairedLoss):
       - g < 1 gives w = pi_g(q)/q > 1 for small q and < 1 for moderate q, so the weighting
         shifts gradient towards examples the policy already handles (small q, "rare losses"
         overweighted as in prospect theory) and away from q around 1/2; g = 1 is no weighting.
-        w grows without bound as q -> 0 (like q^(g-1)); T > 1 softens it (T -> inf: uniform).
+        w would grow without bound as q -> 0 (like q^(g-1)); the floor q_min caps it at W, and
+        T > 1 softens it further (T -> inf: uniform).
       Weights are normalised per (micro-)batch, so they rescale examples against each other,
       not the overall step size.
     """
@@ -83,6 +96,7 @@ class ProspectLoss(UnpairedLoss):
         loss_aversion: float = 2.25,
         use_weighting: bool = True,
         weighting_temperature: float = 1.0,
+        weighting_floor: float = 0.01,
     ) -> None:
         super().__init__(beta, desirable_weight, undesirable_weight)
         for label, value in (
@@ -95,12 +109,15 @@ class ProspectLoss(UnpairedLoss):
                 raise ValueError(f"{label} must be > 0, got {value}")
         if not 0 < gamma <= 1:
             raise ValueError(f"gamma must lie in (0, 1], got {gamma}")
+        if not 0 < weighting_floor < 1:
+            raise ValueError(f"weighting_floor must lie in (0, 1), got {weighting_floor}")
         self.alpha = alpha
         self.beta_s = beta_s
         self.gamma = gamma
         self.loss_aversion = loss_aversion
         self.use_weighting = use_weighting
         self.weighting_temperature = weighting_temperature
+        self.weighting_floor = weighting_floor
 
     def example_losses(self, r: Tensor, desirable: Tensor, z0: Tensor) -> tuple[Tensor, dict[str, float]]:
         k = self.beta_s * self.beta
@@ -110,18 +127,32 @@ class ProspectLoss(UnpairedLoss):
         log_q = F.logsigmoid(-u)
         losses = torch.exp(self.alpha * log_q)
         losses = torch.where(desirable, losses, self.loss_aversion * losses)
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float] = {"prospect/skipped_rows": float(torch.isnan(u.detach()).sum())}
         if self.use_weighting:
             w = self.probability_weights(u.detach())
             losses = losses * w
-            metrics = {"prospect/weight_max": float(w.max()), "prospect/weight_min": float(w.min())}
+            finite = w[torch.isfinite(w)]
+            if finite.numel():
+                metrics.update({"prospect/weight_max": float(finite.max()), "prospect/weight_min": float(finite.min())})
         return losses, metrics
 
     def probability_weights(self, u: Tensor) -> Tensor:
-        """Detached weights (pi_g(q)/q)^(1/T) with q = 1 - sigma(u), normalised to mean 1."""
+        """Detached weights (pi_g(q_c)/q_c)^(1/T), q = 1 - sigma(u), q_c = max(q, q_min), mean 1 over finite rows.
+
+        NaN rows get weight NaN (their loss is NaN and skipped); u = +-inf is finite here (q = 0 or 1).
+        An empty batch gives an empty tensor.
+        """
         with torch.no_grad():
-            log_w = log_probability_weight_ratio(F.logsigmoid(-u), F.logsigmoid(u), self.gamma)
-            log_w = log_w / self.weighting_temperature
+            log_floor = torch.log(torch.tensor(self.weighting_floor, dtype=u.dtype, device=u.device))
+            log_q, log_1mq = F.logsigmoid(-u), F.logsigmoid(u)
+            below = log_q < log_floor  # False for NaN: NaN rows stay NaN
+            log_q = torch.where(below, log_floor, log_q)
+            log_1mq = torch.where(below, torch.log1p(-torch.exp(log_floor)), log_1mq)
+            log_w = log_probability_weight_ratio(log_q, log_1mq, self.gamma) / self.weighting_temperature
+            finite = torch.isfinite(log_w)
+            if not bool(finite.any()):
+                return torch.full_like(u, float("nan"))
             # Shift by the max before exp: the normalisation cancels it and nothing overflows.
-            w = torch.exp(log_w - log_w.max())
-            return w / w.mean()
+            w = torch.exp(log_w - log_w[finite].max())
+            w = torch.where(finite, w, torch.full_like(w, float("nan")))
+            return w / w[finite].mean()

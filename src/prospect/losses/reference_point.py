@@ -88,10 +88,13 @@ class ReferencePoint:
 
     needs_mismatched: whether the engine must compute the mismatched-pair log-probs at all
       (False for "zero", which lets it skip that forward pass).
+    min_rows: rows of mismatched pairs needed for an estimate that is not a row's own reward
+      (2 for the in-batch estimators; 1 for "running", which averages over steps, and "zero").
     """
 
     name: str = "reference_point"
     needs_mismatched: bool = True
+    min_rows: int = 1
 
     def __init__(self, reduce: Reduce | None = None) -> None:
         self.reduce: Reduce = reduce or _identity
@@ -121,6 +124,8 @@ class BatchMismatch(ReferencePoint):
 
     Fed the mismatched pairs of one micro-batch, this is exactly TRL 1.16's `kl`.
     """
+
+    min_rows = 2
 
     def estimate(self, kl_policy: Tensor, kl_reference: Tensor) -> Tensor:
         return self.batch_mean(kl_policy, kl_reference).clamp(min=0)

@@ -27,7 +27,7 @@ from prospect.engine import dist
 from prospect.engine.args import training_args
 from prospect.engine.rundir import last_complete_checkpoint, previous_run, run_directory, saved_config
 from prospect.engine.window import resolve_reference_point
-from prospect.errors import DPODataError, KTODataError
+from prospect.errors import ConfigError, DPODataError, KTODataError
 from prospect.eval.metrics import check_metric_names
 from prospect.losses import build_loss
 
@@ -75,7 +75,7 @@ def prepare(cfg: RunConfig, *, resume: bool | None = None, write: bool = True) -
     from transformers import set_seed
 
     set_seed(cfg.training.seed)
-    cfg = resolve_reference_point(cfg)  # batch 1: z0 across the accumulation window (engine/window.py)
+    cfg = check_reference_point(cfg)  # batch 1: z0 across the accumulation window, or refused
     method = METHODS[cfg.method.name]
     run_dir = run_directory(cfg)
     writes = write and dist.is_main_process()
@@ -87,7 +87,7 @@ def prepare(cfg: RunConfig, *, resume: bool | None = None, write: bool = True) -
 
     data = load_records(
         cfg.data, kind=method.kind, seed=cfg.training.seed, method=cfg.method.name,
-        delta_reorient=method.reorients_pairs,
+        delta_reorient=method.reorients_pairs, both_nonfactual=cfg.method.both_nonfactual,
     )  # fmt: skip
     report = data.report.to_dict()
     min_rows = cfg.data.min_rows_used if cfg.data.min_rows_used is not None else 2 * cfg.training.batch_size
@@ -118,6 +118,34 @@ def prepare(cfg: RunConfig, *, resume: bool | None = None, write: bool = True) -
     run.args = training_args(cfg, run_dir, has_eval=bool(data.validation))
     run.loss = build_loss(cfg)
     return run
+
+
+def check_reference_point(cfg: RunConfig) -> RunConfig:
+    """The z0 estimator against the batch size, asked of the loss (not of the method's name).
+
+    A loss that reads no reference point (`needs_reference_point` False, e.g. `kto.loss_type:
+    apo_zero_unpaired`) trains at any batch size and gets no mismatched pass. A paired loss with
+    a KTO term (dpo_kto) estimates z0 from the mismatched pairs of each batch: below its
+    `min_batch_size` (2 for batch_mismatch / window_mismatch) the only "mismatched" pair is the
+    pair itself and z0 would be max(0, r_chosen) of that pair, so it is refused. Unpaired losses
+    follow `engine.window.resolve_reference_point` (window_mismatch at batch 1, or refused).
+    The loss is built with neutral class weights here: what it needs does not depend on them.
+    """
+    kto = cfg.kto
+    neutral = {k: 1.0 for k in ("desirable_weight", "undesirable_weight") if getattr(kto, k) == "auto"}
+    loss = build_loss(cfg.model_copy(update={"kto": kto.model_copy(update=neutral)}) if neutral else cfg)
+    if not getattr(loss, "needs_reference_point", False):
+        return cfg
+    minimum = int(getattr(loss, "min_batch_size", 1))
+    if loss.kind == "paired" and cfg.training.batch_size < minimum:
+        raise ConfigError(
+            f"training.batch_size: method {loss.name} estimates its KTO term's reference point z0 "
+            f"(kto.reference_point: {kto.reference_point}) from mismatched pairs of each batch and needs "
+            f"training.batch_size >= {minimum}, got {cfg.training.batch_size}: with one pair the only 'mismatched' "
+            "pair is the pair itself, so z0 would be that pair's own chosen reward. Raise training.batch_size, or "
+            "set kto.reference_point: running or zero (window_mismatch applies to unpaired KTO data only)"
+        )
+    return resolve_reference_point(cfg)
 
 
 def _check_data(cfg: RunConfig, method: Method, n_train: int, labels: dict[str, int] | None) -> None:
