@@ -166,7 +166,7 @@ def resolve_reference_point(cfg: Any, world_size: int | None = None) -> Any:
       processes), switch to `window_mismatch` and say so; otherwise raise ConfigError naming
       `window_mismatch`.
     - `window_mismatch` over a window of one row (batch 1, no accumulation, one process) is refused.
-    - `window_mismatch` for paired data (dpo_kto) acts per batch, with a warning.
+    - `window_mismatch` for paired data (dpo_kto) acts per batch (the loss's builder warns).
     - With `window_mismatch`, evaluation (which estimates z0 inside each eval batch) gets
       `training.eval_batch_size = batch_size x gradient_accumulation_steps` unless it is set.
     """
@@ -174,12 +174,7 @@ def resolve_reference_point(cfg: Any, world_size: int | None = None) -> Any:
     t, k = cfg.training, cfg.kto
     window = t.batch_size * t.gradient_accumulation_steps * world
     if not cfg.is_unpaired:
-        if cfg.method.name == "dpo_kto" and k.reference_point == "window_mismatch":
-            log.warning(
-                "kto.reference_point: window_mismatch applies to unpaired KTO data; dpo_kto estimates "
-                "z0 from the mismatched pairs of each batch"
-            )
-        return cfg
+        return cfg  # a paired loss's z0 (dpo_kto) comes from each batch's pairs; its builder says so
     if k.reference_point == "batch_mismatch" and t.batch_size == 1:
         explicit = "reference_point" in k.model_fields_set
         if not explicit and window > 1:

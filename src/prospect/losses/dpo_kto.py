@@ -14,6 +14,7 @@ A KTO term that reads no z0 (apo_zero_unpaired) needs neither.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -120,6 +121,11 @@ class DPOKTOLoss:
 @register_method("dpo_kto")
 def build_dpo_kto(cfg: Any) -> DPOKTOLoss:
     """method dpo_kto: DPOKTOLoss(dpo loss, kto loss, method.kto_weight, kto.reference_point)."""
+    if cfg.kto.reference_point == "window_mismatch":
+        logging.getLogger("prospect").warning(
+            "kto.reference_point: window_mismatch applies to unpaired KTO data; dpo_kto estimates "
+            "z0 from the mismatched pairs of each batch"
+        )
     return DPOKTOLoss(
         section_loss(cfg.dpo),
         build_unpaired_loss(cfg.kto),
