@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
 from pathlib import Path
@@ -215,15 +214,6 @@ def test_disable_dropout_zeroes_base_dropout_but_keeps_lora_dropout(tiny_dir, tm
     assert lora_p == {0.5}
     policy, _, _ = load_policy_and_reference(_cfg(str(d), optimization=opt, data={"disable_dropout": False}))
     assert attn_dropouts(policy) == {0.3}
-
-
-def test_quantization_on_cpu_warns_and_loads_unquantized(tiny_dir, monkeypatch, caplog):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    cfg = _cfg(str(tiny_dir), optimization={"use_lora": True, "use_quantization": True})
-    with caplog.at_level(logging.WARNING):
-        policy, _, _ = load_policy_and_reference(cfg)
-    assert any("use_quantization" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert all(p.dtype == torch.float32 for p in policy.parameters())
 
 
 def test_torch_dtype_is_applied(tiny_dir):

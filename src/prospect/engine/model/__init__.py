@@ -25,6 +25,7 @@ from prospect.engine.model.loading import (
     load_policy_and_reference,
     lora_config,
 )
+from prospect.engine.model.quantization import model_quantization, quantization_config, quantization_summary
 from prospect.engine.model.sources import (
     BUNDLED_GGUF_FILE,
     BUNDLED_GGUF_PACKAGE,
@@ -56,5 +57,8 @@ __all__ = [
     "load_tokenizer",
     "lora_config",
     "materialize_model_source",
+    "model_quantization",
+    "quantization_config",
+    "quantization_summary",
     "resolve_model_source",
 ]

@@ -11,7 +11,7 @@ from torch import nn
 
 from prospect.config.schema import ModelConfig, RunConfig
 from prospect.engine.model.gguf import materialize_model_source
-from prospect.engine.model.quantization import _quantization_config
+from prospect.engine.model.quantization import keep_trainable_layout, quantization_config, quantized_device_map
 from prospect.engine.model.sources import _first_line
 from prospect.engine.model.tokenizer import load_tokenizer
 from prospect.engine.model.weights import _adapter_base, _safetensors_arg, check_adapter_weights
@@ -65,7 +65,7 @@ def load_causal_lm(
         kwargs["revision"] = model_cfg.revision
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        kwargs["device_map"] = quantized_device_map()
     extra = dict(init_kwargs or {})
     if bool(extra.pop("trust_remote_code", model_cfg.trust_remote_code)) != model_cfg.trust_remote_code:
         # One switch decides whether repository code may run: model.trust_remote_code.
@@ -86,6 +86,8 @@ def load_causal_lm(
         elif "safetensors" in str(exc) and kwargs.get("use_safetensors"):
             hint = " (Prospect loads only safetensors weights unless model.use_safetensors: false)"
         raise ModelLoadError(f"model '{name}' could not be loaded: {_first_line(exc)}{hint}") from exc
+    if quantization_config is not None:
+        keep_trainable_layout(model)
     if adapter_dir is not None:
         from peft import PeftModel
 
@@ -138,8 +140,8 @@ def load_policy_and_reference(cfg: RunConfig) -> tuple[Any, Any | None, Any]:
       frozen model (the named one, or a copy of the base).
     - Full fine-tuning: the reference is a frozen deep copy of the policy as loaded, or the
       named reference model; None when ``reference_free``.
-    - QLoRA (``use_quantization``): 4/8-bit bitsandbytes base on CUDA plus
-      prepare_model_for_kbit_training; on CPU a warning and an unquantized load.
+    - QLoRA (``use_quantization``): a 4-bit NF4 (or 8-bit) bitsandbytes base, on CUDA or CPU
+      (`quantization`), plus prepare_model_for_kbit_training (float32 adapter; no checkpointing).
     - ``data.disable_dropout`` zeroes dropout in policy and reference (not LoRA's);
       gradient checkpointing is not enabled here: engine/checkpointing.py decides it after tokenization.
     """
@@ -147,7 +149,7 @@ def load_policy_and_reference(cfg: RunConfig) -> tuple[Any, Any | None, Any]:
     sec = cfg.method_section
     opt = cfg.optimization
     tokenizer = load_tokenizer(model_cfg)
-    quant = _quantization_config(cfg)
+    quant = quantization_config(cfg)
     policy_kwargs = {**(sec.model_init_kwargs or {}), **(model_cfg.model_init_kwargs or {})}
     model = load_causal_lm(model_cfg.name, model_cfg, model_cfg.gguf_file, policy_kwargs, quant)
     _align_special_tokens(model, tokenizer)
