@@ -121,6 +121,53 @@ def test_seed_alias_load_in_4bit_turns_quantization_on(tmp_path):
     assert quantization_summary(_cfg(bf16=True))["compute_dtype"] == "bfloat16"
 
 
+def test_lora_gradients_over_4bit_equal_those_over_the_dequantized_base():
+    """After an eval-mode pass without gradients (as the reference precompute runs), the LoRA
+    gradients of the 4-bit policy equal those of the same adapter on the dequantized float base
+    (W = dequant(nf4), an ordinary nn.Linear): the base layers pass gradients through."""
+    from peft import get_peft_model, set_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict
+
+    from prospect.engine.model import load_policy_and_reference, lora_config
+
+    cfg = _cfg()
+    policy, _, _ = load_policy_and_reference(cfg)
+    _perturb_lora(policy)
+    ids = torch.tensor([PROMPTS[1] + CHOSEN[1], PROMPTS[0] + CHOSEN[2] + [5, 6]])
+    policy.eval()
+    with torch.no_grad(), policy.disable_adapter():
+        policy(input_ids=ids)  # the eval pass that must not change the layout
+    policy.train()
+    policy(input_ids=ids, labels=ids).loss.backward()
+    got = {k: p.grad for k, p in policy.named_parameters() if p.grad is not None}
+
+    floats = get_peft_model(_oracle_4bit().dequantize(), lora_config(cfg))
+    set_peft_model_state_dict(floats, get_peft_model_state_dict(policy))
+    assert type(floats.get_base_model().model.layers[0].mlp.down_proj.base_layer) is torch.nn.Linear
+    floats.train()
+    floats(input_ids=ids, labels=ids).loss.backward()
+    want = {k: p.grad for k, p in floats.named_parameters() if p.grad is not None}
+    assert got.keys() == want.keys() and len(got) > 0
+    for k in want:
+        assert torch.allclose(got[k], want[k], atol=1e-5, rtol=1e-3), k
+
+
+def test_8bit_loads_and_trains_on_cpu():
+    from bitsandbytes.nn import Linear8bitLt
+
+    from prospect.engine.model import load_policy_and_reference, quantization_summary
+
+    cfg = _cfg(quantization_bits=8)
+    assert quantization_summary(cfg)["bits"] == 8
+    policy, _, _ = load_policy_and_reference(cfg)
+    assert type(policy.get_base_model().model.layers[0].self_attn.q_proj.base_layer) is Linear8bitLt
+    _perturb_lora(policy)  # with B = 0 (its start), A gets no gradient
+    ids = torch.tensor([PROMPTS[1] + CHOSEN[1]])
+    policy(input_ids=ids, labels=ids).loss.backward()
+    grads = [p.grad for n, p in policy.named_parameters() if "lora_A" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
 # ----------------------------------------------------------------------------- reference
 def test_adapter_disabled_reference_equals_the_4bit_base():
     from prospect.engine.model import load_policy_and_reference
@@ -203,17 +250,21 @@ def test_prompt_sharing_over_4bit_equals_unshared():
 
 # ----------------------------------------------------------------------------- training through the CLI
 def _pairs(n: int) -> list[dict]:
+    """Paired rows (polite chosen, rude rejected) with Factual-DPO's labels (chosen factual)."""
     rows = learnable_unpaired(n, seed=3)
     good = [r for r in rows if r["label"]]
-    return [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": "No. Go away."} for r in good]
+    return [
+        {"prompt": r["prompt"], "chosen": r["completion"], "rejected": "No. Go away.", "h_w": 0, "h_l": 1} for r in good
+    ]
 
 
-def _train(root: Path, name: str, method: str, **sections) -> Path:
+def _train(root: Path, name: str, method: str | dict, **sections) -> Path:
     """`prospect train` with QLoRA for 2 steps; returns the run directory."""
-    data = write_jsonl(root / f"{name}.jsonl", learnable_unpaired(8, seed=3) if method == "kto" else _pairs(8))
+    unpaired = (method if isinstance(method, str) else method["name"]) == "kto"
+    data = write_jsonl(root / f"{name}.jsonl", learnable_unpaired(8, seed=3) if unpaired else _pairs(8))
     cfg = write_config(
         root / f"{name}.yaml",
-        method=sections.pop("method", method),
+        method=method,
         training={"max_steps": 2, "save_steps": 100, "run_name": name, "batch_size": 4},
         data={"train_file": str(data), "validation_split_percentage": 0.0},
         optimization=QLORA,
@@ -319,7 +370,7 @@ def test_export_merge_of_a_qlora_run_is_a_float_model(runs, tmp_path):
 )
 def test_other_methods_train_with_qlora(tmp_path, name, method):
     extra = {"dpo": {"loss_type": "ipo"}} if name == "ipo" else {}
-    run = _train(tmp_path, name, "dpo", method=method, **extra)
+    run = _train(tmp_path, name, method, **extra)
     res = json.loads((run / "results.json").read_text())
     assert res["global_step"] == 2 and res["quantization"]["bits"] == 4
     final = _adapter(run / "final")
