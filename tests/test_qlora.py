@@ -362,6 +362,21 @@ def test_export_merge_of_a_qlora_run_is_a_float_model(runs, tmp_path):
         assert _logps(merged, p, c) == pytest.approx(_logps(trained, p, c), abs=1e-3)
 
 
+def test_eval_of_a_qlora_run_scores_the_adapter_on_the_4bit_base(runs):
+    from bitsandbytes.nn import Linear4bit
+    from peft import PeftModel
+
+    from prospect.config.loader import load_saved_config
+    from prospect.recipes.evaluate import load_for_eval
+
+    run = runs("kto")
+    models = load_for_eval(load_saved_config(run / "config.yaml"), run / "final")
+    assert type(models.policy.get_base_model().model.layers[0].self_attn.q_proj.base_layer) is Linear4bit
+    trained = PeftModel.from_pretrained(_oracle_4bit(), str(run / "final")).eval()
+    p, c = PROMPTS[1], CHOSEN[1]
+    assert _logps(models.policy, p, c) == pytest.approx(_logps(trained, p, c), abs=1e-5)
+
+
 # ----------------------------------------------------------------------------- the other methods
 @pytest.mark.slow
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ the CPU. bitsandbytes is the optional extra ``qlora``.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -117,5 +118,10 @@ def keep_trainable_layout(model: Any) -> None:
 
 
 def quantized_device_map() -> dict[str, Any]:
-    """Where a quantized model is loaded: all of it on the current CUDA device, else on the CPU."""
-    return {"": torch.cuda.current_device() if torch.cuda.is_available() else "cpu"}
+    """Where a quantized model is loaded (bitsandbytes places it at load time): all of it on this
+    process's GPU (``LOCAL_RANK`` under a launcher, else the current CUDA device), else the CPU."""
+    if not torch.cuda.is_available():
+        return {"": "cpu"}
+    rank = int(os.environ.get("LOCAL_RANK", "-1"))
+    # one GPU visible per process (CUDA_VISIBLE_DEVICES set by the launcher): that one
+    return {"": rank if 0 <= rank < torch.cuda.device_count() else torch.cuda.current_device()}
