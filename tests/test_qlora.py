@@ -104,6 +104,16 @@ def test_missing_bitsandbytes_is_one_clear_error_naming_the_extra(monkeypatch):
         load_policy_and_reference(_cfg())
 
 
+def test_missing_bitsandbytes_through_the_cli_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    data = write_jsonl(tmp_path / "d.jsonl", learnable_unpaired(4, seed=3))
+    cfg = write_config(tmp_path / "c.yaml", data={"train_file": str(data)}, optimization=QLORA)
+    assert main(["train", str(cfg), "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert 'pip install -e ".[qlora]"' in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "bitsandbytes" in line]) == 1
+
+
 def test_seed_alias_load_in_4bit_turns_quantization_on(tmp_path):
     import yaml
 
