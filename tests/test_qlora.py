@@ -34,11 +34,8 @@ def _cfg(**opt) -> RunConfig:
 
 
 def _oracle_4bit():
-    """The tiny model in 4-bit NF4 (double quant, float32 compute), loaded without Prospect.
-
-    bitsandbytes' CPU inference repacking (bfloat16 block constants, on AVX512-BF16 CPUs) is
-    switched off, as Prospect does, so the oracle computes with the weights as quantized.
-    """
+    """The tiny model in 4-bit NF4 (double quant, float32 compute), loaded without Prospect; CPU
+    inference repacking (bfloat16 constants) off, as Prospect does, so it computes the weights as quantized."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     q = BitsAndBytesConfig(
@@ -353,6 +350,7 @@ def test_qlora_base_stays_fixed_while_the_adapter_trains(tmp_path, method):
 
 
 def test_export_merge_of_a_qlora_run_is_a_float_model(runs, tmp_path):
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     run = runs("kto")
@@ -365,8 +363,6 @@ def test_export_merge_of_a_qlora_run_is_a_float_model(runs, tmp_path):
     assert {p.dtype for p in merged.parameters()} == {torch.float32}
     assert type(merged.model.layers[0].self_attn.q_proj) is torch.nn.Linear
     # It computes what the trained QLoRA model computes: dequantized 4-bit base + adapter.
-    from peft import PeftModel
-
     trained = PeftModel.from_pretrained(_oracle_4bit(), str(run / "final")).eval()
     for p, c in zip(PROMPTS, CHOSEN, strict=True):
         assert _logps(merged, p, c) == pytest.approx(_logps(trained, p, c), abs=1e-3)
