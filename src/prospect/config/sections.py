@@ -277,9 +277,16 @@ class OptimizationConfig(Section):
         "all-linear", description="Modules to adapt, e.g. [q_proj, v_proj] or 'all-linear'. Alias: target_modules."
     )
     use_quantization: bool = Field(
-        False, description="Load the base in 4-bit (QLoRA, bitsandbytes, CUDA only; ignored with a warning on CPU)."
+        False,
+        description="QLoRA: load the frozen base quantized with bitsandbytes (CUDA or CPU; needs use_lora and "
+        'pip install -e ".[qlora]"); the reference is the same quantized base with the adapter disabled. '
+        "Alias: load_in_4bit.",
     )
-    quantization_bits: Literal[4, 8] = Field(4, description="4 or 8 bit.")
+    quantization_bits: Literal[4, 8] = Field(
+        4,
+        description="With use_quantization: 4 = NF4 with double quantization, computing in bf16/fp16 when "
+        "optimization.bf16/fp16 is set, else in model.torch_dtype; 8 = LLM.int8.",
+    )
     bf16: bool = Field(False, description="bf16 mixed precision (used when the hardware supports it, else a warning).")
     fp16: bool = Field(False, description="fp16 mixed precision (CUDA only).")
     use_gradient_checkpointing: bool | Literal["auto"] = Field(

@@ -6,7 +6,8 @@ frozen model, or the policy itself with its LoRA adapter disabled (no second cop
 `attach_reference` adds the precomputed columns to the tokenized datasets; sequences are
 sorted by length so almost no padding is computed. The cache key covers what defines the reference: the base weights (not a disabled
 adapter, so runs that differ only in LoRA settings share it), the tokenizer and chat
-template, the tokenized data and the length settings. An entry whose stored key or
+template, the tokenized data, the length settings and, for a quantized base, its quantization
+settings (bits, type, compute dtype, ...). An entry whose stored key or
 checksum does not match is refused (with a message) and recomputed, never used.
 """
 
@@ -28,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from prospect.data.layout import eval_mismatched_pairs, eval_order, layout
 from prospect.data.tokenize import TokenizeSettings, tokenizer_fingerprint
 from prospect.engine.logprobs import sequence_logps
-from prospect.engine.model import base_weights_fingerprint
+from prospect.engine.model import base_weights_fingerprint, model_quantization
 from prospect.io import atomic_path, cache_root
 
 ReferenceContext = Callable[[], AbstractContextManager[Any]]
@@ -191,11 +192,14 @@ def attach_reference(
     tok_key = tokenizer_fingerprint(tokenizer)
     with context() as ref_src:
         base_fp = base_weights_fingerprint(ref_src)
+        quant = model_quantization(ref_src)  # a 4-bit reference is not a float one
     out, notes = {}, {}
     for split, ds in datasets.items():
         batch = eval_pairs_batch if split == "validation" and kind == "unpaired" else None
         cols = ["prompt_ids", "completion_ids"] if kind == "unpaired" else ["prompt_ids", "chosen_ids", "rejected_ids"]
         extra = {"eval_pairs_batch": batch} if batch is not None else {}
+        if quant is not None:  # only then: unquantized runs keep their cache keys
+            extra["quantization"] = quant
         key = reference_cache_key(
             base_fingerprint=base_fp,
             tokenizer_key=tok_key,

@@ -30,7 +30,14 @@ from prospect.config.loader import load_saved_config
 from prospect.config.methods import METHODS
 from prospect.config.schema import RunConfig
 from prospect.data import load_records
-from prospect.engine.model import check_adapter_weights, disable_dropout, freeze, load_causal_lm, load_tokenizer
+from prospect.engine.model import (
+    check_adapter_weights,
+    disable_dropout,
+    freeze,
+    load_causal_lm,
+    load_tokenizer,
+    quantization_config,
+)
 from prospect.engine.reference import reference_context
 from prospect.errors import ProspectError
 from prospect.eval import metrics as M
@@ -85,7 +92,10 @@ def load_for_eval(cfg: RunConfig, model_dir: Path) -> EvalModels:
     if is_adapter:
         from peft import PeftModel
 
-        base = load_causal_lm(cfg.model.name, cfg.model, cfg.model.gguf_file, _init_kwargs(cfg))
+        # a QLoRA adapter is evaluated on the quantized base it was trained on
+        base = load_causal_lm(
+            cfg.model.name, cfg.model, cfg.model.gguf_file, _init_kwargs(cfg), quantization_config(cfg)
+        )
         check_adapter_weights(model_dir, cfg.model.use_safetensors)
         policy = PeftModel.from_pretrained(base, str(model_dir))
         if sec.reference_model_name and not sec.reference_free:

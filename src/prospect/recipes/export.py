@@ -5,6 +5,11 @@
 - adapter run, --merge: base weights with the adapter merged in (`merge_and_unload`),
   saved as a full model (safetensors) with the tokenizer; load with
   `AutoModelForCausalLM.from_pretrained(DIR)`;
+- QLoRA run (``optimization.use_quantization``), --merge: a float model. The quantized base
+  the adapter was trained on is loaded, dequantized (``W = dequant(nf4)`` in ``model.torch_dtype``),
+  and the adapter merged into it; the result loads with plain transformers, no bitsandbytes.
+  (Merging into the original float weights instead would add the adapter to weights it never
+  saw.) Without --merge the adapter is exported as is; it applies to the quantized base;
 - full fine-tuning run: the full model and tokenizer (--merge changes nothing).
 
 Every export carries a README.md model card (`prospect.eval.card`) and prospect_export.json
@@ -24,7 +29,7 @@ from typing import Any
 
 from prospect.config.loader import load_saved_config
 from prospect.config.schema import RunConfig
-from prospect.engine.model import check_adapter_weights, load_causal_lm
+from prospect.engine.model import check_adapter_weights, load_causal_lm, quantization_config, quantization_summary
 from prospect.errors import ProspectError
 from prospect.eval.card import model_card
 from prospect.io import atomic_write_json, atomic_write_text, replace_directory
@@ -93,6 +98,8 @@ def export_run(run_dir: str | Path, output: str | Path, merge: bool = False) -> 
                 "base_model": cfg.model.name,
                 "adapter": adapter and not merge,
                 "merged": adapter and merge,
+                "quantization": quantization_summary(cfg),  # of the base the adapter was trained on
+                "dequantized_base": bool(adapter and merge and cfg.optimization.use_quantization),
                 "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         )
@@ -104,12 +111,26 @@ def export_run(run_dir: str | Path, output: str | Path, merge: bool = False) -> 
 
 
 def _merge_into(cfg: RunConfig, adapter_dir: Path, out: Path) -> None:
-    """Load the base, apply the adapter, merge_and_unload, save model + tokenizer to `out`."""
+    """Load the base, apply the adapter, merge_and_unload, save model + tokenizer to `out`.
+
+    A QLoRA run's base is loaded quantized as in training and dequantized first (module doc).
+    """
     from peft import PeftModel
 
     check_adapter_weights(adapter_dir, cfg.model.use_safetensors)
     init = {**(cfg.method_section.model_init_kwargs or {}), **(cfg.model.model_init_kwargs or {})}
-    base = load_causal_lm(cfg.model.name, cfg.model, cfg.model.gguf_file, init)
+    quant = quantization_config(cfg)  # None unless the run trained over a quantized base
+    base = load_causal_lm(cfg.model.name, cfg.model, cfg.model.gguf_file, init, quant)
+    if quant is not None:
+        summary = quantization_summary(cfg) or {}
+        base = base.dequantize()  # the weights the adapter was trained against, as floats
+        log.warning(
+            "QLoRA run: the %s-bit %s base was dequantized to %s and the adapter merged into it; "
+            "the export is a float model (loads without bitsandbytes)",
+            summary.get("bits"),
+            summary.get("type"),
+            str(base.dtype).replace("torch.", ""),
+        )
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(str(out))
     # The tokenizer the run trained with was saved beside the adapter: copy its files as they are.

@@ -13,6 +13,7 @@ from typing import Any
 
 from prospect.config.schema import RunConfig
 from prospect.engine import dist
+from prospect.engine.model import quantization_summary
 from prospect.engine.reference import reference_context
 from prospect.engine.rundir import save_final
 from prospect.eval.metrics import is_user_metric
@@ -109,6 +110,7 @@ def finish(
         "data": {k: report.get(k) for k in ("rows_read", "accepted", "labels", "pairs") if k in report},
         "curriculum": notes.get("curriculum"),  # None when pairs were sampled at random
         "gradient_checkpointing": notes.get("gradient_checkpointing"),
+        "quantization": quantization_summary(cfg),  # {"bits": 4, "type": "nf4", ...} for QLoRA, else None
     }
     atomic_write_json(run_dir / "results.json", results)
     try:
