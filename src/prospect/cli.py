@@ -132,6 +132,9 @@ def load_run_config(args: argparse.Namespace) -> Any:
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # bitsandbytes warns at import on AVX512-BF16 CPUs that the optional `kernels` package (a faster
+    # 4-bit CPU kernel) is missing, even for runs that never quantize: only its errors are news.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     # peft 0.21 reads transformers 5's deprecated is_gradient_checkpointing: not the user's to fix
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
