@@ -43,10 +43,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from measure import machine, matmul_peak, nominal_flops, print_row, summarize  # noqa: E402
-from profiles import BATCH, make_data, smol_model_dir, tiny_model_dir  # noqa: E402
+from measure import machine, matmul_peak, print_row  # noqa: E402
+from profiles import BATCH, PROFILES, make_data, smol_model_dir, tiny_model_dir  # noqa: E402
+from summary import case_row, print_summary  # noqa: E402
 
 WORKER = Path(__file__).parent / "train_workers.py"
+DEFAULT_WARM, DEFAULT_STEPS = 1, 2  # see the module docstring for the duration of the full table
 
 
 def spawn(spec: dict, tmp: Path, name: str) -> dict:
@@ -64,144 +66,126 @@ def spawn(spec: dict, tmp: Path, name: str) -> dict:
     return res
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny model only, 2 warm + 3 timed steps")
-    ap.add_argument("--cases", default="tiny-kto,tiny-dpo,smol-kto,smol-dpo")
-    ap.add_argument("--steps", type=int, default=None, help="timed steps (default 5 tiny, 3 smol)")
-    ap.add_argument("--warm", type=int, default=None, help="warm steps (default 2 tiny, 1 smol)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny model, 1 warm + 1 timed step")
+    ap.add_argument("--models", default="smol", help="comma-separated: smol (SmolLM2-135M), tiny (4-layer Llama)")
+    ap.add_argument("--methods", default="kto,dpo", help="comma-separated: kto, dpo")
+    ap.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated of " + ", ".join(PROFILES))
+    ap.add_argument("--cases", default=None, help="explicit cases MODEL-METHOD-PROFILE (overrides the three above)")
+    ap.add_argument("--steps", type=int, default=None, help=f"timed steps (default {DEFAULT_STEPS})")
+    ap.add_argument("--warm", type=int, default=None, help=f"warm-up steps, not timed (default {DEFAULT_WARM})")
+    ap.add_argument("--ablations", action="store_true", help="also prospect without sharing, packed, bf16 (+drift)")
     ap.add_argument("--drift-steps", type=int, default=20, help="steps of the bf16 vs float32 drift run")
     ap.add_argument("--memory", action="store_true", help="also: peak RSS of a SmolLM2 KTO step at 1024 tokens")
-    ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--out", default="bench/results_train.json")
     ap.add_argument("--merge", action="store_true", help="keep the rows of other cases already in --out")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.models = "tiny"
+        a.steps = 1 if a.steps is None else a.steps
+        a.warm = 1 if a.warm is None else a.warm
+    a.steps = DEFAULT_STEPS if a.steps is None else a.steps
+    a.warm = DEFAULT_WARM if a.warm is None else a.warm
+    if a.cases is not None:
+        a.case_list = [c for c in a.cases.split(",") if c]  # "" with --memory: memory only
+    else:
+        split = lambda s: [x for x in s.split(",") if x]  # noqa: E731
+        a.case_list = [f"{m}-{k}-{p}" for m in split(a.models) for k in split(a.methods) for p in split(a.profiles)]
+    for c in a.case_list:
+        parts = c.split("-", 2)
+        if (
+            len(parts) != 3
+            or parts[0] not in ("smol", "tiny")
+            or parts[1] not in ("kto", "dpo")
+            or (parts[2] not in PROFILES)
+        ):
+            ap.error(f"case {c!r}: expected MODEL-METHOD-PROFILE with MODEL smol|tiny, METHOD kto|dpo, "
+                     f"PROFILE one of {', '.join(PROFILES)}")  # fmt: skip
+    return a
 
+
+def run_order(a: argparse.Namespace) -> list[tuple[str, dict]]:
+    """The runs of one case, interleaved Prospect, TRL, Prospect, TRL so slow drifts of the machine hit both.
+
+    The timed runs train on exactly the same BATCH x (warm + steps) rows (one epoch; `prospect` in
+    Prospect's length-grouped batches). prospect-seq (TRL's batch order) gives the first-step loss
+    and needs one step, or the drift length with --ablations (it is the float32 side of the drift).
+    """
+    n_rows = {"n_rows": BATCH * (a.warm + a.steps)}
+    drift = max(a.drift_steps, a.warm + a.steps)
+    seq = {"warm": 0, "steps": drift} if a.ablations else {"warm": 0, "steps": 1}
+    order = [
+        ("prospect-seq", {"impl": "prospect", "order": "sequential", **seq}),
+        ("trl-gc", {"impl": "trl", "gc": True, **n_rows}),
+        ("prospect", {"impl": "prospect", "order": "grouped", **n_rows}),
+        ("trl", {"impl": "trl", "gc": False, **n_rows}),
+    ]
+    if a.ablations:
+        order += [
+            ("prospect-noshare", {"impl": "prospect", "order": "grouped", "share_prompt": False, **n_rows}),
+            ("prospect-packed", {"impl": "prospect", "order": "grouped", "padding_free": True, **n_rows}),
+            ("prospect-bf16", {"impl": "prospect", "order": "sequential", "bf16": True, "warm": 0, "steps": drift}),
+        ]
+    return order
+
+
+def run_case(name: str, a: argparse.Namespace, tok: Any, tmp: Path, peaks: dict[str, float]) -> dict:
+    which, method, profile = name.split("-", 2)
+    model_dir = tiny_model_dir(tok, tmp) if which == "tiny" else smol_model_dir()
+    order = run_order(a)
+    n_rows = BATCH * max(s.get("warm", a.warm) + s.get("steps", a.steps) for _, s in order)
+    data = make_data(tok, method, n_rows, seed=1234, profile=PROFILES[profile])
+    data_file = tmp / f"{name}.json"
+    data_file.write_text(json.dumps(data))
+    base = {
+        "model_dir": str(model_dir),
+        "data_file": str(data_file),
+        "seed": 0,
+        "lr": a.lr,
+        "warm": a.warm,
+        "steps": a.steps,
+        "pad_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+    }
+    print(f"\n== {name} ({model_dir.name}): batch {BATCH}, {a.warm} warm + {a.steps} timed steps", flush=True)
+    runs, specs = {}, {}
+    for run, extra in order:
+        spec = {**base, **extra, "work_dir": str(tmp / f"{name}-{run}")}
+        specs[run] = spec
+        runs[run] = spawn(spec, tmp, f"{name}-{run}")
+    case = {"name": name, "method": method, "profile": profile, "model_dir": model_dir, "data": data,
+            "warm": a.warm, "steps": a.steps}  # fmt: skip
+    row = case_row(case, runs, specs, peaks)
+    print_row(row)
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
     import torch
     from transformers import AutoTokenizer
 
-    cases = (
-        ["tiny-kto", "tiny-dpo"] if a.quick else [c for c in a.cases.split(",") if c]
-    )  # "" with --memory: memory only
     tmp = Path(tempfile.mkdtemp(prefix="prospect-bench-"))
-    peak32, peak16 = matmul_peak("float32"), matmul_peak("bfloat16")
+    peaks = {"float32": matmul_peak("float32"), "bfloat16": matmul_peak("bfloat16")}
     print(
-        f"matmul peak: float32 {peak32:.1f} GFLOP/s, bfloat16 {peak16:.1f} GFLOP/s ({torch.get_num_threads()} threads)"
+        f"matmul peak: float32 {peaks['float32']:.1f} GFLOP/s, bfloat16 {peaks['bfloat16']:.1f} GFLOP/s "
+        f"({torch.get_num_threads()} threads); {len(a.case_list)} cases"
     )
-    smol = smol_model_dir() if any(c.startswith("smol") for c in cases) else None
-    tok = AutoTokenizer.from_pretrained(smol or smol_model_dir())
-    table = []
-    for case in cases:
-        which, method = case.split("-")
-        model_dir = tiny_model_dir(tok, tmp) if which == "tiny" else smol
-        steps = a.steps or (3 if a.quick else (5 if which == "tiny" else 3))
-        warm = a.warm if a.warm is not None else (2 if which == "tiny" else 1)
-        n_steps = warm + steps
-        drift = max(a.drift_steps, n_steps)
-        data = make_data(tok, method, BATCH * max(n_steps, drift), seed=1234)
-        data_file = tmp / f"{case}.json"
-        data_file.write_text(json.dumps(data))
-        base = {
-            "model_dir": str(model_dir),
-            "data_file": str(data_file),
-            "seed": 0,
-            "lr": a.lr,
-            "warm": warm,
-            "steps": steps,
-            "pad_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-            "ref_cache_dir": str(tmp / f"refcache-{case}"),
-        }
-        print(f"\n== {case} ({model_dir.name}): batch {BATCH}, {warm} warm + {steps} timed steps", flush=True)
-        runs: dict[str, dict] = {}
-        # Interleaved: Prospect, TRL, Prospect, TRL, ... so slow drifts of the machine hit both.
-        # The timed comparison runs train on exactly the same BATCH x n_steps rows (one epoch; the
-        # grouped runs in length-grouped batches); the drift runs (prospect-seq, prospect-bf16) on more.
-        same = {"n_rows": BATCH * n_steps}
-        order = [
-            ("prospect-seq", {"impl": "prospect", "order": "sequential", "steps": max(steps, drift - warm)}),
-            ("trl-gc", {"impl": "trl", "gc": True, **same}),
-            ("prospect", {"impl": "prospect", "order": "grouped", **same}),
-            ("trl", {"impl": "trl", "gc": False, **same}),
-        ]
-        if not a.no_ablations:
-            order += [
-                ("prospect-noshare", {"impl": "prospect", "order": "grouped", "share_prompt": False, **same}),
-                ("prospect-packed", {"impl": "prospect", "order": "grouped", "padding_free": True, **same}),
-                (
-                    "prospect-bf16",
-                    {"impl": "prospect", "order": "sequential", "bf16": True, "steps": max(steps, drift - warm)},
-                ),
-            ]
-        for name, extra in order:
-            spec = {**base, **extra, "out_dir": str(tmp / f"{case}-{name}")}
-            if spec["impl"] == "prospect":
-                spec["ref_cache_dir"] = str(tmp / f"refcache-{case}-{name}")
-            runs[name] = spawn(spec, tmp, f"{case}-{name}")
-        # Per-step rows: sequential order for all but the grouped runs, whose steps hold other rows;
-        # throughput uses the rows each run actually trained on (grouped = the same rows overall).
-        seq_rows = [list(range(i * BATCH, (i + 1) * BATCH)) for i in range(max(n_steps, drift))]
-        toks = [
-            sum(
-                len(r["prompt_ids"])
-                + sum(len(r[c]) for c in ("completion_ids", "chosen_ids", "rejected_ids") if c in r)
-                for r in (data["rows"][i] for i in idx)
-            )
-            for idx in seq_rows
-        ]
-        flops = nominal_flops(model_dir, data, seq_rows)
-        row: dict[str, Any] = {"case": case, "model": model_dir.name, "warm": warm, "steps": steps}
-        for name, res in runs.items():
-            if res.get("failed"):
-                continue
-            if "prospect" in name and name != "prospect-seq" and name != "prospect-bf16":
-                # grouped runs train on the same rows as TRL in other batches: use the mean per step
-                mt, mf = sum(toks[:n_steps]) / n_steps, sum(flops[:n_steps]) / n_steps
-                row[name] = summarize(res, warm, BATCH, [mt] * n_steps, [mf] * n_steps)
-            else:
-                row[name] = summarize(res, warm, BATCH, toks, flops)
-            row[name]["gflops_vs_peak"] = row[name]["gflops"] / (peak16 if "bf16" in name else peak32)
-            if "reference_precompute" in res:
-                row[name]["reference_precompute"] = res["reference_precompute"]
-                row[name]["ref_mismatched_s_per_step"] = res["ref_mismatched_seconds"] / len(res["times"])
-        peers = [n for n in ("trl-gc", "trl") if n in row]
-        if peers and "prospect" in row:
-            peer = max(peers, key=lambda n: row[n]["samples_s"])
-            row["peer"] = peer
-            row["ratio_samples"] = row["prospect"]["samples_s"] / row[peer]["samples_s"]
-            row["ratio_samples_with_reference"] = (
-                row["prospect"]["samples_s_with_reference"] / row[peer]["samples_s_with_reference"]
-            )
-            row["ratio_rss"] = row["prospect"]["rss_mb"] / row[peer]["rss_mb"]
-        p1, t1 = runs.get("prospect-seq", {}), runs.get("trl-gc", {})
-        if p1.get("losses") and t1.get("losses"):
-            row["first_loss"] = {
-                "prospect": p1["losses"][0],
-                "trl": t1["losses"][0],
-                "abs_diff": abs(p1["losses"][0] - t1["losses"][0]),
-                "token_ids_match": t1.get("token_ids_match"),
-                "same_adapter": p1.get("adapter_checksum") == t1.get("adapter_checksum"),
-            }
-        b16 = runs.get("prospect-bf16", {})
-        if p1.get("losses") and b16.get("losses"):
-            k = min(len(p1["losses"]), len(b16["losses"]))
-            diffs = [abs(x - y) for x, y in zip(p1["losses"][:k], b16["losses"][:k])]
-            row["bf16_drift"] = {
-                "steps": k,
-                "max_abs": max(diffs),
-                "last_abs": diffs[-1],
-                "fp32_last": p1["losses"][k - 1],
-                "bf16_last": b16["losses"][k - 1],
-            }
-        table.append(row)
-        print_row(row)
-        save(a, table, peak32, peak16, None)  # after every case: a long run stopped later keeps what it measured
+    tok = AutoTokenizer.from_pretrained(smol_model_dir())
+    table: list[dict] = []
+    summary = None
+    for name in a.case_list:
+        table.append(run_case(name, a, tok, tmp, peaks))
+        save(a, table, peaks, None, None)  # after every case: a long run stopped later keeps what it measured
+    if table:
+        summary = print_summary(table)
     memory = memory_check(tok, tmp, a.lr) if a.memory else None
-    save(a, table, peak32, peak16, memory)
+    save(a, table, peaks, memory, summary)
     print(f"\nwrote {a.out}")
 
 
-def save(a: argparse.Namespace, table: list[dict], peak32: float, peak16: float, memory: Any) -> None:
+def save(a: argparse.Namespace, table: list[dict], peaks: dict, memory: Any, summary: Any) -> None:
     """Write the results so far to --out; with --merge, rows of other cases already in --out are kept."""
     import torch
 
@@ -214,10 +198,13 @@ def save(a: argparse.Namespace, table: list[dict], peak32: float, peak16: float,
         old_memory = old.get("memory_1024")
     out = {
         "machine": machine(),
-        "matmul_peak_gflops": {"float32": peak32, "bfloat16": peak16},
+        "matmul_peak_gflops": peaks,
+        "warm": a.warm,
+        "steps": a.steps,
         "threads": torch.get_num_threads(),
         "table": kept + table,
         "memory_1024": memory or old_memory,
+        "summary": summary,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
@@ -247,8 +234,7 @@ def memory_check(tok: Any, tmp: Path, lr: float) -> dict:
         spec = {
             **base,
             **extra,
-            "ref_cache_dir": str(tmp / f"refcache-memory-{name}"),
-            "out_dir": str(tmp / f"memory-{name}"),
+            "work_dir": str(tmp / f"memory-{name}"),
         }
         print(
             f"\n== memory ({name}): SmolLM2 KTO, batch {BATCH}, sequences of {lengths[0]}-{lengths[-1]} tokens, 1 step",

@@ -96,10 +96,11 @@ def print_row(row: dict) -> None:
                 f"{100 * r['gflops_vs_peak']:5.1f}% {r['rss_mb']:8.0f}"
             )
     if "ratio_samples" in row:
+        rss = f"x{row['ratio_rss']:.2f}" if "ratio_rss" in row else "-"
         print(
-            f"Prospect/TRL ({row['peer']}): samples/s x{row['ratio_samples']:.2f} (timed steps), "
-            f"x{row['ratio_samples_with_reference']:.2f} (whole run incl. reference precompute), "
-            f"peak RSS x{row['ratio_rss']:.2f}"
+            f"Prospect/TRL: samples/s x{row['ratio_samples']:.2f} over the timed steps (vs {row['peer']}), "
+            f"x{row['ratio_samples_with_reference']:.2f} over the whole run incl. reference precompute "
+            f"(vs {row['peer_whole_run']}), peak RSS {rss} (vs trl-gc, TRL's default)"
         )
     if "first_loss" in row:
         f = row["first_loss"]

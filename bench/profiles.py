@@ -1,16 +1,60 @@
-"""Generated benchmark data and the models it runs on (bench/bench_train.py, bench/bench_prefix.py).
+"""Generated benchmark data, its named length profiles, and the models it runs on.
 
-Rows are random words that are one token each after a space, so lengths in tokens are what the
-generator draws; token ids are made the way TRL 1.16 makes them (see `make_data`).
+Rows are random words that are one token each after a space, so a text of n words is n tokens
+(a completion gets EOS on top); token ids are made the way TRL 1.16 makes them (`make_data`).
+
+Length profiles (issue 17), in tokens, drawn uniformly per row:
+
+    short            prompts 10-60,   completions 10-60
+    mixed            prompts 32-256,  completions 16-256   (the profile bench/ always had)
+    long_completion  prompts 32-64,   completions 256-448
+    long_prompt      prompts 256-448, completions 16-64
+    imbalanced       rows as `short`, except one row in every 8 (row i with i % 8 == 3) with a
+                     prompt of 192-256 and a completion of 384-512: every batch TRL takes in order
+                     holds one very long row among seven short ones
+
+DPO rows draw chosen and rejected each from the completion range.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 BATCH = 8
+Range = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Token-length ranges of a generated data set; `long_every` > 0 mixes in long rows (imbalanced)."""
+
+    name: str
+    prompt: Range
+    completion: Range
+    long_every: int = 0
+    long_prompt: Range = (0, 0)
+    long_completion: Range = (0, 0)
+
+    def ranges(self, i: int) -> tuple[Range, Range]:
+        """(prompt range, completion range) of row i."""
+        if self.long_every and i % self.long_every == 3:
+            return self.long_prompt, self.long_completion
+        return self.prompt, self.completion
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("short", (10, 60), (10, 60)),
+        Profile("mixed", (32, 256), (16, 256)),
+        Profile("long_completion", (32, 64), (256, 448)),
+        Profile("long_prompt", (256, 448), (16, 64)),
+        Profile("imbalanced", (10, 60), (10, 60), long_every=BATCH, long_prompt=(192, 256), long_completion=(384, 512)),
+    )
+}
 
 
 # --------------------------------------------------------------------------- data and models
@@ -35,10 +79,19 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 def make_data(
-    tok: Any, method: str, n_rows: int, seed: int, prompt_range=(32, 256), completion_range=(16, 256)
+    tok: Any,
+    method: str,
+    n_rows: int,
+    seed: int,
+    prompt_range: Range = (32, 256),
+    completion_range: Range = (16, 256),
+    profile: Profile | None = None,
 ) -> dict:
     """Deterministic text rows of unequal lengths and their token ids, tokenized the way TRL 1.16 does
-    (prompt alone; prompt+completion; the completion starts where the two diverge; EOS appended)."""
+    (prompt alone; prompt+completion; the completion starts where the two diverge; EOS appended).
+
+    The lengths come from `profile` when given, else from the two ranges (the `mixed` profile)."""
+    profile = profile or Profile("custom", prompt_range, completion_range)
     rng = random.Random(seed)
     pool = _word_pool(tok)
     eos = tok.eos_token
@@ -54,6 +107,7 @@ def make_data(
 
     rows = []
     for i in range(n_rows):
+        prompt_range, completion_range = profile.ranges(i)
         prompt = text(*prompt_range)
         if method == "kto":
             completion = text(*completion_range) + eos

@@ -8,6 +8,8 @@ Each trainer runs in its own process so that its peak RSS (ru_maxrss) is its own
 from __future__ import annotations
 
 import json
+import math
+import os
 import resource
 import sys
 import time
@@ -101,141 +103,142 @@ def _sequential(trainer_cls: Any) -> Any:
     return Seq
 
 
-def run_prospect(spec: dict, data: dict) -> dict:
-    import torch
-    from datasets import Dataset
-    from transformers import TrainingArguments
+def prospect_config(spec: dict, data: dict, work: Path) -> Any:
+    """The RunConfig of a Prospect run, built in code: the bench's settings, Prospect's defaults otherwise.
 
-    from prospect.config.schema import DPOConfig, KTOConfig
-    from prospect.data.collate import PairedCollator, UnpairedCollator
-    from prospect.engine.model import base_weights_fingerprint
-    from prospect.engine.prefix import supports_prompt_sharing
-    from prospect.engine.reference import cached_reference_logps, compute_reference_logps, reference_cache_key
-    from prospect.engine.trainer import PreferenceTrainer
-    from prospect.losses import build_loss, build_reference_point
+    The rows go to a JSONL file that `prepare` reads like any user's; the prompt is plain text
+    (no chat template, as TRL does with plain strings), so Prospect's tokenizer gives TRL's ids
+    (checked in `run_prospect`). Batch order: Prospect's default (shuffled, length-grouped) or,
+    for prospect-seq / prospect-bf16, TRL's sequential order (training.shuffle: false).
+    """
+    from prospect.config.schema import RunConfig
 
-    torch.manual_seed(spec["seed"])
-    method, rows = data["method"], data["rows"]
-    model = _load_lora_model(spec["model_dir"], spec["seed"], "bfloat16" if spec.get("bf16") else "float32")
-    if spec.get("gc"):  # as engine/model.py does for optimization.use_gradient_checkpointing (turns sharing off)
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-        model.enable_input_require_grads()
-    pad_id = spec["pad_id"]
+    method = data["method"]
+    cols = ("prompt", "completion", "label") if method == "kto" else ("prompt", "chosen", "rejected")
+    train_file = work / "train.jsonl"
+    train_file.write_text("".join(json.dumps({k: r[k] for k in cols}) + "\n" for r in data["rows"]))
+    section: dict[str, Any] = {"beta": 0.1, "max_length": 1024, "max_prompt_length": 1024, "max_target_length": 1024}
     if method == "kto":
-        cfg = KTOConfig.model_validate(
-            {
-                "method": {"name": "kto"},
-                "kto": {
-                    "beta": 0.1,
-                    "desirable_weight": 1.0,
-                    "undesirable_weight": 1.0,
-                    "loss_type": "kto",
-                    "reference_point": "batch_mismatch",
-                },
-            }
-        )
-        cols = {
-            "prompt_ids": [r["prompt_ids"] for r in rows],
-            "completion_ids": [r["completion_ids"] for r in rows],
-            "label": [r["label"] for r in rows],
-        }
-        seqs = list(zip(cols["prompt_ids"], cols["completion_ids"]))
+        section |= {"loss_type": "kto", "reference_point": "batch_mismatch"}
     else:
-        cfg = DPOConfig.model_validate({"method": {"name": "dpo"}, "dpo": {"beta": 0.1, "loss_type": "sigmoid"}})
-        cols = {k: [r[k] for r in rows] for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
-        seqs = list(zip(cols["prompt_ids"], cols["chosen_ids"])) + list(zip(cols["prompt_ids"], cols["rejected_ids"]))
+        section |= {"loss_type": "sigmoid"}
+    return RunConfig.model_validate(
+        {
+            "method": {"name": method},
+            "model": {
+                "name": spec["model_dir"],
+                "torch_dtype": "bfloat16" if spec.get("bf16") else "float32",  # bf16: frozen base, fp32 adapters
+                "attn_implementation": "sdpa",
+            },
+            "training": {
+                "learning_rate": spec["lr"],
+                "batch_size": BATCH,
+                "max_steps": spec["warm"] + spec["steps"],
+                "seed": spec["seed"],
+                "output_dir": str(work / "runs"),
+                "run_name": "bench",
+                "resume": False,
+                "shuffle": spec.get("order") != "sequential",
+                "share_prompt": spec.get("share_prompt", True),
+                "padding_free": bool(spec.get("padding_free")),
+            },
+            "data": {"train_file": str(train_file), "validation_split_percentage": 0, "apply_chat_template": False},
+            method: section,
+            "optimization": {
+                "use_lora": True,
+                "lora_rank": 16,
+                "lora_alpha": 32,
+                "lora_dropout": 0.0,
+                "lora_target_modules": LORA_TARGETS,
+                "use_gradient_checkpointing": True if spec.get("gc") else "auto",
+            },
+            "logging": {"report_to": []},
+        }
+    )
 
+
+def _same_ids(ds: Any, rows: list[dict], cols: tuple[str, ...]) -> bool:
+    return len(ds) == len(rows) and all(list(ds[i][c]) == rows[i][c] for i in range(len(rows)) for c in cols)
+
+
+def run_prospect(spec: dict, data: dict) -> dict:
+    """Prospect through its own recipe stages (recipes/training.py): prepare -> load_models -> tokenize ->
+    add_reference -> make_trainer -> fit. `finish` (final eval, results.json, plots) is left out: TRL's
+    train() has no counterpart, and the timed numbers end with the last step."""
+    work = Path(spec["work_dir"])
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ["PROSPECT_CACHE"] = str(work / "cache")  # a cold cache: run 1 computes the reference
+    from prospect.recipes.preparation import prepare
+    from prospect.recipes.training import add_reference, fit, load_models, make_trainer, tokenize
+
+    cfg = prospect_config(spec, data, work)
+    run = prepare(cfg, resume=False)
+    models = load_models(run)
+    # The one hand step: Prospect's LoRA starts at B = 0 (policy = reference, so the first-step loss
+    # would agree with any token ids); both sides get the same non-zero adapter instead.
+    seeded_adapter_(models.policy, spec["seed"])
+    t0 = time.perf_counter()
+    tokens = tokenize(run, models)
+    tokenize_s = time.perf_counter() - t0
+    id_cols = (
+        ("prompt_ids", "completion_ids") if data["method"] == "kto" else ("prompt_ids", "chosen_ids", "rejected_ids")
+    )
+    same_ids = _same_ids(tokens.train, data["rows"], id_cols)
     # Reference log-probs: run 1 of a sweep computes and caches them, run 2 finds them.
     ref_cost = {}
-    cache_dir = Path(spec["ref_cache_dir"])
-    for run in (1, 2):
+    for i in (1, 2):
         t0 = time.perf_counter()
-        key = reference_cache_key(
-            base_fingerprint=base_weights_fingerprint(model),
-            tokenizer_key="bench",
-            data_key=str(hash(json.dumps(seqs))),
-            settings={"method": method},
-        )
-
-        def compute() -> dict:
-            with model.disable_adapter():
-                return {"ref": compute_reference_logps(model, seqs, pad_id=pad_id, desc="reference")}
-
-        tensors, status = cached_reference_logps(key, compute, cache_dir=cache_dir)
-        ref_cost[f"run{run}"] = {"seconds": round(time.perf_counter() - t0, 3), "cache": status}
-    ref = tensors["ref"].tolist()
-    if method == "kto":
-        cols["ref_logps"] = ref
-        cols["length"] = [len(p) + len(c) for p, c in seqs]
-    else:
-        n = len(rows)
-        cols["ref_chosen_logps"], cols["ref_rejected_logps"] = ref[:n], ref[n:]
-        cols["length"] = [
-            len(p) + max(len(c), len(r))
-            for p, c, r in zip(cols["prompt_ids"], cols["chosen_ids"], cols["rejected_ids"])
-        ]
-    ds = Dataset.from_dict(cols)
-
-    # Prospect's default (training.share_prompt: true) unless the spec turns it off
-    share = spec.get("share_prompt", True) and not spec.get("padding_free") and supports_prompt_sharing(model)
-    collator_cls = UnpairedCollator if method == "kto" else PairedCollator
-    collator = collator_cls(
-        pad_id=pad_id,
-        packed=bool(spec.get("padding_free")),
-        max_length=1024,
-        build_mismatched=method == "kto",
-        share_prompt=share,
-    )
-    grouped = spec.get("order") == "grouped"
-    args = TrainingArguments(
-        output_dir=spec["out_dir"],
-        per_device_train_batch_size=BATCH,
-        max_steps=spec["warm"] + spec["steps"],
-        learning_rate=spec["lr"],
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        seed=spec["seed"],
-        remove_unused_columns=False,
-        use_cpu=True,
-        disable_tqdm=True,
-        train_sampling_strategy="group_by_length" if grouped else "sequential",
-        length_column_name="length",
-    )
-    trainer_cls = PreferenceTrainer if grouped else _sequential(PreferenceTrainer)
-    trainer = trainer_cls(
-        model=model,
-        args=args,
-        train_dataset=ds,
-        data_collator=collator,
-        loss_fn=build_loss(cfg),
-        z0_estimator=build_reference_point("batch_mismatch") if method == "kto" else None,
-    )
+        train_data = add_reference(run, models, tokens)
+        cache = train_data.notes["reference"].get("cache", {}).get("train", "none")
+        ref_cost[f"run{i}"] = {"seconds": round(time.perf_counter() - t0, 3), "cache": cache}
+    trainer = make_trainer(run, models, train_data, quiet=True)
     timer = _Timer()
     trainer.add_callback(timer)
     losses = _record_losses(trainer)
-    # Time spent in the on-the-fly reference pass (KTO's mismatched pairs) inside the timed steps.
-    ref_time = [0.0]
-    inner_ref = trainer.reference_logps
-
-    def timed_ref(*a: Any, **k: Any) -> Any:
-        t0 = time.perf_counter()
-        out = inner_ref(*a, **k)
-        ref_time[0] += time.perf_counter() - t0
-        return out
-
-    trainer.reference_logps = timed_ref
-    checksum = _adapter_checksum(model)
-    trainer.train()
+    ref_time = _time_method(trainer, "reference_logps")  # KTO's on-the-fly mismatched reference pass
+    checksum = _adapter_checksum(models.policy)
+    fit(run, trainer)
     return {
         "times": timer.times,
         "losses": losses,
         "reference_precompute": ref_cost,
-        "share_prompt": share,
+        "tokenize_s": round(tokenize_s, 3),
+        "token_ids_match": same_ids,
+        "share_prompt": bool(getattr(trainer.data_collator, "share_prompt", False)),
+        "gradient_checkpointing": train_data.notes.get("gradient_checkpointing"),
+        "kto_weights": run.weights_note,
         "adapter_checksum": checksum,
         "ref_mismatched_seconds": ref_time[0],
     }
+
+
+def _time_method(obj: Any, name: str) -> list[float]:
+    """Wrap obj.name to add its wall time to the returned one-element list."""
+    total = [0.0]
+    inner = getattr(obj, name)
+
+    def timed(*a: Any, **k: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return inner(*a, **k)
+        finally:
+            total[0] += time.perf_counter() - t0
+
+    setattr(obj, name, timed)
+    return total
+
+
+def seeded_adapter_(model: Any, seed: int) -> None:
+    """Set every LoRA matrix to U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (nn.Linear's default init, so B != 0)
+    from one generator seeded with `seed`, parameters in name order: the same adapter for any trainer
+    that wraps the same model with the same LoraConfig (checked by `_adapter_checksum`)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in sorted((n, p) for n, p in model.named_parameters() if "lora_" in n):
+            bound = 1.0 / math.sqrt(p.shape[1])
+            p.copy_(torch.empty(p.shape, dtype=torch.float32).uniform_(-bound, bound, generator=gen).to(p.dtype))
 
 
 def run_trl(spec: dict, data: dict) -> dict:
@@ -250,7 +253,7 @@ def run_trl(spec: dict, data: dict) -> dict:
 
     tok = AutoTokenizer.from_pretrained(spec["model_dir"])
     common = dict(
-        output_dir=spec["out_dir"],
+        output_dir=str(Path(spec["work_dir"]) / "trl"),
         per_device_train_batch_size=BATCH,
         max_steps=spec["warm"] + spec["steps"],
         learning_rate=spec["lr"],
@@ -288,6 +291,7 @@ def run_trl(spec: dict, data: dict) -> dict:
     timer = _Timer()
     trainer.add_callback(timer)
     losses = _record_losses(trainer)
+    seeded_adapter_(trainer.model, spec["seed"])
     checksum = _adapter_checksum(trainer.model)
     trainer.train()
     return {"times": timer.times, "losses": losses, "token_ids_match": same, "adapter_checksum": checksum}
