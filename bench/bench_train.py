@@ -1,33 +1,32 @@
-"""Prospect vs TRL 1.16 (KTOTrainer, DPOTrainer): training throughput, memory and loss agreement.
+"""Prospect vs TRL 1.16 (KTOTrainer, DPOTrainer) on named length profiles: throughput, memory, loss agreement.
 
-    HF_HUB_OFFLINE=1 python bench/bench_train.py                  # full table (tiny + SmolLM2-135M, KTO + DPO)
-    HF_HUB_OFFLINE=1 python bench/bench_train.py --quick          # tiny model only, few steps (~1-2 min)
-    python bench/bench_train.py --cases smol-kto --steps 3 --warm 1 --no-ablations
+    HF_HUB_OFFLINE=1 python bench/bench_train.py                      # full table: SmolLM2, KTO + DPO, 5 profiles
+    HF_HUB_OFFLINE=1 python bench/bench_train.py --methods kto --profiles short   # one case: smol-kto-short
+    HF_HUB_OFFLINE=1 python bench/bench_train.py --quick --methods kto --profiles short   # smoke: tiny model, 1+1 steps
 
-Every trainer runs in its own subprocess (peak RSS = that process's ru_maxrss), one after the
-other, on the same token ids, batch 8, LoRA r=16 on q/k/v/o with a non-zero initialisation
-(PEFT init_lora_weights=False, same seed), float32, the same sequential batch order:
+Cases are MODEL-METHOD-PROFILE (smol-kto-short, smol-dpo-imbalanced, ...); the profiles
+(short, mixed, long_completion, long_prompt, imbalanced) are in bench/profiles.py, how long the
+full table takes and which subsets fit a time budget in bench/README.md.
 
-  prospect        Prospect's defaults: rows grouped by length, prompts run once (shared by KTO's
-                  mismatched pass, by DPO's chosen and rejected), reference log-probs precomputed (under
-                  inference_mode, sorted by length, cached), mismatched pass without autograd; the same
-                  rows as TRL, in length-grouped batches
-  prospect-seq    the same in TRL's batch order: its first-step loss is compared with TRL's (must agree to 1e-5)
-  trl-gc / trl    TRL with its defaults (gradient checkpointing on) / with it off; the faster is the peer
-  ablations       prospect with share_prompt off, with padding_free packing, and in bfloat16 (frozen base in
-                  bf16, adapters in float32) with its loss drift against prospect-seq (float32)
+Every trainer runs in its own subprocess (bench/train_workers.py; peak RSS = its ru_maxrss), one
+after the other, on the same token ids (checked on both sides), batch 8, LoRA r=16 on q/k/v/o with
+the same non-zero initial adapter (checked), float32:
 
-Throughput is given twice: over the timed steps only, and over the whole run including the
-reference log-prob precompute (Prospect pays it once, before step 1; TRL computes the
-reference inside every step), so neither side's way of spending time is left out.
+  prospect        Prospect's defaults, through its recipe stages (prepare -> load_models -> tokenize ->
+                  add_reference -> make_trainer -> fit): length-grouped batches, prompts run once,
+                  reference log-probs precomputed and cached, gradient checkpointing `auto`
+  prospect-seq    the same in TRL's batch order (training.shuffle: false), one step: its first-step
+                  loss is compared with trl-gc's (target |diff| < 1e-5)
+  trl-gc / trl    TRL with its defaults (gradient checkpointing on) / with it off
+  --ablations     also prospect with share_prompt off, with padding_free, and with a bfloat16 base
+                  (its loss drift over --drift-steps against prospect-seq in float32)
 
-`--memory` adds one Prospect KTO step on SmolLM2 at batch 8 with 1024-token sequences (512 prompt
-+ 512 completion tokens) and reports its peak RSS.
-
-Achieved GFLOP/s counts the same nominal work for both (the passes TRL's algorithm needs on
-the real, unpadded tokens: 2 FLOPs per parameter per token forward, 2 more for a backward
-through activations, plus the LM head on completion tokens), so it is a throughput expressed
-in matmul units, set against this machine's float32 matmul peak measured in the same run.
+Per case (bench/summary.py): per-step samples/s of prospect / the FASTER TRL setting; whole-run
+samples/s (every step plus Prospect's reference precompute; TRL computes its reference inside each
+step) / the faster TRL setting by that measure; peak RSS of prospect / trl-gc (TRL's default); the
+first-step loss gap. The summary checks the targets of issue 17 per profile and prints the worst
+case over profiles for each metric. `--memory` adds one Prospect KTO step on SmolLM2 at batch 8
+with 1024-token sequences. Achieved GFLOP/s counts the same nominal work for every run (bench/measure.py).
 """
 
 from __future__ import annotations
@@ -115,7 +114,7 @@ def run_order(a: argparse.Namespace) -> list[tuple[str, dict]]:
     """
     n_rows = {"n_rows": BATCH * (a.warm + a.steps)}
     drift = max(a.drift_steps, a.warm + a.steps)
-    seq = {"warm": 0, "steps": drift} if a.ablations else {"warm": 0, "steps": 1}
+    seq = {"warm": 0, "steps": drift} if a.ablations else {"warm": 0, "steps": 1, "n_rows": BATCH}
     order = [
         ("prospect-seq", {"impl": "prospect", "order": "sequential", **seq}),
         ("trl-gc", {"impl": "trl", "gc": True, **n_rows}),
