@@ -53,7 +53,9 @@ DEFAULT_WARM, DEFAULT_STEPS = 1, 2  # see the module docstring for the duration 
 def spawn(spec: dict, tmp: Path, name: str) -> dict:
     spec_path = tmp / f"spec-{name}.json"  # not f"{name}.json": that may be the run's data file
     spec_path.write_text(json.dumps(spec))
+    # CPU on both sides (TRL's use_cpu=True; Prospect would take a GPU if one were visible)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    env["CUDA_VISIBLE_DEVICES"] = ""
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, str(WORKER), str(spec_path)], capture_output=True, text=True, env=env)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         save(a, table, peaks, None, None)  # after every case: a long run stopped later keeps what it measured
     if table:
         summary = print_summary(table)
-    memory = memory_check(tok, tmp, a.lr) if a.memory else None
+    memory = memory_check(tok, tmp, a.lr, tiny=a.quick) if a.memory else None
     save(a, table, peaks, memory, summary)
     print(f"\nwrote {a.out}")
 
@@ -209,10 +211,12 @@ def save(a: argparse.Namespace, table: list[dict], peaks: dict, memory: Any, sum
     path.write_text(json.dumps(out, indent=1))
 
 
-def memory_check(tok: Any, tmp: Path, lr: float) -> dict:
+def memory_check(tok: Any, tmp: Path, lr: float, tiny: bool = False) -> dict:
     """Peak RSS of Prospect training SmolLM2-135M + LoRA r16 at batch 8, 1024 tokens per sequence (1 step),
-    with the defaults and with gradient checkpointing (which turns prompt sharing off)."""
-    smol = smol_model_dir()
+    with the defaults (checkpointing `auto`) and with checkpointing on, and TRL on the same step
+    (its default, checkpointing on, and off): issue 17 asks Prospect's peak to be at most TRL's.
+    tiny (--quick): the tiny model instead, a smoke run of the same code."""
+    smol = tiny_model_dir(tok, tmp) if tiny else smol_model_dir()
     data = make_data(tok, "kto", BATCH, seed=99, prompt_range=(512, 512), completion_range=(511, 511))
     data_file = tmp / "memory-1024.json"
     data_file.write_text(json.dumps(data))
@@ -229,14 +233,20 @@ def memory_check(tok: Any, tmp: Path, lr: float) -> dict:
         "pad_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
     }
     out: dict[str, Any] = {"batch": BATCH, "tokens_per_sequence": [lengths[0], lengths[-1]]}
-    for name, extra in (("default", {}), ("gradient_checkpointing", {"gc": True})):
+    runs = (
+        ("default", {}),
+        ("gradient_checkpointing", {"gc": True}),
+        ("trl-gc", {"impl": "trl", "gc": True}),
+        ("trl", {"impl": "trl", "gc": False}),
+    )
+    for name, extra in runs:
         spec = {
             **base,
             **extra,
             "work_dir": str(tmp / f"memory-{name}"),
         }
         print(
-            f"\n== memory ({name}): SmolLM2 KTO, batch {BATCH}, sequences of {lengths[0]}-{lengths[-1]} tokens, 1 step",
+            f"\n== memory ({name}): {smol.name} KTO, batch {BATCH}, sequences of {lengths[0]}-{lengths[-1]} tokens, 1 step",
             flush=True,
         )
         res = spawn(spec, tmp, f"memory-1024-{name}")
@@ -244,7 +254,14 @@ def memory_check(tok: Any, tmp: Path, lr: float) -> dict:
             out[name] = {"failed": True}
             continue
         out[name] = {"peak_rss_mb": res["peak_rss_mb"], "step_s": res["times"][0]}
+        if "gradient_checkpointing" in res:
+            out[name]["gradient_checkpointing"] = res["gradient_checkpointing"]
         print(f"peak RSS {res['peak_rss_mb'] / 1024:.2f} GiB, step {res['times'][0]:.1f} s", flush=True)
+    if "peak_rss_mb" in out.get("default", {}) and "peak_rss_mb" in out.get("trl-gc", {}):
+        out["ratio_rss_default_vs_trl_gc"] = out["default"]["peak_rss_mb"] / out["trl-gc"]["peak_rss_mb"]
+        print(
+            f"memory at 1024 tokens: Prospect (defaults) / TRL (defaults) peak RSS x{out['ratio_rss_default_vs_trl_gc']:.2f}"
+        )
     return out
 
 

@@ -49,7 +49,14 @@ def nominal_flops(model_dir: Path, data: dict, step_rows: list[list[int]]) -> li
     return out
 
 
-def summarize(res: dict, warm: int, samples_per_step: int, tokens: list[int], flops: list[float]) -> dict:
+def summarize(
+    res: dict, warm: int, samples_per_step: int, tokens: list[float], flops: list[float], row_tokens: float
+) -> dict:
+    """Per-run numbers. tokens / flops: of each step, in the order the run took them; row_tokens: the
+    mean tokens of a row over the epoch. samples_s_at_mean_length = tokens/s of the timed steps /
+    row_tokens: samples/s had the timed steps held rows of the epoch's mean length (length-grouped
+    batches put the longest batch first, i.e. into the untimed warm-up, so their raw samples/s
+    over the timed steps would flatter them)."""
     t = res["times"][warm:]
     tt = sum(t)
     # The whole run: every step (warm-up included) plus the reference precompute, if any.
@@ -58,6 +65,7 @@ def summarize(res: dict, warm: int, samples_per_step: int, tokens: list[int], fl
     return {
         "samples_s": samples_per_step * len(t) / tt,
         "tokens_s": sum(tokens[warm : warm + len(t)]) / tt,
+        "samples_s_at_mean_length": sum(tokens[warm : warm + len(t)]) / tt / row_tokens,
         "gflops": sum(flops[warm : warm + len(t)]) / tt / 1e9,
         "rss_mb": res["peak_rss_mb"],
         "step_s": tt / len(t),
@@ -77,7 +85,7 @@ def machine() -> str:
 
 def print_row(row: dict) -> None:
     print(
-        f"{'run':18s} {'samples/s':>10s} {'tokens/s':>10s} {'step s':>8s} {'GFLOP/s':>8s} {'%peak':>6s} {'RSS MB':>8s}"
+        f"{'run':18s} {'samples/s':>10s} {'@mean len':>10s} {'tokens/s':>10s} {'step s':>8s} {'GFLOP/s':>8s} {'%peak':>6s} {'RSS MB':>8s}"
     )
     for name in (
         "prospect",
@@ -90,9 +98,9 @@ def print_row(row: dict) -> None:
         "trl",
     ):
         r = row.get(name)
-        if r:
+        if r and not r.get("failed"):
             print(
-                f"{name:18s} {r['samples_s']:10.3f} {r['tokens_s']:10.1f} {r['step_s']:8.2f} {r['gflops']:8.1f} "
+                f"{name:18s} {r['samples_s']:10.3f} {r['samples_s_at_mean_length']:10.3f} {r['tokens_s']:10.1f} {r['step_s']:8.2f} {r['gflops']:8.1f} "
                 f"{100 * r['gflops_vs_peak']:5.1f}% {r['rss_mb']:8.0f}"
             )
     if "ratio_samples" in row:

@@ -3,7 +3,8 @@ profiles: each target of issue 17 checked per profile, and the worst case over p
 
 Ratios of a case (Prospect = the `prospect` run, Prospect's defaults):
 
-    per_step    Prospect samples/s over the timed steps / the FASTER of TRL's two settings (trl-gc, trl)
+    per_step    Prospect samples/s over the timed steps / the FASTER of TRL's two settings (trl-gc, trl),
+                both at the epoch's mean row length (`samples_s_at_mean_length`, bench/measure.py)
     whole_run   Prospect samples/s over every step plus its reference precompute / the faster TRL
                 setting by the same measure (TRL computes its reference inside each step)
     rss         Prospect peak RSS / TRL's default (trl-gc: gradient checkpointing on)
@@ -22,7 +23,6 @@ from profiles import BATCH
 # issue 17: per-step >= x2 TRL's faster setting, whole run >= x1.8, peak RSS <= TRL default (stretch x0.7)
 TARGETS = {"per_step": 2.0, "whole_run": 1.8, "rss": 1.0, "rss_stretch": 0.7, "loss": 1e-5}
 TRL_RUNS = ("trl-gc", "trl")
-GROUPED = ("prospect", "prospect-noshare", "prospect-packed")  # length-grouped batches, other rows per step
 
 
 def _step_tokens(data: dict, seq_rows: list[list[int]]) -> list[int]:
@@ -47,18 +47,27 @@ def case_row(case: dict, runs: dict[str, dict], specs: dict[str, dict], peaks: d
         "warm": case["warm"],
         "steps": case["steps"],
     }
+    epoch_tokens, epoch_flops = sum(toks[:n_steps]), sum(flops[:n_steps])
+    row_tokens = epoch_tokens / (BATCH * n_steps)
     for name, res in runs.items():
         if res.get("failed"):
             row[name] = {"failed": True}
             continue
         warm = specs[name]["warm"]
-        if name in GROUPED:  # the same rows as TRL in other batches: the mean per step
-            mt, mf = sum(toks[:n_steps]) / n_steps, sum(flops[:n_steps]) / n_steps
-            row[name] = summarize(res, warm, BATCH, [mt] * n_steps, [mf] * n_steps)
-        else:
-            row[name] = summarize(res, warm, BATCH, toks, flops)
+        if res.get("step_tokens"):  # Prospect: the tokens of the batches as its sampler drew them
+            st = res["step_tokens"]
+            row[name] = summarize(res, warm, BATCH, st, [x * epoch_flops / epoch_tokens for x in st], row_tokens)
+        else:  # TRL: sequential batches
+            row[name] = summarize(res, warm, BATCH, toks, flops, row_tokens)
         row[name]["gflops_vs_peak"] = row[name]["gflops"] / peaks["bfloat16" if "bf16" in name else "float32"]
-        for key in ("reference_precompute", "tokenize_s", "gradient_checkpointing", "share_prompt", "wall_s"):
+        for key in (
+            "reference_precompute",
+            "tokenize_s",
+            "gradient_checkpointing",
+            "share_prompt",
+            "wall_s",
+            "step_tokens",
+        ):
             if key in res:
                 row[name][key] = res[key]
         if "ref_mismatched_seconds" in res:
@@ -88,11 +97,11 @@ def ratios(row: dict) -> dict[str, Any]:
     peers = [n for n in TRL_RUNS if "samples_s" in row.get(n, {})]
     if "samples_s" not in p or not peers:
         return {}
-    step_peer = max(peers, key=lambda n: row[n]["samples_s"])
+    step_peer = max(peers, key=lambda n: row[n]["samples_s_at_mean_length"])
     whole_peer = max(peers, key=lambda n: row[n]["samples_s_with_reference"])
     out = {
         "peer": step_peer,
-        "ratio_samples": p["samples_s"] / row[step_peer]["samples_s"],
+        "ratio_samples": p["samples_s_at_mean_length"] / row[step_peer]["samples_s_at_mean_length"],
         "peer_whole_run": whole_peer,
         "ratio_samples_with_reference": p["samples_s_with_reference"] / row[whole_peer]["samples_s_with_reference"],
     }

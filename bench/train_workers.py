@@ -22,8 +22,8 @@ from profiles import BATCH  # noqa: E402
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
-# --------------------------------------------------------------------------- worker
 def _lora_config() -> Any:
+    """Prospect's LoRA settings (examples/*.yaml); init_lora_weights=False: B != 0 from the start (bench_prefix)."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -192,10 +192,12 @@ def run_prospect(spec: dict, data: dict) -> dict:
         cache = train_data.notes["reference"].get("cache", {}).get("train", "none")
         ref_cost[f"run{i}"] = {"seconds": round(time.perf_counter() - t0, 3), "cache": cache}
     trainer = make_trainer(run, models, train_data, quiet=True)
+    share_prompt = bool(getattr(trainer.data_collator, "share_prompt", False))
     timer = _Timer()
     trainer.add_callback(timer)
     losses = _record_losses(trainer)
     ref_time = _time_method(trainer, "reference_logps")  # KTO's on-the-fly mismatched reference pass
+    step_tokens = _count_batch_tokens(trainer)
     checksum = _adapter_checksum(models.policy)
     fit(run, trainer)
     return {
@@ -204,12 +206,27 @@ def run_prospect(spec: dict, data: dict) -> dict:
         "reference_precompute": ref_cost,
         "tokenize_s": round(tokenize_s, 3),
         "token_ids_match": same_ids,
-        "share_prompt": bool(getattr(trainer.data_collator, "share_prompt", False)),
+        "share_prompt": share_prompt,
         "gradient_checkpointing": train_data.notes.get("gradient_checkpointing"),
         "kto_weights": run.weights_note,
         "adapter_checksum": checksum,
         "ref_mismatched_seconds": ref_time[0],
+        "step_tokens": step_tokens,
     }
+
+
+def _count_batch_tokens(trainer: Any) -> list[int]:
+    """Wrap the collator to record each batch's tokens (prompt once + completions), in the sampler's order."""
+    counts: list[int] = []
+    inner = trainer.data_collator
+    cols = ("completion_ids", "chosen_ids", "rejected_ids")
+
+    def collate(features: list[dict]) -> Any:
+        counts.append(sum(len(f["prompt_ids"]) + sum(len(f[c]) for c in cols if c in f) for f in features))
+        return inner(features)
+
+    trainer.data_collator = collate
+    return counts
 
 
 def _time_method(obj: Any, name: str) -> list[float]:
@@ -247,7 +264,7 @@ def run_trl(spec: dict, data: dict) -> dict:
 
     method, rows = data["method"], data["rows"]
     # TRL builds the adapter itself (peft_config), so its reference is the base model with the
-    # adapter disabled, as Prospect's; same seed right before get_peft_model -> same adapter.
+    # adapter disabled, as Prospect's; seeded_adapter_ then gives it Prospect's initial adapter.
     model = _load_base(spec["model_dir"], "float32")
     from transformers import AutoTokenizer
 
