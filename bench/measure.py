@@ -115,7 +115,8 @@ def print_row(row: dict) -> None:
         verdict = "OK (< 1e-5)" if f["abs_diff"] < 1e-5 else "MISMATCH (>= 1e-5)"
         print(
             f"first-step loss: prospect {f['prospect']:.8f}  trl {f['trl']:.8f}  |diff| {f['abs_diff']:.2e} {verdict}"
-            f"  (token ids match: {f['token_ids_match']}, same initial adapter: {f['same_adapter']})"
+            f"  (token ids match: {f['token_ids_match']}, same initial adapter: {f['same_adapter']}; "
+            f"TRL gc off vs on: {f.get('trl_vs_trl_gc', float('nan')):.2e})"
         )
     if "bf16_drift" in row:
         d = row["bf16_drift"]

@@ -83,6 +83,9 @@ def case_row(case: dict, runs: dict[str, dict], specs: dict[str, dict], peaks: d
             "token_ids_match": bool(t1.get("token_ids_match")) and p1.get("token_ids_match", True),
             "same_adapter": p1.get("adapter_checksum") == t1.get("adapter_checksum"),
         }
+        t2 = runs.get("trl", {})
+        if t2.get("losses"):  # TRL against itself (checkpointing off / on): the float32 noise floor
+            row["first_loss"]["trl_vs_trl_gc"] = abs(t2["losses"][0] - t1["losses"][0])
     b16 = runs.get("prospect-bf16", {})
     if p1.get("losses") and b16.get("losses"):
         k = min(len(p1["losses"]), len(b16["losses"]))
