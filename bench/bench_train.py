@@ -89,6 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.warm = 1 if a.warm is None else a.warm
     a.steps = DEFAULT_STEPS if a.steps is None else a.steps
     a.warm = DEFAULT_WARM if a.warm is None else a.warm
+    if a.steps < 1 or a.warm < 0:
+        ap.error(f"--steps must be >= 1 and --warm >= 0 (got {a.steps} and {a.warm})")
     if a.cases is not None:
         a.case_list = [c for c in a.cases.split(",") if c]  # "" with --memory: memory only
     else:
