@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_train import BATCH, _load_lora_model, make_data, smol_model_dir, tiny_model_dir  # noqa: E402
+from profiles import BATCH, make_data, smol_model_dir, tiny_model_dir  # noqa: E402
 from prospect.data.collate import PairedCollator, UnpairedCollator  # noqa: E402
 from prospect.engine.logprobs import sequence_logps  # noqa: E402
 from prospect.engine.prefix import prompt_states, suffix_logps  # noqa: E402
+from train_workers import _load_lora_model  # noqa: E402
 
 
 def kto_step(model, batch, shared):

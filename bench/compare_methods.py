@@ -1,4 +1,5 @@
-"""Compare kto, dpo, ipo, factual_dpo, dpo_kto, orpo, simpo and cpo after the same number of steps on the same data.
+"""Compare every training method (the METHODS table, src/prospect/config/methods.py) after the same number
+of steps on the same data.
 
     python bench/compare_methods.py --steps 20 --out bench/results/compare_methods.md
 
@@ -26,13 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prospect.config.methods import METHODS as METHOD_TABLE
+
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("kto", "dpo", "ipo", "factual_dpo", "dpo_kto", "orpo", "simpo", "cpo")
+METHODS = tuple(METHOD_TABLE)  # one source of truth for method names; each has examples/<method>.yaml
 
 
 def run_config(method: str, args: argparse.Namespace) -> Any:
     """The example config of `method` with the comparison's shared settings."""
-    from prospect.config.loader import load_config
+    from prospect.recipes import load_run_config
 
     overrides = [
         f"data.train_file={args.train}",
@@ -48,12 +51,12 @@ def run_config(method: str, args: argparse.Namespace) -> Any:
         "evaluation.eval_interval=null",
         "evaluation.num_generation_samples=0",
     ]
-    return load_config(str(ROOT / "examples" / f"{method}.yaml"), overrides)
+    return load_run_config(str(ROOT / "examples" / f"{method}.yaml"), overrides)
 
 
 def train_and_evaluate(method: str, args: argparse.Namespace) -> dict[str, Any]:
-    from prospect.engine.run import run_directory, train
-    from prospect.eval.evaluate import evaluate_run
+    from prospect.engine.rundir import run_directory
+    from prospect.recipes import evaluate_run, train
 
     cfg = run_config(method, args)
     run_dir = run_directory(cfg)
