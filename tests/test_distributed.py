@@ -189,6 +189,9 @@ def test_example_accelerate_configs_load():
         "fsdp.yaml": DistributedType.FSDP,
         "deepspeed_zero2.yaml": DistributedType.DEEPSPEED,
         "deepspeed_zero3.yaml": DistributedType.DEEPSPEED,
+        "fsdp_cpu.yaml": DistributedType.FSDP,
+        "deepspeed_zero2_cpu.yaml": DistributedType.DEEPSPEED,
+        "deepspeed_zero3_cpu.yaml": DistributedType.DEEPSPEED,
     }
     for name, kind in expected.items():
         cfg = load_config_from_file(str(root / name))
@@ -196,3 +199,18 @@ def test_example_accelerate_configs_load():
     assert load_config_from_file(str(root / "deepspeed_zero3.yaml")).deepspeed_config["zero_stage"] == 3
     assert load_config_from_file(str(root / "fsdp.yaml")).fsdp_config["fsdp_version"] == 2
     assert load_config_from_file(str(root / "multinode_ddp.yaml")).num_machines == 2
+
+
+def test_gpu_configs_differ_from_their_cpu_twins_only_in_what_a_gpu_needs():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
+    gpu_only = {"num_processes", "gpu_ids", "mixed_precision"}
+    for name in ("fsdp", "deepspeed_zero2", "deepspeed_zero3"):
+        cpu = yaml.safe_load((root / f"{name}_cpu.yaml").read_text())
+        gpu = yaml.safe_load((root / f"{name}.yaml").read_text())
+        differ = {k for k in cpu.keys() | gpu.keys() if cpu.get(k) != gpu.get(k)}
+        assert differ <= gpu_only, (name, differ)
+        assert cpu["num_processes"] == 2 and cpu["use_cpu"] is False and gpu["gpu_ids"] == "all"

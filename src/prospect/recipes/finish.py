@@ -109,6 +109,7 @@ def finish(
         "data": {k: report.get(k) for k in ("rows_read", "accepted", "labels", "pairs") if k in report},
         "curriculum": notes.get("curriculum"),  # None when pairs were sampled at random
         "gradient_checkpointing": notes.get("gradient_checkpointing"),
+        "distributed": dist.distributed_note(trainer),
     }
     atomic_write_json(run_dir / "results.json", results)
     try:
