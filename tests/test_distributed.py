@@ -68,7 +68,13 @@ def _stop_worker(rank: int, port: int, out_dir: str) -> None:
         )
         with open(os.path.join(out_dir, f"stop{rank}.json"), "w") as fh:
             json.dump(
-                {"save": control.should_save, "stop": control.should_training_stop, "at": request.stopped_at_step}, fh
+                {
+                    "save": control.should_save,
+                    "stop": control.should_training_stop,
+                    "at": request.stopped_at_step,
+                    "signum": request.signum,  # rank 0 learns which signal (it exits 128 + 15 too)
+                },
+                fh,
             )
     finally:
         dist.destroy_process_group()
@@ -79,7 +85,8 @@ def test_a_signal_to_one_process_stops_every_process_after_the_same_step(tmp_pat
 
     mp.start_processes(_stop_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     for rank in (0, 1):
-        assert json.loads((tmp_path / f"stop{rank}.json").read_text()) == {"save": True, "stop": True, "at": 7}
+        got = json.loads((tmp_path / f"stop{rank}.json").read_text())
+        assert got == {"save": True, "stop": True, "at": 7, "signum": 15}
 
 
 def _config(tmp_path, name, batch, reference_point):

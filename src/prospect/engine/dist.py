@@ -155,3 +155,20 @@ def distributed_note(trainer: Any) -> dict[str, Any]:
     else:
         engine = "ddp" if acc.num_processes > 1 else "single"
     return {"engine": engine, "processes": int(acc.num_processes)}
+
+
+def concat_across_processes(values: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Every process's lists joined per key (process 0's first): the per-batch metrics of the whole run.
+
+    A collective: every process calls it at the same point (each logging step and evaluation).
+    """
+    group = _group()
+    if group is None or group.get_world_size() == 1:
+        return values
+    every: list[Any] = [None] * group.get_world_size()
+    group.all_gather_object(every, {k: list(v) for k, v in values.items()})
+    out: dict[str, list[float]] = {}
+    for d in every:
+        for k, v in d.items():
+            out.setdefault(k, []).extend(v)
+    return out
