@@ -68,7 +68,13 @@ def _stop_worker(rank: int, port: int, out_dir: str) -> None:
         )
         with open(os.path.join(out_dir, f"stop{rank}.json"), "w") as fh:
             json.dump(
-                {"save": control.should_save, "stop": control.should_training_stop, "at": request.stopped_at_step}, fh
+                {
+                    "save": control.should_save,
+                    "stop": control.should_training_stop,
+                    "at": request.stopped_at_step,
+                    "signum": request.signum,  # rank 0 learns which signal (it exits 128 + 15 too)
+                },
+                fh,
             )
     finally:
         dist.destroy_process_group()
@@ -79,7 +85,8 @@ def test_a_signal_to_one_process_stops_every_process_after_the_same_step(tmp_pat
 
     mp.start_processes(_stop_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     for rank in (0, 1):
-        assert json.loads((tmp_path / f"stop{rank}.json").read_text()) == {"save": True, "stop": True, "at": 7}
+        got = json.loads((tmp_path / f"stop{rank}.json").read_text())
+        assert got == {"save": True, "stop": True, "at": 7, "signum": 15}
 
 
 def _config(tmp_path, name, batch, reference_point):
@@ -189,6 +196,9 @@ def test_example_accelerate_configs_load():
         "fsdp.yaml": DistributedType.FSDP,
         "deepspeed_zero2.yaml": DistributedType.DEEPSPEED,
         "deepspeed_zero3.yaml": DistributedType.DEEPSPEED,
+        "fsdp_cpu.yaml": DistributedType.FSDP,
+        "deepspeed_zero2_cpu.yaml": DistributedType.DEEPSPEED,
+        "deepspeed_zero3_cpu.yaml": DistributedType.DEEPSPEED,
     }
     for name, kind in expected.items():
         cfg = load_config_from_file(str(root / name))
@@ -196,3 +206,18 @@ def test_example_accelerate_configs_load():
     assert load_config_from_file(str(root / "deepspeed_zero3.yaml")).deepspeed_config["zero_stage"] == 3
     assert load_config_from_file(str(root / "fsdp.yaml")).fsdp_config["fsdp_version"] == 2
     assert load_config_from_file(str(root / "multinode_ddp.yaml")).num_machines == 2
+
+
+def test_gpu_configs_differ_from_their_cpu_twins_only_in_what_a_gpu_needs():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
+    gpu_only = {"num_processes", "gpu_ids", "mixed_precision"}
+    for name in ("fsdp", "deepspeed_zero2", "deepspeed_zero3"):
+        cpu = yaml.safe_load((root / f"{name}_cpu.yaml").read_text())
+        gpu = yaml.safe_load((root / f"{name}.yaml").read_text())
+        differ = {k for k in cpu.keys() | gpu.keys() if cpu.get(k) != gpu.get(k)}
+        assert differ <= gpu_only, (name, differ)
+        assert cpu["num_processes"] == 2 and cpu["use_cpu"] is False and gpu["gpu_ids"] == "all"

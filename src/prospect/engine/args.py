@@ -140,6 +140,8 @@ def training_args(cfg: RunConfig, run_dir: Path, has_eval: bool) -> Any:
         # Several processes and no GPU (`accelerate launch --multi_gpu` or `torchrun` on a CPU
         # machine): data-parallel over gloo; without use_cpu, transformers would run each process alone.
         kwargs["use_cpu"] = True
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed over gloo, the Trainer's optimizer
     try:
         return TrainingArguments(**kwargs)
     except ValueError as e:

@@ -18,7 +18,7 @@ from typing import Any
 from prospect.config.schema import RunConfig
 from prospect.data.collate import PairedCollator, UnpairedCollator
 from prospect.engine.checkpointing import enable_checkpointing
-from prospect.engine.dist import distributed_mean
+from prospect.engine.dist import distributed_mean, fsdp_requested
 from prospect.engine.prefix import supports_prompt_sharing
 from prospect.engine.trainer import PreferenceTrainer
 from prospect.engine.window import WindowMismatchTrainer, WindowRowsCollator
@@ -41,8 +41,17 @@ def builds_mismatched(cfg: RunConfig, loss: Any) -> bool:
 
 
 def share_prompt(cfg: RunConfig, model: Any) -> bool:
-    """Whether prompts run once per row (exact only where `supports_prompt_sharing` says so)."""
-    return cfg.training.share_prompt and not cfg.training.padding_free and supports_prompt_sharing(model)
+    """Whether prompts run once per row (exact only where `supports_prompt_sharing` says so).
+
+    Not under FSDP: the prompts' cached keys and values reach the loss without passing through
+    the outputs of the sharded decoder layers, where FSDP-2 hooks the re-gathering of their weights
+    for the backward pass, so the backward would meet freed weights.
+    """
+    wanted = cfg.training.share_prompt and not cfg.training.padding_free and supports_prompt_sharing(model)
+    if wanted and fsdp_requested():
+        log.info("training.share_prompt: off under FSDP (prompts run with each completion)")
+        return False
+    return wanted
 
 
 def build_trainer(

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from prospect.data.layout import eval_mismatched_pairs, eval_order, layout
 from prospect.data.tokenize import TokenizeSettings, tokenizer_fingerprint
+from prospect.engine.dist import gathered_parameters, on_main_then_shared
 from prospect.engine.logprobs import sequence_logps
 from prospect.engine.model import base_weights_fingerprint, model_quantization
 from prospect.io import atomic_path, cache_root
@@ -190,29 +191,34 @@ def attach_reference(
     """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     tok_key = tokenizer_fingerprint(tokenizer)
-    with context() as ref_src:
+    out, notes = {}, {}
+    # Several processes: the main process computes (or reads the cache) and shares the columns;
+    # under ZeRO-3 every process first gathers the full weights (dist.gathered_parameters).
+    with context() as ref_src, gathered_parameters(ref_src):
         base_fp = base_weights_fingerprint(ref_src)
         quant = model_quantization(ref_src)  # a 4-bit reference is not a float one
-    out, notes = {}, {}
-    for split, ds in datasets.items():
-        batch = eval_pairs_batch if split == "validation" and kind == "unpaired" else None
-        cols = ["prompt_ids", "completion_ids"] if kind == "unpaired" else ["prompt_ids", "chosen_ids", "rejected_ids"]
-        extra = {"eval_pairs_batch": batch} if batch is not None else {}
-        if quant is not None:  # only then: unquantized runs keep their cache keys
-            extra["quantization"] = quant
-        key = reference_cache_key(
-            base_fingerprint=base_fp,
-            tokenizer_key=tok_key,
-            data_key=dataset_fingerprint(ds, cols),
-            settings={**asdict(settings), **extra},
-        )
+        for split, ds in datasets.items():
+            batch = eval_pairs_batch if split == "validation" and kind == "unpaired" else None
+            cols = (
+                ["prompt_ids", "completion_ids"] if kind == "unpaired" else ["prompt_ids", "chosen_ids", "rejected_ids"]
+            )
+            extra = {"eval_pairs_batch": batch} if batch is not None else {}
+            if quant is not None:  # only then: unquantized runs keep their cache keys
+                extra["quantization"] = quant
+            key = reference_cache_key(
+                base_fingerprint=base_fp,
+                tokenizer_key=tok_key,
+                data_key=dataset_fingerprint(ds, cols),
+                settings={**asdict(settings), **extra},
+            )
 
-        def compute(ds: Any = ds, split: str = split, batch: int | None = batch) -> dict[str, torch.Tensor]:
-            with context() as ref_src:
+            def compute(ds: Any = ds, split: str = split, batch: int | None = batch) -> dict[str, torch.Tensor]:
                 return _compute_split(ref_src, ds, kind, split, pad_id, settings.max_length, batch)
 
-        tensors, notes[split] = cached_reference_logps(key, compute)
-        for name, t in tensors.items():
-            ds = ds.add_column(name, t.tolist())
-        out[split] = ds
+            tensors, notes[split] = on_main_then_shared(
+                lambda key=key, compute=compute: cached_reference_logps(key, compute)
+            )
+            for name, t in tensors.items():
+                ds = ds.add_column(name, t.tolist())
+            out[split] = ds
     return out, notes

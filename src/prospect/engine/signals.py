@@ -116,21 +116,22 @@ def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[StopReque
         restore()
 
 
-def _any_process(flag: bool, device: Any) -> bool:
-    """Whether `flag` is set on any data-parallel process (the flag itself in a single process).
+def _any_process(signum: int | None, device: Any) -> int | None:
+    """The stop signal seen by any data-parallel process (`signum` itself in a single process).
 
-    A signal may reach the processes of a run on different sides of a step boundary; each
-    step's stop decision is shared, so all of them save and stop after the same step instead
-    of some waiting in the next step's all-reduce forever.
+    A signal may reach the processes of a run on different sides of a step boundary, or reach
+    only one of them; each step's stop decision is shared (with the signal's number, so every
+    process reports and exits the same way), so all of them save and stop after the same step
+    instead of some waiting in the next step's all-reduce forever.
     """
     import torch
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return signum
+    t = torch.tensor([float(signum or 0)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return int(t.item()) or None
 
 
 class StopOnSignalCallback(TrainerCallback):
@@ -141,9 +142,11 @@ class StopOnSignalCallback(TrainerCallback):
         self.request = request
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        if self.request.stopped_at_step is None and _any_process(
-            self.request.requested, getattr(args, "device", "cpu")
-        ):
+        if self.request.stopped_at_step is not None:
+            return control
+        signum = _any_process(self.request.signum, getattr(args, "device", "cpu"))
+        if signum is not None:
+            self.request.signum = self.request.signum or signum  # a process the signal did not reach
             self.request.stopped_at_step = state.global_step
             control.should_save = True
             control.should_training_stop = True

@@ -21,7 +21,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from prospect.data.layout import PREFIX, eval_order
-from prospect.engine.dist import distributed_mean
+from prospect.engine.dist import concat_across_processes, distributed_mean, enable_fsdp_on_cpu
 from prospect.engine.logprobs import sequence_logps
 from prospect.engine.prefix import prompt_states, suffix_logps
 from prospect.engine.reference import reference_context
@@ -71,6 +71,11 @@ class PreferenceTrainer(Trainer):
             self.ref_model.eval()
             for p in self.ref_model.parameters():
                 p.requires_grad_(False)
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if enable_fsdp_on_cpu(self.accelerator, self.args):  # several CPU processes, FSDP asked for
+            self.is_fsdp_enabled = True
 
     # -- reference ---------------------------------------------------------------
     @contextlib.contextmanager
@@ -281,6 +286,9 @@ class PreferenceTrainer(Trainer):
         split = "train" if "loss" in logs else "eval"
         prefix = "" if split == "train" else "eval_"
         stored = self._stored[split]
+        if "loss" in logs or "eval_loss" in logs:  # logged on every process at once: the batches of all of them
+            stored = defaultdict(list, concat_across_processes(stored))
+            self._stored[split].clear()
         for k, vals in stored.items():
             if vals and not k.startswith("sum/"):
                 logs[prefix + k] = round(sum(vals) / len(vals), 6)

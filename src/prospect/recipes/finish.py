@@ -111,6 +111,7 @@ def finish(
         "curriculum": notes.get("curriculum"),  # None when pairs were sampled at random
         "gradient_checkpointing": notes.get("gradient_checkpointing"),
         "quantization": quantization_summary(cfg),  # {"bits": 4, "type": "nf4", ...} for QLoRA, else None
+        "distributed": dist.distributed_note(trainer),
     }
     atomic_write_json(run_dir / "results.json", results)
     try:

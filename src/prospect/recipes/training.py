@@ -83,8 +83,9 @@ def tokenize(run: PreparedRun, models: Models) -> TrainData:
             records, models.tokenizer, models.settings, kind=run.kind, tokenizer_key=key, desc=f"Tokenizing {split}"
         )
 
-    train_ds, train_stats = tokens(run.data.train, "train")
-    eval_ds, eval_stats = tokens(run.data.validation, "validation") if run.data.validation else (None, None)
+    with dist.main_process_first():  # one process writes the token cache, the others read it
+        train_ds, train_stats = tokens(run.data.train, "train")
+        eval_ds, eval_stats = tokens(run.data.validation, "validation") if run.data.validation else (None, None)
     run.report["tokenization"] = {"train": train_stats, "validation": eval_stats}
     if dist.is_main_process():
         atomic_write_json(run.run_dir / "data_report.json", run.report)
