@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_train import _lora_config, _record_losses, _sequential
+from train_workers import _lora_config, _record_losses, _sequential
 
 BATCH = 8
 SEED = 0
