@@ -16,7 +16,7 @@ Prospect says `lora_rank`). Every accepted spelling is one row of `ALIASES`:
   "ignore" (accepted, dropped with a warning), "ambiguous" (refused: two seeds disagree);
 - `methods` if set, the target only has an effect with these methods (a warning otherwise).
 
-An alias applies only where it is unambiguous. `kto_lambda` is the clash DESIGN.md names:
+An alias applies only where it is unambiguous. `kto_lambda` is the one real clash between the seeds:
 under `kto:` it is seed 000's loss aversion (canonical `kto.kto_lambda`); under
 `training:` it is seed 003's weight of the KTO term in DPO+KTO (canonical
 `method.kto_weight`); at the top level, with nothing to tell them apart, it is refused.

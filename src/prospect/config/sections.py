@@ -1,6 +1,6 @@
 """The sections of a run config except `data:` (data_config.py): model, training, kto, dpo, method, ...
 
-Names and defaults follow the seeds; where the seeds clash, DESIGN.md decides and the
+Names and defaults follow the seeds; where the seeds clash, the project design decides (docs/config_aliases.md) and the
 alias table in `aliases.py` says which seed name maps where. Every field has help
 text (`description`): it is what `Model.model_fields[name].description` and
 `RunConfig.model_json_schema()` give, and what docs/data.md and docs/config_aliases.md

@@ -1,4 +1,4 @@
-"""Canonical record types (DESIGN.md, "Canonical records").
+"""Canonical record types (docs/architecture.md, "Data flow").
 
 Every input format becomes one of these two types. A prompt or completion is either
 a plain string (standard format) or a list of chat messages `{"role", "content"}`

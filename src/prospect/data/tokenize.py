@@ -3,7 +3,7 @@
 Each record is rendered to text (the tokenizer's chat template when it has one and the
 config allows it), then prompt and completion are tokenized *separately*, so the loss
 knows exactly which tokens are the completion. The check counts what commonly goes
-wrong (DESIGN.md, "A tokenization check before training"):
+wrong (docs/data.md, "The tokenization check"):
 
 - double BOS: the template already starts with BOS and the tokenizer would add another;
 - boundary merges: tokenizing prompt+completion as one string gives different ids than

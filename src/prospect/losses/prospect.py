@@ -1,7 +1,7 @@
 """The prospect loss: KTO with the rest of prospect theory's knobs (this project's extension).
 
 Seed 000 exposes `kto_alpha`, `kto_beta_s`, `kto_gamma`, `kto_lambda`, `use_weighting`,
-`weighting_temperature`; DESIGN.md ("Methods") fixes what they mean. See `ProspectLoss`.
+`weighting_temperature`; docs/methods.md ("prospect") gives what they mean. See `ProspectLoss`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def log_probability_weight_ratio(log_q: Tensor, log_1mq: Tensor, gamma: float) -
 
 @register_unpaired("prospect")
 class ProspectLoss(UnpairedLoss):
-    """Prospect-theory KTO (DESIGN.md "Methods"; builds on KTO, Ethayarajh et al. 2024, Eq. 7, and the
+    """Prospect-theory KTO (docs/methods.md; builds on KTO, Ethayarajh et al. 2024, Eq. 7, and the
     probability weighting function of Tversky & Kahneman 1992, "Advances in prospect theory").
 
     Symbols (config names in brackets):
