@@ -112,6 +112,26 @@ def markdown_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+SETTINGS = ("steps", "model", "train", "eval", "lr", "seed")
+
+
+def merged_rows(path: Path, rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """This run's rows plus the earlier rows of other methods in `path`, in METHODS order.
+
+    Refuses to merge rows trained with other settings (steps, model, data, lr, seed).
+    """
+    if not path.is_file():
+        return rows
+    old = json.loads(path.read_text(encoding="utf-8"))
+    differ = [k for k in SETTINGS if old.get(k) != getattr(args, k)]
+    if differ:
+        raise SystemExit(f"--merge: {path} was made with other settings ({', '.join(differ)}); rerun without --merge")
+    mine = {r["method"] for r in rows}
+    combined = [r for r in old.get("runs", []) if r["method"] not in mine] + rows
+    order = list(METHODS)
+    return sorted(combined, key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=20, help="optimizer steps per method (default 20)")
@@ -124,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--output-dir", default="runs/compare_methods")
     p.add_argument("--force", action="store_true", help="retrain runs that already finished")
+    p.add_argument("--merge", action="store_true", help="keep the other methods' rows already in --out's JSON")
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -137,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     for m in methods:
         print(f"[{m}] training {args.steps} steps ...", file=sys.stderr, flush=True)
         rows.append(train_and_evaluate(m, args))
-    table = markdown_table(rows, args)
     out = Path(args.out)
+    if args.merge:
+        rows = merged_rows(out.with_suffix(".json"), rows, args)
+    table = markdown_table(rows, args)
     out.parent.mkdir(parents=True, exist_ok=True)
     from prospect.io import atomic_write_json, atomic_write_text
 

@@ -151,6 +151,7 @@ def prospect_config(spec: dict, data: dict, work: Path) -> Any:
                 "lora_dropout": 0.0,
                 "lora_target_modules": LORA_TARGETS,
                 "use_gradient_checkpointing": True if spec.get("gc") else "auto",
+                **spec.get("optimization", {}),  # probes of other settings (e.g. activation_budget_gb)
             },
             "logging": {"report_to": []},
         }

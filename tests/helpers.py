@@ -83,3 +83,25 @@ def write_config(path: Path, **sections: Any) -> Path:
             cfg[k] = v
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
+
+
+def sgd_training(name: str, runs_dir: Path, batch: int, **extra: Any) -> dict[str, Any]:
+    """`training:` for equality tests: plain SGD without clipping, batches in file order, one log row a step.
+
+    With these, two runs that see the same rows in the same summed gradients take the same
+    steps, so their losses and adapters can be compared to float rounding.
+    """
+    return {
+        "batch_size": batch,
+        "max_steps": 3,
+        "learning_rate": 0.5,
+        "optim": "sgd",
+        "max_grad_norm": 0.0,
+        "shuffle": False,
+        "logging_steps": 1,
+        "save_steps": 100,
+        "run_name": name,
+        "output_dir": str(runs_dir),
+        "seed": 0,
+        **extra,
+    }

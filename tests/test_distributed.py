@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from helpers import learnable_unpaired, write_config, write_jsonl
+from helpers import learnable_unpaired, sgd_training, write_config, write_jsonl
 from prospect.cli import main
 from prospect.io import read_jsonl
 
@@ -97,19 +97,7 @@ def _config(tmp_path, name, batch, reference_point):
         tmp_path / f"{name}.yaml",
         data={"train_file": str(data)},
         kto={"beta": 0.5, "precompute_ref_log_probs": False, "reference_point": reference_point},
-        training={
-            "batch_size": batch,
-            "max_steps": 3,
-            "learning_rate": 0.5,
-            "optim": "sgd",
-            "max_grad_norm": 0.0,
-            "shuffle": False,
-            "logging_steps": 1,
-            "save_steps": 100,
-            "run_name": name,
-            "output_dir": str(tmp_path / "runs"),
-            "seed": 0,
-        },
+        training=sgd_training(name, tmp_path / "runs", batch),
     )
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import learnable_unpaired, write_config, write_jsonl
+from helpers import learnable_unpaired, sgd_training, write_config, write_jsonl
 from prospect.cli import main
 from prospect.io import read_jsonl
 
@@ -65,20 +65,7 @@ def _config(tmp: Path, method: str, name: str, batch: int, data_section: dict | 
     if method == "kto":
         # 1 process x 4 rows: z0 over its 4 rows; 2 processes x 2 rows: z0 over the same 4 rows (the window)
         section["reference_point"] = "batch_mismatch" if name.startswith("one") else "window_mismatch"
-    t = {
-        "batch_size": batch,
-        "max_steps": 3,
-        "learning_rate": 0.5,
-        "optim": "sgd",
-        "max_grad_norm": 0.0,
-        "shuffle": False,
-        "logging_steps": 1,
-        "save_steps": 100,
-        "run_name": name,
-        "output_dir": str(tmp / "runs"),
-        "seed": 0,
-        **training,
-    }
+    t = sgd_training(name, tmp / "runs", batch, **training)
     data_section = {"train_file": str(data), **(data_section or {})}
     return write_config(tmp / f"{name}.yaml", method=method, data=data_section, **{method: section}, training=t)
 

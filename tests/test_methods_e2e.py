@@ -367,6 +367,27 @@ def test_reference_free_loss_uses_no_reference(runs):
     assert abs(first - math.log(2)) > 1e-3  # not what a reference would give at step 1
 
 
+@pytest.mark.parametrize(("method", "has_reference"), [("simpo", False), ("orpo", False), ("dpo", True)])
+def test_full_finetuning_loads_a_reference_copy_only_when_the_loss_reads_one(tmp_path, method, has_reference):
+    """Full fine-tuning of a reference-free loss (ORPO, SimPO, CPO) loads no frozen copy of the policy."""
+    from prospect.config.loader import load_config
+    from prospect.recipes.preparation import prepare
+    from prospect.recipes.training import load_models
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", learnable_paired(4, seed=1))
+    path = write_config(
+        tmp_path / "c.yaml",
+        method=method,
+        optimization={"use_lora": False},
+        data={"train_file": str(data), "validation_split_percentage": 0.0},
+    )
+    run = prepare(load_config(path), write=False)
+    models = load_models(run)
+    assert (models.reference is not None) is has_reference
+    if has_reference:
+        assert models.reference is not models.policy
+
+
 # --------------------------------------------------------------------------- curriculum
 def test_curriculum_by_reference_margin_is_recorded(runs):
     run = runs("curriculum_margin")

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from helpers import learnable_unpaired, write_config, write_jsonl
+from helpers import learnable_unpaired, sgd_training, write_config, write_jsonl
 from prospect.cli import main
 from prospect.config.schema import RunConfig
 from prospect.engine.window import resolve_reference_point
@@ -142,20 +142,7 @@ def _run(tmp_path, name, batch, accum, reference_point, steps=3):
         tmp_path / f"{name}.yaml",
         data={"train_file": str(data)},
         kto=kto,
-        training={
-            "batch_size": batch,
-            "gradient_accumulation_steps": accum,
-            "max_steps": steps,
-            "learning_rate": 0.5,
-            "optim": "sgd",
-            "max_grad_norm": 0.0,
-            "shuffle": False,
-            "logging_steps": 1,
-            "save_steps": 100,
-            "run_name": name,
-            "output_dir": str(tmp_path / "runs"),
-            "seed": 0,
-        },
+        training=sgd_training(name, tmp_path / "runs", batch, gradient_accumulation_steps=accum, max_steps=steps),
     )
     assert main(["train", str(cfg), "--quiet"]) == 0
     run = tmp_path / "runs" / name

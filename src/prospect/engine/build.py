@@ -65,17 +65,17 @@ def build_trainer(
     train_dataset: Any,
     eval_dataset: Any,
     max_length: int,
-    checkpointing: bool = False,
+    checkpointing: int = 0,
 ) -> PreferenceTrainer:
     """The run's PreferenceTrainer (or WindowMismatchTrainer) with its collator and z0 estimator.
 
-    checkpointing: enable gradient checkpointing on `model` (`engine.checkpointing.choose_checkpointing`).
+    checkpointing: how many decoder layers of `model` to checkpoint (`engine.checkpointing.choose_checkpointing`).
     """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     mismatched = builds_mismatched(cfg, loss)
     shared = share_prompt(cfg, model)
-    if checkpointing:
-        enable_checkpointing(model, share_prompt=shared)
+    if checkpointing > 0:
+        enable_checkpointing(model, share_prompt=shared, layers=checkpointing)
     collator_cls = UnpairedCollator if loss.kind == "unpaired" else PairedCollator
     collator: Any = collator_cls(
         pad_id=pad_id,

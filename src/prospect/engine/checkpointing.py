@@ -1,24 +1,34 @@
-"""Gradient checkpointing: on, off, or chosen from a step's estimated activation memory.
+"""Gradient checkpointing: on, off, or as many decoder layers as a step's activation budget needs.
 
-`optimization.use_gradient_checkpointing: auto` (the default) turns it on when the activations
-a training step keeps for its backward pass would exceed `optimization.activation_budget_gb`.
-The estimate is for the largest batch the data can form (the `batch_size` longest rows):
+`optimization.use_gradient_checkpointing: auto` (the default) checkpoints the fewest decoder
+layers that bring the activations a training step keeps for its backward pass within
+`optimization.activation_budget_gb`; `true` checkpoints every layer, `false` none. The estimate
+is for the largest batch the data can form (the `batch_size` longest rows):
 
     activation bytes ~= layers x tokens x (10 * hidden + 2 * intermediate) x bytes per value
 
 `tokens` counts every token that runs with gradients (prompt + completion for unpaired rows;
 prompt + chosen + rejected for pairs). The per-token figure was calibrated on SmolLM2-135M in
 float32 (a 1024-token KTO step at batch 8 kept 8.5 GiB of activations; the formula gives 8.1 GiB).
-Checkpointing keeps prompt sharing (`engine.prefix.keep_cache_under_checkpointing`): the prompt
-runs once forward and is recomputed once in the backward pass.
+A checkpointed layer keeps only its input (tokens x hidden values) and replays its forward in
+the backward pass, so with L layers of which k are checkpointed:
+
+    kept(k) = (L - k) * a + k * c,   a = per-layer activations, c = tokens x hidden x bytes
+    k       = smallest k with kept(k) <= budget  (0 when everything fits, L when nothing does)
+
+Each checkpointed layer costs one more forward of that layer, so checkpointing half the layers
+costs half the recompute of checkpointing all of them. Checkpointing keeps prompt sharing
+(`engine.prefix.keep_cache_under_checkpointing`): the prompt runs once forward and is recomputed
+once in the backward pass of a checkpointed layer.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
-from prospect.engine.prefix import keep_cache_under_checkpointing
+from prospect.engine.prefix import decoder_layers, keep_cache_under_checkpointing
 
 log = logging.getLogger("prospect")
 
@@ -37,9 +47,12 @@ def activation_bytes(model: Any, tokens: int) -> int:
     hidden = int(getattr(text, "hidden_size", 0) or 0)
     inter = int(getattr(text, "intermediate_size", 0) or 4 * hidden)
     layers = int(getattr(text, "num_hidden_layers", 0) or 0)
+    return layers * tokens * (10 * hidden + 2 * inter) * _bytes_per_value(model)
+
+
+def _bytes_per_value(model: Any) -> int:
     param = next(model.parameters())
-    per_value = 4 if param.dtype.is_floating_point and param.element_size() >= 4 else 2
-    return layers * tokens * (10 * hidden + 2 * inter) * per_value
+    return 4 if param.dtype.is_floating_point and param.element_size() >= 4 else 2
 
 
 def largest_batch_tokens(train_ds: Any, batch_size: int, paired: bool) -> int:
@@ -53,31 +66,55 @@ def largest_batch_tokens(train_ds: Any, batch_size: int, paired: bool) -> int:
     return sum(sorted(sizes, reverse=True)[:batch_size])
 
 
+def checkpointed_layers_for(model: Any, tokens: int, budget_gb: float) -> int:
+    """The fewest decoder layers to checkpoint so that `tokens` keep at most `budget_gb` (module docstring)."""
+    layers = int(getattr(_text_config(model), "num_hidden_layers", 0) or 0)
+    if layers == 0:
+        return 0
+    per_layer = activation_bytes(model, tokens) / layers  # a
+    kept_input = tokens * int(getattr(_text_config(model), "hidden_size", 0) or 0) * _bytes_per_value(model)  # c
+    over = layers * per_layer - budget_gb * _GIB
+    if over <= 0:
+        return 0
+    if per_layer <= kept_input:  # checkpointing saves nothing per layer: all of them is the best there is
+        return layers
+    return min(layers, math.ceil(over / (per_layer - kept_input)))
+
+
 def choose_checkpointing(cfg: Any, model: Any, train_ds: Any, paired: bool) -> dict[str, Any]:
-    """Whether this run checkpoints, and why (recorded in results.json)."""
+    """How many decoder layers this run checkpoints, and why (recorded in results.json)."""
     setting = cfg.optimization.use_gradient_checkpointing
     budget = cfg.optimization.activation_budget_gb
     tokens = largest_batch_tokens(train_ds, cfg.training.batch_size, paired)
     estimate = activation_bytes(model, tokens) / _GIB
-    enabled = estimate > budget if setting == "auto" else bool(setting)
+    total = int(getattr(_text_config(model), "num_hidden_layers", 0) or 0)
+    if setting == "auto":
+        layers = checkpointed_layers_for(model, tokens, budget)
+    else:
+        layers = total if setting else 0
     note = {
         "setting": setting,
-        "enabled": enabled,
-        "estimated_activation_gb": round(estimate, 3),
+        "enabled": layers > 0,
+        "layers": layers,
+        "of_layers": total,
+        "estimated_activation_gb": round(estimate, 6),
         "budget_gb": budget if setting == "auto" else None,
         "largest_batch_tokens": tokens,
     }
     if setting == "auto":
         log.info(
-            "gradient checkpointing %s: the largest batch (%d tokens) keeps ~%.2f GiB of activations, %s the "
-            "%.2f GiB budget (optimization.activation_budget_gb)",
-            "on" if enabled else "off", tokens, estimate, "over" if enabled else "within", budget,
+            "gradient checkpointing on %d of %d layers: the largest batch (%d tokens) would keep ~%.2f GiB of "
+            "activations; the budget is %.2f GiB (optimization.activation_budget_gb)",
+            layers, total, tokens, estimate, budget,
         )  # fmt: skip
     return note
 
 
-def enable_checkpointing(model: Any, *, share_prompt: bool) -> None:
-    """Non-reentrant activation checkpointing on every decoder layer; shared prompts keep their cache."""
+def enable_checkpointing(model: Any, *, share_prompt: bool, layers: int | None = None) -> None:
+    """Non-reentrant activation checkpointing on the first `layers` decoder layers (None: all of them).
+
+    Shared prompts keep their cache. The layers left out keep their activations and skip the replay.
+    """
     if hasattr(model, "activation_checkpointing_enable"):  # transformers 5 (the old name warns)
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
@@ -89,3 +126,6 @@ def enable_checkpointing(model: Any, *, share_prompt: bool) -> None:
         model.enable_input_require_grads()
     if share_prompt:
         keep_cache_under_checkpointing(model)
+    if layers is not None:
+        for layer in decoder_layers(model)[layers:]:
+            layer.gradient_checkpointing = False

@@ -77,7 +77,8 @@ class ReplaySafeCache(DynamicCache):
             Cache.__init__(self, layers=[_SharedPromptLayer(k, v) for k, v in states])
 
 
-def _decoder_layers(model: Any) -> list[Any]:
+def decoder_layers(model: Any) -> list[Any]:
+    """The model's checkpointable decoder layers, first to last."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
@@ -85,7 +86,7 @@ def _decoder_layers(model: Any) -> list[Any]:
 
 def keep_cache_under_checkpointing(model: Any) -> None:
     """Let every checkpointed decoder layer keep the (replay-safe) cache the shared-prompt path passes it."""
-    for layer in _decoder_layers(model):
+    for layer in decoder_layers(model):
         layer._can_checkpoint_with_cache = True
 
 

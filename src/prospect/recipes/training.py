@@ -70,7 +70,8 @@ def train(cfg: Any, *, resume: bool | None = None, quiet: bool = False) -> RunRe
 
 
 def load_models(run: PreparedRun) -> Models:
-    policy, reference, tokenizer = load_policy_and_reference(run.cfg)
+    # A reference-free loss (ORPO, SimPO, CPO) or reference_free: true loads no reference copy.
+    policy, reference, tokenizer = load_policy_and_reference(run.cfg, with_reference=needs_reference(run.cfg, run.loss))
     return Models(policy, reference, tokenizer, tokenize_settings(run.cfg, policy))
 
 
@@ -134,7 +135,7 @@ def make_trainer(run: PreparedRun, models: Models, data: TrainData, *, quiet: bo
         train_dataset=data.train,
         eval_dataset=data.validation,
         max_length=models.settings.max_length,
-        checkpointing=checkpointing["enabled"],
+        checkpointing=checkpointing["layers"],
     )
     samples = None
     if run.cfg.data.generate_during_eval and data.validation is not None:

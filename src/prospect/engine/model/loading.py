@@ -131,15 +131,18 @@ def lora_config(cfg: RunConfig) -> Any:
     )
 
 
-def load_policy_and_reference(cfg: RunConfig) -> tuple[Any, Any | None, Any]:
+def load_policy_and_reference(cfg: RunConfig, *, with_reference: bool = True) -> tuple[Any, Any | None, Any]:
     """Load ``(policy, reference or None, tokenizer)`` for a run.
+
+    with_reference=False: the run reads no reference log-probs (a reference-free loss such as
+    ORPO, SimPO or CPO, asked of the loss by the recipe), so no reference model is loaded.
 
     - LoRA (``optimization.use_lora``): the policy is a PeftModel; the reference is None
       (the engine disables the adapter to get reference log-probs) unless the method section
       names ``reference_model_name`` or sets ``force_use_ref_model``, which load a separate
       frozen model (the named one, or a copy of the base).
     - Full fine-tuning: the reference is a frozen deep copy of the policy as loaded, or the
-      named reference model; None when ``reference_free``.
+      named reference model; None when ``reference_free`` or ``with_reference`` is False.
     - QLoRA (``use_quantization``): a 4-bit NF4 (or 8-bit) bitsandbytes base, on CUDA or CPU
       (`quantization`), plus prepare_model_for_kbit_training (float32 adapter; no checkpointing).
     - ``data.disable_dropout`` zeroes dropout in policy and reference (not LoRA's);
@@ -170,7 +173,7 @@ def load_policy_and_reference(cfg: RunConfig) -> tuple[Any, Any | None, Any]:
         return freeze(ref)
 
     reference = None
-    if not sec.reference_free:
+    if with_reference and not sec.reference_free:
         wants_separate = bool(sec.reference_model_name or sec.force_use_ref_model)
         if not opt.use_lora or wants_separate:
             reference = load_reference(None if quant is not None else model)
