@@ -291,16 +291,17 @@ class OptimizationConfig(Section):
     fp16: bool = Field(False, description="fp16 mixed precision (CUDA only).")
     use_gradient_checkpointing: bool | Literal["auto"] = Field(
         "auto",
-        description="Recompute activations in the backward pass instead of keeping them (less memory, about one "
-        "extra forward pass). auto: on when the largest training batch's estimated activations exceed "
-        "activation_budget_gb (the decision and the estimate are logged and in results.json). Prompt sharing "
-        "stays on either way.",
+        description="Recompute activations in the backward pass instead of keeping them (less memory, up to one "
+        "extra forward pass). true: every decoder layer; false: none; auto: the fewest layers that bring the "
+        "largest training batch's estimated activations within activation_budget_gb (the decision and the "
+        "estimate are logged and in results.json). Prompt sharing stays on either way.",
     )
     activation_budget_gb: float = Field(
-        0.5,
+        0.25,
         gt=0,
-        description="use_gradient_checkpointing: auto checkpoints when a step's estimated activation memory "
-        "(layers x tokens x (10 hidden + 2 intermediate) x bytes per value) exceeds this many GiB.",
+        description="use_gradient_checkpointing: auto checkpoints as many decoder layers as it takes to keep a "
+        "step's estimated activations (layers x tokens x (10 hidden + 2 intermediate) x bytes per value) within "
+        "this many GiB. Raise it where memory is plentiful (a GPU): fewer layers replay their forward pass.",
     )
     deepspeed_config: str | None = Field(None, description="DeepSpeed JSON config path (multi-GPU).")
 
