@@ -157,34 +157,12 @@ def test_support_check():
     assert not supports_prompt_sharing(sliding)
 
 
-@pytest.mark.parametrize("method", ["kto", "dpo"])
+@pytest.mark.parametrize("method", ["kto", "dpo", "orpo", "simpo", "cpo"])
 def test_trainer_loss_equal_with_and_without_sharing(method, tmp_path):
     """PreferenceTrainer's loss (policy, on-the-fly reference with the adapter disabled, KTO's z0) is the same
-    whether the collator shares prompts or not."""
-    from transformers import TrainingArguments
-
-    from prospect.config.schema import DPOConfig, KTOConfig
-    from prospect.engine.trainer import PreferenceTrainer
-    from prospect.losses import build_loss, build_reference_point
-
+    whether the collator shares prompts or not, for the reference-free losses too."""
     model = _model(seed=3, lora=True)
-    if method == "kto":
-        cfg = KTOConfig.model_validate(
-            {"method": {"name": "kto"}, "kto": {"desirable_weight": 1.0, "undesirable_weight": 1.0}}
-        )
-        rows = [
-            {"prompt_ids": p, "completion_ids": c, "label": i % 2 == 0}
-            for i, (p, c) in enumerate(zip(PROMPTS, COMPLETIONS))
-        ]
-        coll, z0 = UnpairedCollator, build_reference_point("batch_mismatch")
-    else:
-        cfg = DPOConfig.model_validate({"method": {"name": "dpo"}})
-        rows = [
-            {"prompt_ids": p, "chosen_ids": c, "rejected_ids": r} for p, c, r in zip(PROMPTS, COMPLETIONS, REJECTED)
-        ]
-        coll, z0 = PairedCollator, None
-    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, remove_unused_columns=False)
-    trainer = PreferenceTrainer(model=model, args=args, loss_fn=build_loss(cfg), z0_estimator=z0)
+    trainer, coll, rows = _trainer_case(method, tmp_path, model)
     losses, grads = [], []
     for share in (False, True):
         out = trainer.preference_loss(model, coll(pad_id=0, share_prompt=share)(rows))
@@ -193,21 +171,20 @@ def test_trainer_loss_equal_with_and_without_sharing(method, tmp_path):
         grads.append(_grads(model))
         model.zero_grad()
     assert torch.allclose(losses[0], losses[1], atol=1e-6), losses
-    assert (
-        abs(float(losses[0]) - (0.5 if method == "kto" else 0.6931)) > 1e-4
-    )  # a non-zero adapter: not the trivial value
+    if method in ("kto", "dpo"):  # a non-zero adapter: not the trivial value
+        assert abs(float(losses[0]) - (0.5 if method == "kto" else 0.6931)) > 1e-4
     _assert_grads_close(grads[0], grads[1])
 
 
 def _trainer_case(method, tmp_path, model):
     from transformers import TrainingArguments
 
-    from prospect.config.schema import DPOConfig, KTOConfig
+    from prospect.config.schema import RunConfig
     from prospect.engine.trainer import PreferenceTrainer
     from prospect.losses import build_loss, build_reference_point
 
     if method == "kto":
-        cfg = KTOConfig.model_validate(
+        cfg = RunConfig.model_validate(
             {"method": {"name": "kto"}, "kto": {"desirable_weight": 1.0, "undesirable_weight": 1.0}}
         )
         rows = [
@@ -216,13 +193,16 @@ def _trainer_case(method, tmp_path, model):
         ]
         coll, z0 = UnpairedCollator, build_reference_point("batch_mismatch")
     else:
-        cfg = DPOConfig.model_validate({"method": {"name": "dpo"}})
+        cfg = RunConfig.model_validate({"method": {"name": method}})
         rows = [
             {"prompt_ids": p, "chosen_ids": c, "rejected_ids": r} for p, c, r in zip(PROMPTS, COMPLETIONS, REJECTED)
         ]
         coll, z0 = PairedCollator, None
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, remove_unused_columns=False)
-    trainer = PreferenceTrainer(model=model, args=args, loss_fn=build_loss(cfg), z0_estimator=z0)
+    loss = build_loss(cfg)
+    trainer = PreferenceTrainer(
+        model=model, args=args, loss_fn=loss, z0_estimator=z0, reference_free=not getattr(loss, "needs_reference", True)
+    )
     return trainer, coll, rows
 
 
