@@ -238,3 +238,19 @@ def test_checkpointing_keeps_prompt_sharing_with_equal_loss_and_gradients(method
     # (computed on the fly here, adapter disabled, no grad) runs it for its main and its mismatched pass.
     prompt_calls = [c for c in calls if c[1] == max(len(p) for p in PROMPTS) - 1]
     assert len(prompt_calls) == (4 if method == "kto" else 3), calls
+
+
+@pytest.mark.parametrize("batch_tokens", [4096, 24])  # one batch; several (pairs sorted by length, split)
+def test_paired_reference_precompute_with_shared_prompts_equals_the_plain_one(batch_tokens):
+    """The reference precompute runs each pair's prompt once for chosen and rejected: same log-probs as
+    running every (prompt, completion) sequence on its own (prompt [3] has no prefix at all)."""
+    from prospect.engine.reference import compute_paired_reference_logps, compute_reference_logps
+
+    model = _model(seed=5)
+    pairs = list(zip(PROMPTS, COMPLETIONS, REJECTED))
+    chosen, rejected = compute_paired_reference_logps(model, pairs, pad_id=0, batch_tokens=batch_tokens)
+    plain = compute_reference_logps(model, [(p, c) for p, c, _ in pairs] + [(p, r) for p, _, r in pairs], pad_id=0)
+    n = len(pairs)
+    torch.testing.assert_close(chosen, plain[:n], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rejected, plain[n:], rtol=1e-5, atol=1e-5)
+    assert not torch.equal(chosen, rejected)  # two different completions per prompt, each in its place

@@ -4,7 +4,8 @@
 frozen model, or the policy itself with its LoRA adapter disabled (no second copy).
 
 `attach_reference` adds the precomputed columns to the tokenized datasets; sequences are
-sorted by length so almost no padding is computed. The cache key covers what defines the reference: the base weights (not a disabled
+sorted by length so almost no padding is computed, and a pair's prompt runs once for its
+chosen and rejected completions where the model allows it (`engine.prefix`). The cache key covers what defines the reference: the base weights (not a disabled
 adapter, so runs that differ only in LoRA settings share it), the tokenizer and chat
 template, the tokenized data, the length settings and, for a quantized base, its quantization
 settings (bits, type, compute dtype, ...). An entry whose stored key or
@@ -26,11 +27,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from prospect.data.layout import eval_mismatched_pairs, eval_order, layout
+from prospect.data.layout import eval_mismatched_pairs, eval_order, layout, shared_layout
 from prospect.data.tokenize import TokenizeSettings, tokenizer_fingerprint
 from prospect.engine.dist import gathered_parameters, on_main_then_shared
 from prospect.engine.logprobs import sequence_logps
 from prospect.engine.model import base_weights_fingerprint, model_quantization
+from prospect.engine.prefix import prompt_states, suffix_logps, supports_prompt_sharing
 from prospect.io import atomic_path, cache_root
 
 ReferenceContext = Callable[[], AbstractContextManager[Any]]
@@ -96,6 +98,59 @@ def compute_reference_logps(
     return out
 
 
+def compute_paired_reference_logps(
+    ref_model: Any,
+    pairs: list[tuple[list[int], list[int], list[int]]],
+    *,
+    pad_id: int,
+    batch_tokens: int = 4096,
+    desc: str = "Reference log-probs",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) summed completion log-probs of each (prompt, chosen, rejected), prompts run once.
+
+    Each batch runs its prompts once and both completions on top of their keys and values
+    (`engine.prefix`, exact up to float rounding), so a pair costs P + |chosen| + |rejected|
+    tokens instead of 2P + |chosen| + |rejected|. Pairs are sorted by length and batched up to
+    ~`batch_tokens` padded tokens.
+    """
+    from tqdm.auto import tqdm
+
+    def size(i: int) -> tuple[int, int]:
+        p, c, r = pairs[i]
+        return max(len(p) - 1, 0), 1 + max(len(c), len(r))  # prefix tokens, suffix tokens (last prompt token on)
+
+    order = sorted(range(len(pairs)), key=lambda i: sum(size(i)))
+    batches, cur, widths = [], [], (0, 0)
+    for i in order:
+        p, s = size(i)
+        wide = (max(widths[0], p), max(widths[1], s))
+        if cur and (len(cur) + 1) * (wide[0] + 2 * wide[1]) > batch_tokens:
+            batches.append(cur)
+            cur, wide = [], (p, s)
+        cur.append(i)
+        widths = wide
+    if cur:
+        batches.append(cur)
+    chosen = torch.zeros(len(pairs), dtype=torch.float32)
+    rejected = torch.zeros(len(pairs), dtype=torch.float32)
+    device = next(ref_model.parameters()).device
+    was_training = ref_model.training
+    ref_model.eval()
+    with torch.inference_mode():
+        for idx in tqdm(batches, desc=desc, unit="batch"):
+            b = shared_layout(
+                [pairs[i][0] for i in idx], [[pairs[i][1] for i in idx], [pairs[i][2] for i in idx]], pad_id=pad_id
+            )
+            b = {k: v.to(device) for k, v in b.items()}
+            n = len(idx)
+            logps, _ = suffix_logps(ref_model, b, prompt_states(ref_model, b), "", 2 * n, repeats=2)
+            rows = torch.tensor(idx)
+            chosen[rows] = logps[:n].float().cpu()
+            rejected[rows] = logps[n:].float().cpu()
+    ref_model.train(was_training)
+    return chosen, rejected
+
+
 def cached_reference_logps(
     key: str,
     compute: Callable[[], dict[str, torch.Tensor]],
@@ -158,8 +213,13 @@ def _compute_split(
     eval_pairs_batch: int | None,
 ) -> dict[str, torch.Tensor]:
     """The reference columns of one split (run inside the reference context)."""
+    desc = f"Reference log-probs ({split})"
+    if kind == "paired" and supports_prompt_sharing(ref_src):  # prompts once for chosen and rejected
+        pairs = [(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in ds]
+        chosen, rejected = compute_paired_reference_logps(ref_src, pairs, pad_id=pad_id, desc=desc)
+        return {"ref_chosen_logps": chosen, "ref_rejected_logps": rejected}
     seqs = _sequences(ds, kind)
-    logps = compute_reference_logps(ref_src, seqs, pad_id=pad_id, desc=f"Reference log-probs ({split})")
+    logps = compute_reference_logps(ref_src, seqs, pad_id=pad_id, desc=desc)
     if kind == "paired":
         return {"ref_chosen_logps": logps[: len(ds)], "ref_rejected_logps": logps[len(ds) :]}
     out = {"ref_logps": logps}
