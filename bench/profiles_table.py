@@ -24,6 +24,10 @@ def _layers(run: dict[str, Any]) -> str:
     return f"{note['layers']}/{note['of_layers']}"
 
 
+def _step(run: dict[str, Any]) -> str:
+    return f"{run['step_s']:.1f}" if "step_s" in run else "failed"  # e.g. killed for memory
+
+
 def rows(table: list[dict[str, Any]]) -> list[str]:
     out = [
         "| case | Prospect step s | TRL-gc step s | TRL step s | per step | whole run | RSS Prospect / TRL-gc (GB) "
@@ -33,7 +37,7 @@ def rows(table: list[dict[str, Any]]) -> list[str]:
     for r in table:
         p, g, t = r["prospect"], r["trl-gc"], r["trl"]
         out.append(
-            f"| {r['method']} {r['profile']} | {p['step_s']:.1f} | {g['step_s']:.1f} | {t['step_s']:.1f} "
+            f"| {r['method']} {r['profile']} | {p['step_s']:.1f} | {g['step_s']:.1f} | {_step(t)} "
             f"| x{r['ratio_samples']:.2f} | x{r['ratio_samples_with_reference']:.2f} "
             f"| {p['rss_mb'] / 1000:.2f} / {g['rss_mb'] / 1000:.2f} | x{r['ratio_rss']:.2f} | {_layers(p)} "
             f"| {r['first_loss']['abs_diff']:.1e} |"
