@@ -50,6 +50,19 @@ WORKER = Path(__file__).parent / "train_workers.py"
 DEFAULT_WARM, DEFAULT_STEPS = 1, 2  # see the module docstring for the duration of the full table
 
 
+def worker_spec(tok: Any, model_dir: Path, data_file: Path, lr: float, warm: int, steps: int) -> dict:
+    """The spec fields every worker run shares (train_workers.py reads them): model, data, seed, steps."""
+    return {
+        "model_dir": str(model_dir),
+        "data_file": str(data_file),
+        "seed": 0,
+        "lr": lr,
+        "warm": warm,
+        "steps": steps,
+        "pad_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+    }
+
+
 def spawn(spec: dict, tmp: Path, name: str) -> dict:
     spec_path = tmp / f"spec-{name}.json"  # not f"{name}.json": that may be the run's data file
     spec_path.write_text(json.dumps(spec))
@@ -142,15 +155,7 @@ def run_case(name: str, a: argparse.Namespace, tok: Any, tmp: Path, peaks: dict[
     data = make_data(tok, method, n_rows, seed=1234, profile=PROFILES[profile])
     data_file = tmp / f"{name}.json"
     data_file.write_text(json.dumps(data))
-    base = {
-        "model_dir": str(model_dir),
-        "data_file": str(data_file),
-        "seed": 0,
-        "lr": a.lr,
-        "warm": a.warm,
-        "steps": a.steps,
-        "pad_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-    }
+    base = worker_spec(tok, model_dir, data_file, a.lr, a.warm, a.steps)
     print(f"\n== {name} ({model_dir.name}): batch {BATCH}, {a.warm} warm + {a.steps} timed steps", flush=True)
     runs, specs = {}, {}
     for run, extra in order:
@@ -229,17 +234,7 @@ def memory_check(tok: Any, tmp: Path, lr: float, tiny: bool = False, with_trl_of
     data_file = tmp / "memory-1024.json"
     data_file.write_text(json.dumps(data))
     lengths = sorted({len(r["prompt_ids"]) + len(r["completion_ids"]) for r in data["rows"]})
-    base = {
-        "impl": "prospect",
-        "order": "sequential",
-        "model_dir": str(smol),
-        "data_file": str(data_file),
-        "seed": 0,
-        "lr": lr,
-        "warm": 0,
-        "steps": 1,
-        "pad_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-    }
+    base = {"impl": "prospect", "order": "sequential", **worker_spec(tok, smol, data_file, lr, warm=0, steps=1)}
     out: dict[str, Any] = {"batch": BATCH, "tokens_per_sequence": [lengths[0], lengths[-1]]}
     runs = (
         ("default", {}),

@@ -33,18 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     data = make_data(tok, method, BATCH * (warm + steps), seed=1234, profile=PROFILES[profile])
     data_file = tmp / "data.json"
     data_file.write_text(json.dumps(data))
-    base = {
-        "model_dir": str(model_dir),
-        "data_file": str(data_file),
-        "seed": 0,
-        "lr": 5e-5,
-        "warm": warm,
-        "steps": steps,
-        "pad_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-        "impl": "prospect",
-        "order": "grouped",
-        "n_rows": BATCH * (warm + steps),
-    }
+    base = bench_train.worker_spec(tok, model_dir, data_file, 5e-5, warm, steps)
+    base |= {"impl": "prospect", "order": "grouped", "n_rows": BATCH * (warm + steps)}
     for name, extra in variants.items():
         res = bench_train.spawn({**base, **extra, "work_dir": str(tmp / name)}, tmp, name)
         if res.get("failed"):

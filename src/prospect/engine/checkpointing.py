@@ -35,18 +35,19 @@ log = logging.getLogger("prospect")
 _GIB = 1024**3
 
 
-def _text_config(model: Any) -> Any:
+def _dims(model: Any) -> tuple[int, int, int]:
+    """(decoder layers, hidden size, intermediate size) of the model's text decoder (0 where unknown)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     cfg = base.config
-    return cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
+    text = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
+    hidden = int(getattr(text, "hidden_size", 0) or 0)
+    inter = int(getattr(text, "intermediate_size", 0) or 4 * hidden)
+    return int(getattr(text, "num_hidden_layers", 0) or 0), hidden, inter
 
 
 def activation_bytes(model: Any, tokens: int) -> int:
     """Estimated bytes of activations kept for the backward pass of `tokens` tokens (module docstring)."""
-    text = _text_config(model)
-    hidden = int(getattr(text, "hidden_size", 0) or 0)
-    inter = int(getattr(text, "intermediate_size", 0) or 4 * hidden)
-    layers = int(getattr(text, "num_hidden_layers", 0) or 0)
+    layers, hidden, inter = _dims(model)
     return layers * tokens * (10 * hidden + 2 * inter) * _bytes_per_value(model)
 
 
@@ -68,11 +69,11 @@ def largest_batch_tokens(train_ds: Any, batch_size: int, paired: bool) -> int:
 
 def checkpointed_layers_for(model: Any, tokens: int, budget_gb: float) -> int:
     """The fewest decoder layers to checkpoint so that `tokens` keep at most `budget_gb` (module docstring)."""
-    layers = int(getattr(_text_config(model), "num_hidden_layers", 0) or 0)
+    layers, hidden, _ = _dims(model)
     if layers == 0:
         return 0
     per_layer = activation_bytes(model, tokens) / layers  # a
-    kept_input = tokens * int(getattr(_text_config(model), "hidden_size", 0) or 0) * _bytes_per_value(model)  # c
+    kept_input = tokens * hidden * _bytes_per_value(model)  # c
     over = layers * per_layer - budget_gb * _GIB
     if over <= 0:
         return 0
@@ -87,7 +88,7 @@ def choose_checkpointing(cfg: Any, model: Any, train_ds: Any, paired: bool) -> d
     budget = cfg.optimization.activation_budget_gb
     tokens = largest_batch_tokens(train_ds, cfg.training.batch_size, paired)
     estimate = activation_bytes(model, tokens) / _GIB
-    total = int(getattr(_text_config(model), "num_hidden_layers", 0) or 0)
+    total = _dims(model)[0]
     if setting == "auto":
         layers = checkpointed_layers_for(model, tokens, budget)
     else:

@@ -58,6 +58,40 @@ def reference_cache_key(*, base_fingerprint: str, tokenizer_key: str, data_key: 
     return hashlib.sha256(src.encode()).hexdigest()[:24]
 
 
+def _length_batches(widths: list[tuple[int, ...]], weights: tuple[int, ...], batch_tokens: int) -> list[list[int]]:
+    """Row indices sorted by total width, cut into batches of at most ~`batch_tokens` padded tokens.
+
+    A row's widths are its padded parts (one sequence: (length,); a pair on a shared prompt:
+    (prefix, suffix)); a batch of n rows costs n * sum_j(weights[j] * max width_j).
+    """
+    order = sorted(range(len(widths)), key=lambda i: sum(widths[i]))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    top: tuple[int, ...] = ()
+    for i in order:
+        wide = tuple(max(a, b) for a, b in zip(top, widths[i])) if cur else widths[i]
+        if cur and (len(cur) + 1) * sum(w * x for w, x in zip(weights, wide)) > batch_tokens:
+            batches.append(cur)
+            cur, wide = [], widths[i]
+        cur.append(i)
+        top = wide
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+@contextlib.contextmanager
+def _inference(model: Any) -> Any:
+    """Eval mode and `torch.inference_mode` for the block; yields the model's device; restores train mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield next(model.parameters()).device
+    finally:
+        model.train(was_training)
+
+
 def compute_reference_logps(
     ref_model: Any,
     sequences: list[tuple[list[int], list[int]]],
@@ -73,28 +107,14 @@ def compute_reference_logps(
     """
     from tqdm.auto import tqdm
 
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]) + len(sequences[i][1]))
+    batches = _length_batches([(len(p) + len(c),) for p, c in sequences], (1,), batch_tokens)
     out = torch.zeros(len(sequences), dtype=torch.float32)
-    device = next(ref_model.parameters()).device
-    batches, cur, width = [], [], 0
-    for i in order:
-        L = len(sequences[i][0]) + len(sequences[i][1])
-        if cur and max(width, L) * (len(cur) + 1) > batch_tokens:
-            batches.append(cur)
-            cur, width = [], 0
-        cur.append(i)
-        width = max(width, L)
-    if cur:
-        batches.append(cur)
-    was_training = ref_model.training
-    ref_model.eval()
-    with torch.inference_mode():
+    with _inference(ref_model) as device:
         for idx in tqdm(batches, desc=desc, unit="batch"):
             b = layout([sequences[i][0] for i in idx], [sequences[i][1] for i in idx], pad_id=pad_id)
             b = {k: v.to(device) for k, v in b.items()}
             logps, _ = sequence_logps(ref_model, b, "", len(idx))
             out[torch.tensor(idx)] = logps.float().cpu()
-    ref_model.train(was_training)
     return out
 
 
@@ -115,39 +135,21 @@ def compute_paired_reference_logps(
     """
     from tqdm.auto import tqdm
 
-    def size(i: int) -> tuple[int, int]:
-        p, c, r = pairs[i]
-        return max(len(p) - 1, 0), 1 + max(len(c), len(r))  # prefix tokens, suffix tokens (last prompt token on)
-
-    order = sorted(range(len(pairs)), key=lambda i: sum(size(i)))
-    batches, cur, widths = [], [], (0, 0)
-    for i in order:
-        p, s = size(i)
-        wide = (max(widths[0], p), max(widths[1], s))
-        if cur and (len(cur) + 1) * (wide[0] + 2 * wide[1]) > batch_tokens:
-            batches.append(cur)
-            cur, wide = [], (p, s)
-        cur.append(i)
-        widths = wide
-    if cur:
-        batches.append(cur)
+    # (prefix, suffix) widths: the last prompt token goes with the suffixes; two suffixes a pair.
+    widths = [(max(len(p) - 1, 0), 1 + max(len(c), len(r))) for p, c, r in pairs]
+    batches = _length_batches(widths, (1, 2), batch_tokens)
     chosen = torch.zeros(len(pairs), dtype=torch.float32)
     rejected = torch.zeros(len(pairs), dtype=torch.float32)
-    device = next(ref_model.parameters()).device
-    was_training = ref_model.training
-    ref_model.eval()
-    with torch.inference_mode():
+    with _inference(ref_model) as device:
         for idx in tqdm(batches, desc=desc, unit="batch"):
-            b = shared_layout(
-                [pairs[i][0] for i in idx], [[pairs[i][1] for i in idx], [pairs[i][2] for i in idx]], pad_id=pad_id
-            )
+            prompts = [pairs[i][0] for i in idx]
+            b = shared_layout(prompts, [[pairs[i][1] for i in idx], [pairs[i][2] for i in idx]], pad_id=pad_id)
             b = {k: v.to(device) for k, v in b.items()}
             n = len(idx)
             logps, _ = suffix_logps(ref_model, b, prompt_states(ref_model, b), "", 2 * n, repeats=2)
             rows = torch.tensor(idx)
             chosen[rows] = logps[:n].float().cpu()
             rejected[rows] = logps[n:].float().cpu()
-    ref_model.train(was_training)
     return chosen, rejected
 
 
