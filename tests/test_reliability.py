@@ -289,7 +289,7 @@ def test_ctrl_c_during_a_sweep_checkpoints_and_stops_the_sweep(tmp_path, monkeyp
 
 
 def test_length_grouped_order_depends_on_seed_and_epoch_only():
-    from prospect.engine.trainer import EpochSeededLengthGroupedSampler
+    from prospect.engine.order import EpochSeededLengthGroupedSampler
 
     lengths = [(7 * i) % 23 + 5 for i in range(40)]
     sampler = EpochSeededLengthGroupedSampler(8, lengths, seed=3)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from prospect.data.layout import layout, mismatched_order, shared_layout
+from prospect.errors import TrainingError
 
 
 def _prefixed(prefix: str, d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -71,9 +72,23 @@ class UnpairedCollator:
         if "ref_logps" in rows[0]:
             batch["ref_logps"] = torch.tensor([r["ref_logps"] for r in rows], dtype=torch.float32)
         if "ref_kl_logps" in rows[0] and self.build_mismatched:
+            check_planned_pairs(rows)
             batch["ref_kl_logps"] = torch.tensor([r["ref_kl_logps"] for r in rows], dtype=torch.float32)
         batch["n"] = len(rows)
         return batch
+
+
+def check_planned_pairs(rows: list[dict[str, Any]]) -> None:
+    """Refuse a batch whose in-batch mismatched pairs are not the ones their reference log-probs were
+    precomputed for (`kl_row` / `kl_partner`, engine.reference.attach_reference): z0 would be wrong."""
+    if "kl_partner" not in rows[0]:
+        return
+    order = mismatched_order(len(rows))
+    if any(r["kl_partner"] != rows[j]["kl_row"] for r, j in zip(rows, order)):
+        raise TrainingError(
+            "the batch's mismatched pairs differ from those whose reference log-probs were precomputed "
+            "(the loader's batches are not the planned ones); set kto.precompute_ref_log_probs: false"
+        )
 
 
 class PairedCollator:

@@ -50,22 +50,35 @@ def eval_order(lengths: Sequence[int]) -> list[int]:
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
-def eval_mismatched_pairs(
+def in_batches(order: Sequence[int], batch_size: int) -> list[list[int]]:
+    """`order` cut into consecutive batches of `batch_size` rows (the last may be shorter), as a loader takes it."""
+    return [list(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+
+
+def mismatched_partners(batches: Sequence[Sequence[int]], n_rows: int) -> list[int]:
+    """For each row (in row order), the row whose completion a batch pairs with its prompt:
+    in each batch the i-th row gets the completion of row (i - 1) mod len(batch). Rows in no
+    batch (a dropped last batch) get -1."""
+    partner = [-1] * n_rows
+    for rows in batches:
+        for i, j in enumerate(mismatched_order(len(rows))):
+            partner[rows[i]] = rows[j]
+    return partner
+
+
+def mismatched_pairs(
     prompts: Sequence[Sequence[int]],
     completions: Sequence[Sequence[int]],
-    batch_size: int,
+    batches: Sequence[Sequence[int]],
     max_length: int | None,
-    order: Sequence[int],
 ) -> list[tuple[list[int], list[int]]]:
     """The mismatched (prompt, completion) pair of every row, in row order, when a loader takes the
-    rows in `order`, `batch_size` at a time: in each batch the i-th row's prompt with the
+    rows in `batches` (every row in exactly one): in each batch the i-th row's prompt with the
     completion of row (i - 1) mod n, cut to `max_length` (`cut_to_length`, as `layout` cuts it)."""
-    out: list[tuple[list[int], list[int]] | None] = [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        rows = list(order[start : start + batch_size])
-        for i, j in enumerate(mismatched_order(len(rows))):
-            out[rows[i]] = cut_to_length(prompts[rows[i]], completions[rows[j]], max_length)
-    return [pair for pair in out if pair is not None]
+    partner = mismatched_partners(batches, len(prompts))
+    if -1 in partner:
+        raise ValueError("mismatched_pairs: every row must be in a batch")
+    return [cut_to_length(prompts[i], completions[j], max_length) for i, j in enumerate(partner)]
 
 
 def layout(

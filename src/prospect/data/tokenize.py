@@ -329,9 +329,12 @@ def _store_cached(cdir: Path, ds: Any, stats: dict[str, Any]) -> Any:
     return datasets.load_from_disk(str(cdir / "data")) if (cdir / MANIFEST).exists() else ds
 
 
-def with_length(ds: Any) -> Any:
-    """`ds` with the `length` column the length-grouped sampler and the eval order read
-    (prompt + longest completion of the row)."""
+def row_lengths(ds: Any) -> list[int]:
+    """Each row's length as the length-grouped sampler and the eval order read it: prompt + longest completion."""
     cols = [c for c in ("completion_ids", "chosen_ids", "rejected_ids") if c in ds.column_names]
-    lengths = [len(r["prompt_ids"]) + max(len(r[c]) for c in cols) for r in ds.select_columns(["prompt_ids", *cols])]
-    return ds.add_column("length", lengths)
+    return [len(r["prompt_ids"]) + max(len(r[c]) for c in cols) for r in ds.select_columns(["prompt_ids", *cols])]
+
+
+def with_length(ds: Any) -> Any:
+    """`ds` with the `length` column (`row_lengths`) the length-grouped sampler and the eval order read."""
+    return ds.add_column("length", row_lengths(ds))

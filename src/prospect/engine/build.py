@@ -17,8 +17,11 @@ from typing import Any
 
 from prospect.config.schema import RunConfig
 from prospect.data.collate import PairedCollator, UnpairedCollator
+from prospect.data.layout import eval_order, in_batches
+from prospect.data.tokenize import row_lengths
 from prospect.engine.checkpointing import enable_checkpointing
-from prospect.engine.dist import distributed_mean, fsdp_requested
+from prospect.engine.dist import distributed_mean, fsdp_requested, world_size
+from prospect.engine.order import planned_train_batches
 from prospect.engine.prefix import supports_prompt_sharing
 from prospect.engine.trainer import PreferenceTrainer
 from prospect.engine.window import WindowMismatchTrainer, WindowRowsCollator
@@ -38,6 +41,28 @@ def builds_mismatched(cfg: RunConfig, loss: Any) -> bool:
         return False  # e.g. kto.loss_type apo_zero_unpaired: no z0, no mismatched pass
     estimator = getattr(loss, "reference_point", None) or build_reference_point(cfg.kto.reference_point)
     return bool(estimator.needs_mismatched)
+
+
+def planned_mismatched_batches(
+    cfg: RunConfig, loss: Any, args: Any, kind: str, train: Any, validation: Any
+) -> dict[str, list[list[int]]]:
+    """{split: batches} of the unpaired splits whose loader batches, hence in-batch mismatched pairs,
+    are known before training, so that their reference log-probs can be precomputed (with
+    `precompute_ref_log_probs` on or off the training batches are the same).
+
+    One process only (several shard and pad batches at run time). Validation: the fixed eval order
+    (`data.layout.eval_order`) cut into eval batches. Training: the planned micro-batches
+    (`engine.order.planned_train_batches`; the trainer then keeps their composition every epoch),
+    unless z0 pairs rows across the accumulation window (`window_mismatch`, engine/window.py).
+    """
+    if kind != "unpaired" or not builds_mismatched(cfg, loss) or world_size() > 1:
+        return {}
+    out = {}
+    if cfg.kto.reference_point != "window_mismatch":
+        out["train"] = planned_train_batches(args, row_lengths(train))
+    if validation is not None:
+        out["validation"] = in_batches(eval_order(row_lengths(validation)), args.per_device_eval_batch_size)
+    return out
 
 
 def share_prompt(cfg: RunConfig, model: Any) -> bool:
@@ -66,10 +91,12 @@ def build_trainer(
     eval_dataset: Any,
     max_length: int,
     checkpointing: int = 0,
+    train_batches: list[list[int]] | None = None,
 ) -> PreferenceTrainer:
     """The run's PreferenceTrainer (or WindowMismatchTrainer) with its collator and z0 estimator.
 
     checkpointing: how many decoder layers of `model` to checkpoint (`engine.checkpointing.choose_checkpointing`).
+    train_batches: the planned micro-batches (`planned_mismatched_batches`), kept every epoch.
     """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     mismatched = builds_mismatched(cfg, loss)
@@ -90,9 +117,12 @@ def build_trainer(
         else None
     )
     trainer_cls: type[PreferenceTrainer] = PreferenceTrainer
+    extra: dict[str, Any] = {}
     if loss.kind == "unpaired" and mismatched and cfg.kto.reference_point == "window_mismatch":
         # z0 from mismatched pairs across the accumulation window (engine/window.py)
         trainer_cls, collator = WindowMismatchTrainer, WindowRowsCollator(collator)
+    elif train_batches is not None:
+        extra["train_batches"] = train_batches
     return trainer_cls(
         model=model,
         args=args,
@@ -105,4 +135,5 @@ def build_trainer(
         ref_model=ref_model,
         reference_free=not needs_reference(cfg, loss),
         max_nonfinite_steps=cfg.training.max_nonfinite_steps,
+        **extra,
     )

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from prospect.data.layout import eval_mismatched_pairs, eval_order, layout, shared_layout
+from prospect.data.layout import layout, mismatched_pairs, mismatched_partners, shared_layout
 from prospect.data.tokenize import TokenizeSettings, tokenizer_fingerprint
 from prospect.engine.dist import gathered_parameters, on_main_then_shared
 from prospect.engine.logprobs import sequence_logps
@@ -212,27 +212,35 @@ def _compute_split(
     split: str,
     pad_id: int,
     max_length: int,
-    eval_pairs_batch: int | None,
+    batches: list[list[int]] | None,
 ) -> dict[str, torch.Tensor]:
-    """The reference columns of one split (run inside the reference context)."""
+    """The reference columns of one split (run inside the reference context).
+
+    batches: the loader's batches of an unpaired split whose mismatched pairs are known now; each
+    row then also gets `ref_kl_logps`, its prompt run once for its own and its mismatched completion.
+    """
     desc = f"Reference log-probs ({split})"
-    if kind == "paired" and supports_prompt_sharing(ref_src):  # prompts once for chosen and rejected
+    shared = supports_prompt_sharing(ref_src)
+    if kind == "paired" and shared:  # prompts once for chosen and rejected
         pairs = [(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in ds]
         chosen, rejected = compute_paired_reference_logps(ref_src, pairs, pad_id=pad_id, desc=desc)
         return {"ref_chosen_logps": chosen, "ref_rejected_logps": rejected}
     seqs = _sequences(ds, kind)
+    if batches is not None and kind == "unpaired":
+        kl = mismatched_pairs([p for p, _ in seqs], [c for _, c in seqs], batches, max_length)
+        if shared:  # one prompt run for the row's completion and its mismatched one
+            triples = [(p, c, k) for (p, c), (_, k) in zip(seqs, kl)]
+            main, mismatched = compute_paired_reference_logps(
+                ref_src, triples, pad_id=pad_id, desc=f"{desc[:-1]}, with mismatched pairs)"
+            )
+        else:
+            main = compute_reference_logps(ref_src, seqs, pad_id=pad_id, desc=desc)
+            mismatched = compute_reference_logps(ref_src, kl, pad_id=pad_id, desc=f"{desc[:-1]}, mismatched pairs)")
+        return {"ref_logps": main, "ref_kl_logps": mismatched}
     logps = compute_reference_logps(ref_src, seqs, pad_id=pad_id, desc=desc)
     if kind == "paired":
         return {"ref_chosen_logps": logps[: len(ds)], "ref_rejected_logps": logps[len(ds) :]}
-    out = {"ref_logps": logps}
-    if eval_pairs_batch is not None:
-        pairs = eval_mismatched_pairs(
-            [p for p, _ in seqs], [c for _, c in seqs], eval_pairs_batch, max_length, eval_order(ds["length"])
-        )
-        out["ref_kl_logps"] = compute_reference_logps(
-            ref_src, pairs, pad_id=pad_id, desc=f"Reference log-probs ({split}, mismatched pairs)"
-        )
-    return out
+    return {"ref_logps": logps}
 
 
 def attach_reference(
@@ -242,17 +250,21 @@ def attach_reference(
     datasets: dict[str, Any],
     kind: str,
     *,
-    eval_pairs_batch: int | None = None,
+    pair_batches: dict[str, list[list[int]]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Add precomputed reference log-prob columns to each dataset of `datasets` ({split: ds}), cached on disk.
 
     Returns the datasets with ref_logps (unpaired) or ref_chosen_logps / ref_rejected_logps
-    (paired), and {split: "hit" | "miss"}. With `eval_pairs_batch`, the "validation" rows also
-    get `ref_kl_logps`: the reference log-prob of the mismatched pair the collator gives each row
-    when the eval loader takes the rows in `data.layout.eval_order`, `eval_pairs_batch` at a time.
+    (paired), and {split: "hit" | "miss"}. `pair_batches` ({split: batches}, unpaired splits): the
+    batches, in loader order, that split's loader will make (`engine.order.planned_train_batches`
+    for training, the eval order cut into batches for validation). Those rows also get
+    `ref_kl_logps`, the reference log-prob of the mismatched pair the collator gives each row in
+    those batches, and `kl_row` / `kl_partner` (the row's index, its partner's), with which the
+    collator checks that the batches it gets are the planned ones.
     """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     tok_key = tokenizer_fingerprint(tokenizer)
+    pair_batches = pair_batches or {}
     out, notes = {}, {}
     # Several processes: the main process computes (or reads the cache) and shares the columns;
     # under ZeRO-3 every process first gathers the full weights (dist.gathered_parameters).
@@ -260,11 +272,13 @@ def attach_reference(
         base_fp = base_weights_fingerprint(ref_src)
         quant = model_quantization(ref_src)  # a 4-bit reference is not a float one
         for split, ds in datasets.items():
-            batch = eval_pairs_batch if split == "validation" and kind == "unpaired" else None
+            batches = pair_batches.get(split) if kind == "unpaired" else None
             cols = (
                 ["prompt_ids", "completion_ids"] if kind == "unpaired" else ["prompt_ids", "chosen_ids", "rejected_ids"]
             )
-            extra = {"eval_pairs_batch": batch} if batch is not None else {}
+            extra: dict[str, Any] = {}
+            if batches is not None:  # the mismatched pairs depend on the batches
+                extra["pair_batches"] = hashlib.sha256(json.dumps(batches).encode()).hexdigest()[:20]
             if quant is not None:  # only then: unquantized runs keep their cache keys
                 extra["quantization"] = quant
             key = reference_cache_key(
@@ -274,13 +288,16 @@ def attach_reference(
                 settings={**asdict(settings), **extra},
             )
 
-            def compute(ds: Any = ds, split: str = split, batch: int | None = batch) -> dict[str, torch.Tensor]:
-                return _compute_split(ref_src, ds, kind, split, pad_id, settings.max_length, batch)
+            def compute(ds: Any = ds, split: str = split, batches: Any = batches) -> dict[str, torch.Tensor]:
+                return _compute_split(ref_src, ds, kind, split, pad_id, settings.max_length, batches)
 
             tensors, notes[split] = on_main_then_shared(
                 lambda key=key, compute=compute: cached_reference_logps(key, compute)
             )
             for name, t in tensors.items():
                 ds = ds.add_column(name, t.tolist())
+            if batches is not None:
+                ds = ds.add_column("kl_row", list(range(len(ds))))
+                ds = ds.add_column("kl_partner", mismatched_partners(batches, len(ds)))
             out[split] = ds
     return out, notes

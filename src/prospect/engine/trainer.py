@@ -23,6 +23,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from prospect.data.layout import PREFIX, eval_order
 from prospect.engine.dist import concat_across_processes, distributed_mean, enable_fsdp_on_cpu
 from prospect.engine.logprobs import sequence_logps
+from prospect.engine.order import EpochSeededLengthGroupedSampler, FixedBatchSampler
 from prospect.engine.prefix import prompt_states, suffix_logps
 from prospect.engine.reference import reference_context
 from prospect.errors import TrainingError
@@ -41,6 +42,8 @@ class PreferenceTrainer(Trainer):
     loss_fn: object with `.kind` ("unpaired" | "paired") and `__call__(logps) -> LossOutput`.
     z0_estimator: for unpaired losses, `.estimate(kl_policy, kl_reference) -> Tensor` (scalar).
     ref_model: a separate frozen reference, or None (LoRA: adapter disabled; or reference_free).
+    train_batches: micro-batches composed before training (`engine.order.planned_train_batches`),
+      when the mismatched pairs' reference log-probs were precomputed for them; None: the stock order.
     """
 
     def __init__(
@@ -51,8 +54,10 @@ class PreferenceTrainer(Trainer):
         ref_model: Any = None,
         reference_free: bool = False,
         max_nonfinite_steps: int = 3,
+        train_batches: list[list[int]] | None = None,
         **kwargs: Any,
     ) -> None:
+        self.train_batches = train_batches  # read by _get_train_sampler, which Trainer may call early
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
         self.z0_estimator = z0_estimator
@@ -204,11 +209,15 @@ class PreferenceTrainer(Trainer):
         Trainer's LengthGroupedSampler draws each epoch's order from the global RNG, which a resume
         restores only after that order was drawn: a run resumed in the middle of its second or
         later epoch would see other batches than an uninterrupted one. (The plain random sampler
-        is already seeded per epoch by Accelerate.)
+        is already seeded per epoch by Accelerate.) With `train_batches`, those batches in a fixed
+        composition (`engine.order.FixedBatchSampler`): their mismatched pairs were precomputed.
         """
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        if self.train_batches is not None and (train_dataset is None or train_dataset is self.train_dataset):
+            shuffle = self.args.train_sampling_strategy != "sequential"
+            return FixedBatchSampler(self.train_batches, seed, shuffle=shuffle)
         sampler = super()._get_train_sampler(train_dataset)
         if type(sampler) is LengthGroupedSampler:
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
         return sampler
 
@@ -361,24 +370,3 @@ class _NonFiniteStepGuard(TrainerCallback):
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.trainer.skip_nonfinite_step()
-
-
-class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
-    """transformers' LengthGroupedSampler whose order is a function of `seed + epoch` only.
-
-    Accelerate's data loader calls `set_epoch(epoch)` before each epoch (also on a loader that
-    skips the batches a resumed run has already trained on), so epoch e has the same order in
-    an uninterrupted run and in one resumed in the middle of it.
-    """
-
-    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
-        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __iter__(self) -> Any:
-        self.generator.manual_seed(self.seed + self.epoch)
-        return super().__iter__()

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from prospect.config.schema import RunConfig
-from prospect.data.layout import eval_mismatched_pairs, layout
+from prospect.data.layout import layout, mismatched_pairs
 from prospect.data.tokenize import RecordTokenizer, tokenize_records
 from prospect.engine.args import tokenize_settings
 from prospect.engine.build import builds_mismatched
@@ -97,7 +97,7 @@ def _mismatched(
     prompts: Sequence[list[int]], completions: Sequence[list[int]], max_length: int
 ) -> list[tuple[list[int], list[int]]]:
     """(x_i, y_(i-1 mod n)) cut to max_length (TRL's rotation, as the training collator builds it)."""
-    return eval_mismatched_pairs(prompts, completions, len(prompts), max_length, range(len(prompts)))
+    return mismatched_pairs(prompts, completions, [list(range(len(prompts)))], max_length)
 
 
 def _run_loss(cfg: RunConfig) -> Any:

@@ -22,7 +22,7 @@ from prospect.data.curriculum import apply_curriculum
 from prospect.data.tokenize import TokenizeSettings, tokenize_records, tokenizer_fingerprint, with_length
 from prospect.engine import dist
 from prospect.engine.args import tokenize_settings
-from prospect.engine.build import build_trainer, builds_mismatched, needs_reference
+from prospect.engine.build import build_trainer, needs_reference, planned_mismatched_batches
 from prospect.engine.callbacks import attach_callbacks
 from prospect.engine.checkpointing import choose_checkpointing
 from prospect.engine.model import load_policy_and_reference
@@ -53,6 +53,7 @@ class TrainData:
     train: Any
     validation: Any
     notes: dict[str, Any] = field(default_factory=dict)
+    train_batches: list[list[int]] | None = None  # planned micro-batches whose mismatched pairs were precomputed
 
 
 def train(cfg: Any, *, resume: bool | None = None, quiet: bool = False) -> RunResult:
@@ -98,6 +99,10 @@ def add_reference(run: PreparedRun, models: Models, data: TrainData) -> TrainDat
     """Reference log-prob columns (precomputed, cached), then the curriculum order (it may read them)."""
     cfg = run.cfg
     sec = cfg.method_section
+    # Where the loader's batches are known before training (and kept every epoch: engine/order.py),
+    # so are their mismatched pairs; a precomputed reference covers those too.
+    pairs = planned_mismatched_batches(cfg, run.loss, run.args, run.kind, data.train, data.validation)
+    data = TrainData(data.train, data.validation, train_batches=pairs.get("train"))
     if not needs_reference(cfg, run.loss):
         note: dict[str, Any] = {"mode": "reference_free"}
     elif not sec.precompute_ref_log_probs:
@@ -106,18 +111,15 @@ def add_reference(run: PreparedRun, models: Models, data: TrainData) -> TrainDat
         context = reference_context(models.policy, models.reference)
         if context is None:
             raise TrainingError("no reference model: enable LoRA, set reference_model_name, or reference_free: true")
-        # The eval order is fixed, so the eval batches' mismatched pairs are known now (one process
-        # only: several pad the last batch).
-        single = dist.world_size() == 1
-        eval_pairs = run.args.per_device_eval_batch_size if builds_mismatched(cfg, run.loss) and single else None
         splits = {"train": data.train, **({"validation": data.validation} if data.validation is not None else {})}
         splits, cache = attach_reference(
-            context, models.tokenizer, models.settings, splits, run.kind, eval_pairs_batch=eval_pairs
+            context, models.tokenizer, models.settings, splits, run.kind, pair_batches=pairs
         )
-        data = TrainData(splits["train"], splits.get("validation"))
-        note = {"mode": "precomputed", "cache": cache}
+        data = TrainData(splits["train"], splits.get("validation"), train_batches=data.train_batches)
+        note = {"mode": "precomputed", "cache": cache, **({"mismatched_pairs": sorted(pairs)} if pairs else {})}
     train_ds, curriculum = apply_curriculum(data.train, cfg)  # seed 003 track A: pairs easy-to-hard
-    return TrainData(with_length(train_ds), data.validation, {"reference": note, "curriculum": curriculum})
+    notes = {"reference": note, "curriculum": curriculum}
+    return TrainData(with_length(train_ds), data.validation, notes, data.train_batches)
 
 
 def make_trainer(run: PreparedRun, models: Models, data: TrainData, *, quiet: bool) -> Any:
@@ -136,6 +138,7 @@ def make_trainer(run: PreparedRun, models: Models, data: TrainData, *, quiet: bo
         eval_dataset=data.validation,
         max_length=models.settings.max_length,
         checkpointing=checkpointing["layers"],
+        train_batches=data.train_batches,
     )
     samples = None
     if run.cfg.data.generate_during_eval and data.validation is not None:
