@@ -122,7 +122,12 @@ class PreferenceSpecificConfig(Section):
         None, description="A separate reference model (default: the base model / adapter disabled)."
     )
     precompute_ref_log_probs: bool = Field(
-        True, description="Compute reference log-probs once before training and cache them on disk."
+        True,
+        description=(
+            "Compute reference log-probs once before training and cache them on disk; for KTO also those of "
+            "the mismatched pairs z0 is estimated from (one process: the training batches are planned before "
+            "the first step and keep their rows every epoch), so a step runs no reference pass."
+        ),
     )
     max_length: int = Field(2048, gt=0, description="Max tokens of prompt + completion.")
     max_prompt_length: int = Field(1024, gt=0, description="Max prompt tokens.")
