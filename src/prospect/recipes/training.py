@@ -53,7 +53,7 @@ class TrainData:
     train: Any
     validation: Any
     notes: dict[str, Any] = field(default_factory=dict)
-    train_batches: list[list[int]] | None = None  # planned micro-batches whose mismatched pairs were precomputed
+    train_batches: list[list[int]] | None = None  # planned micro-batches (KTO in-batch z0, one process)
 
 
 def train(cfg: Any, *, resume: bool | None = None, quiet: bool = False) -> RunResult:
