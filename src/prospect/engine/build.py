@@ -61,7 +61,8 @@ def planned_mismatched_batches(
     if cfg.kto.reference_point != "window_mismatch":
         out["train"] = planned_train_batches(args, row_lengths(train))
     if validation is not None:
-        out["validation"] = in_batches(eval_order(row_lengths(validation)), args.per_device_eval_batch_size)
+        # the order PreferenceTrainer._get_eval_sampler takes (validation rows carry `length`)
+        out["validation"] = in_batches(eval_order(validation["length"]), args.per_device_eval_batch_size)
     return out
 
 

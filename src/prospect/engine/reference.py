@@ -219,7 +219,7 @@ def _compute_split(
     batches: the loader's batches of an unpaired split whose mismatched pairs are known now; each
     row then also gets `ref_kl_logps`, its prompt run once for its own and its mismatched completion.
     """
-    desc = f"Reference log-probs ({split})"
+    desc, desc_pairs = f"Reference log-probs ({split})", f"Reference log-probs ({split}, with mismatched pairs)"
     shared = supports_prompt_sharing(ref_src)
     if kind == "paired" and shared:  # prompts once for chosen and rejected
         pairs = [(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in ds]
@@ -230,12 +230,10 @@ def _compute_split(
         kl = mismatched_pairs([p for p, _ in seqs], [c for _, c in seqs], batches, max_length)
         if shared:  # one prompt run for the row's completion and its mismatched one
             triples = [(p, c, k) for (p, c), (_, k) in zip(seqs, kl)]
-            main, mismatched = compute_paired_reference_logps(
-                ref_src, triples, pad_id=pad_id, desc=f"{desc[:-1]}, with mismatched pairs)"
-            )
+            main, mismatched = compute_paired_reference_logps(ref_src, triples, pad_id=pad_id, desc=desc_pairs)
         else:
             main = compute_reference_logps(ref_src, seqs, pad_id=pad_id, desc=desc)
-            mismatched = compute_reference_logps(ref_src, kl, pad_id=pad_id, desc=f"{desc[:-1]}, mismatched pairs)")
+            mismatched = compute_reference_logps(ref_src, kl, pad_id=pad_id, desc=desc_pairs)
         return {"ref_logps": main, "ref_kl_logps": mismatched}
     logps = compute_reference_logps(ref_src, seqs, pad_id=pad_id, desc=desc)
     if kind == "paired":

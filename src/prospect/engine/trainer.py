@@ -43,7 +43,7 @@ class PreferenceTrainer(Trainer):
     z0_estimator: for unpaired losses, `.estimate(kl_policy, kl_reference) -> Tensor` (scalar).
     ref_model: a separate frozen reference, or None (LoRA: adapter disabled; or reference_free).
     train_batches: micro-batches composed before training (`engine.order.planned_train_batches`),
-      when the mismatched pairs' reference log-probs were precomputed for them; None: the stock order.
+      kept every epoch so that their mismatched pairs are known in advance; None: the stock order.
     """
 
     def __init__(
@@ -210,7 +210,7 @@ class PreferenceTrainer(Trainer):
         restores only after that order was drawn: a run resumed in the middle of its second or
         later epoch would see other batches than an uninterrupted one. (The plain random sampler
         is already seeded per epoch by Accelerate.) With `train_batches`, those batches in a fixed
-        composition (`engine.order.FixedBatchSampler`): their mismatched pairs were precomputed.
+        composition (`engine.order.FixedBatchSampler`): their mismatched pairs are known in advance.
         """
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         if self.train_batches is not None and (train_dataset is None or train_dataset is self.train_dataset):
