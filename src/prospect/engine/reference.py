@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from prospect.data.layout import layout, mismatched_pairs, mismatched_partners, shared_layout
+from prospect.data.layout import mismatched_pairs, mismatched_partners
 from prospect.data.tokenize import TokenizeSettings, tokenizer_fingerprint
 from prospect.engine.dist import gathered_parameters, on_main_then_shared
-from prospect.engine.logprobs import sequence_logps
 from prospect.engine.model import base_weights_fingerprint, model_quantization
-from prospect.engine.prefix import prompt_states, suffix_logps, supports_prompt_sharing
+from prospect.engine.prefix import supports_prompt_sharing
+from prospect.engine.reference_logps import compute_paired_reference_logps, compute_reference_logps
 from prospect.io import atomic_path, cache_root
 
 ReferenceContext = Callable[[], AbstractContextManager[Any]]
@@ -56,101 +56,6 @@ def reference_cache_key(*, base_fingerprint: str, tokenizer_key: str, data_key: 
         {"base": base_fingerprint, "tok": tokenizer_key, "data": data_key, "settings": settings}, sort_keys=True
     )
     return hashlib.sha256(src.encode()).hexdigest()[:24]
-
-
-def _length_batches(widths: list[tuple[int, ...]], weights: tuple[int, ...], batch_tokens: int) -> list[list[int]]:
-    """Row indices sorted by total width, cut into batches of at most ~`batch_tokens` padded tokens.
-
-    A row's widths are its padded parts (one sequence: (length,); a pair on a shared prompt:
-    (prefix, suffix)); a batch of n rows costs n * sum_j(weights[j] * max width_j).
-    """
-    order = sorted(range(len(widths)), key=lambda i: sum(widths[i]))
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    top: tuple[int, ...] = ()
-    for i in order:
-        wide = tuple(max(a, b) for a, b in zip(top, widths[i])) if cur else widths[i]
-        if cur and (len(cur) + 1) * sum(w * x for w, x in zip(weights, wide)) > batch_tokens:
-            batches.append(cur)
-            cur, wide = [], widths[i]
-        cur.append(i)
-        top = wide
-    if cur:
-        batches.append(cur)
-    return batches
-
-
-@contextlib.contextmanager
-def _inference(model: Any) -> Any:
-    """Eval mode and `torch.inference_mode` for the block; yields the model's device; restores train mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield next(model.parameters()).device
-    finally:
-        model.train(was_training)
-
-
-def compute_reference_logps(
-    ref_model: Any,
-    sequences: list[tuple[list[int], list[int]]],
-    *,
-    pad_id: int,
-    batch_tokens: int = 4096,
-    desc: str = "Reference log-probs",
-) -> torch.Tensor:
-    """Summed completion log-probs of each (prompt_ids, completion_ids) under `ref_model`.
-
-    Sequences are sorted by length and batched up to ~`batch_tokens` padded tokens, so
-    almost no padding is computed.
-    """
-    from tqdm.auto import tqdm
-
-    batches = _length_batches([(len(p) + len(c),) for p, c in sequences], (1,), batch_tokens)
-    out = torch.zeros(len(sequences), dtype=torch.float32)
-    with _inference(ref_model) as device:
-        for idx in tqdm(batches, desc=desc, unit="batch"):
-            b = layout([sequences[i][0] for i in idx], [sequences[i][1] for i in idx], pad_id=pad_id)
-            b = {k: v.to(device) for k, v in b.items()}
-            logps, _ = sequence_logps(ref_model, b, "", len(idx))
-            out[torch.tensor(idx)] = logps.float().cpu()
-    return out
-
-
-def compute_paired_reference_logps(
-    ref_model: Any,
-    pairs: list[tuple[list[int], list[int], list[int]]],
-    *,
-    pad_id: int,
-    batch_tokens: int = 4096,
-    desc: str = "Reference log-probs",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(chosen, rejected) summed completion log-probs of each (prompt, chosen, rejected), prompts run once.
-
-    Each batch runs its prompts once and both completions on top of their keys and values
-    (`engine.prefix`, exact up to float rounding), so a pair costs P + |chosen| + |rejected|
-    tokens instead of 2P + |chosen| + |rejected|. Pairs are sorted by length and batched up to
-    ~`batch_tokens` padded tokens.
-    """
-    from tqdm.auto import tqdm
-
-    # (prefix, suffix) widths: the last prompt token goes with the suffixes; two suffixes a pair.
-    widths = [(max(len(p) - 1, 0), 1 + max(len(c), len(r))) for p, c, r in pairs]
-    batches = _length_batches(widths, (1, 2), batch_tokens)
-    chosen = torch.zeros(len(pairs), dtype=torch.float32)
-    rejected = torch.zeros(len(pairs), dtype=torch.float32)
-    with _inference(ref_model) as device:
-        for idx in tqdm(batches, desc=desc, unit="batch"):
-            prompts = [pairs[i][0] for i in idx]
-            b = shared_layout(prompts, [[pairs[i][1] for i in idx], [pairs[i][2] for i in idx]], pad_id=pad_id)
-            b = {k: v.to(device) for k, v in b.items()}
-            n = len(idx)
-            logps, _ = suffix_logps(ref_model, b, prompt_states(ref_model, b), "", 2 * n, repeats=2)
-            rows = torch.tensor(idx)
-            chosen[rows] = logps[:n].float().cpu()
-            rejected[rows] = logps[n:].float().cpu()
-    return chosen, rejected
 
 
 def cached_reference_logps(
