@@ -17,7 +17,8 @@ from helpers import learnable_unpaired, write_config, write_jsonl
 from prospect.cli import main
 from prospect.data.collate import UnpairedCollator
 from prospect.data.layout import mismatched_pairs, mismatched_partners
-from prospect.engine.order import EpochSeededLengthGroupedSampler, FixedBatchSampler, planned_train_batches
+from prospect.engine.batch_plan import PaddedCost
+from prospect.engine.order import FixedBatchSampler, PlannedLengthSampler, planned_train_batches
 from prospect.errors import TrainingError
 from prospect.io import read_jsonl
 
@@ -46,9 +47,10 @@ def _args(strategy: str, batch: int = 4, accumulation: int = 1) -> SimpleNamespa
 
 
 def test_planned_batches_are_epoch_0_of_the_length_grouped_order_and_keep_their_rows_every_epoch():
-    lengths = [(11 * i) % 37 + 3 for i in range(30)]  # 30 rows, batch 4: seven full batches and one of 2
-    planned = planned_train_batches(_args("group_by_length"), lengths)
-    stock = EpochSeededLengthGroupedSampler(4, lengths, seed=7)
+    shapes = [((11 * i) % 37 + 3, (5 * i) % 13 + 1) for i in range(30)]  # batch 4: seven full batches, one of 2
+    cost = PaddedCost(suffix_weight=1.5)
+    planned = planned_train_batches(_args("group_by_length"), shapes, cost)
+    stock = PlannedLengthSampler(shapes, 4, seed=7, cost=cost)
     stock.set_epoch(0)
     flat = list(stock)
     assert planned == [flat[i : i + 4] for i in range(0, 30, 4)]  # epoch 0: what the stock sampler yields
@@ -63,8 +65,8 @@ def test_planned_batches_are_epoch_0_of_the_length_grouped_order_and_keep_their_
     for batches in epochs:  # ... never their rows, and the short batch stays last
         assert sorted(map(tuple, batches)) == sorted(map(tuple, planned))
         assert batches[-1] == planned[-1] and len(sampler) == 30
-    assert planned_train_batches(_args("sequential"), lengths)[1] == [4, 5, 6, 7]
-    shuffled = planned_train_batches(_args("random"), lengths)
+    assert planned_train_batches(_args("sequential"), shapes, cost)[1] == [4, 5, 6, 7]
+    shuffled = planned_train_batches(_args("random"), shapes, cost)
     assert sorted(i for b in shuffled for i in b) == list(range(30)) and shuffled[0] != [0, 1, 2, 3]
     with pytest.raises(ValueError, match="same size"):
         FixedBatchSampler([[0, 1], [2], [3, 4]], seed=0)
@@ -166,8 +168,9 @@ def test_kto_with_precomputed_mismatched_pairs_trains_like_the_on_the_fly_run_an
     assert len(out["pre"]) == len(out["fly"]) == 8
     assert reference_calls["pre"] == 0 and reference_calls["fly"] >= 2 * 8  # main + mismatched, each step
     assert any(r["kl"] > 1e-4 for r in out["fly"])  # z0 is not trivially 0
+    assert any("rewards/chosen" in r for r in out["pre"])  # (a batch of undesirable rows alone logs none)
     for a, b in zip(out["pre"], out["fly"]):
-        assert {"loss", "kl", "rewards/chosen"} <= a.keys() and a.keys() == b.keys()
+        assert {"loss", "kl"} <= a.keys() and a.keys() == b.keys()
         for k in ("loss", "kl", "rewards/chosen", "rewards/rejected"):
             if k in a:
                 assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-5), (a["step"], k)

@@ -331,8 +331,18 @@ def _store_cached(cdir: Path, ds: Any, stats: dict[str, Any]) -> Any:
 
 def row_lengths(ds: Any) -> list[int]:
     """Each row's length as the length-grouped sampler and the eval order read it: prompt + longest completion."""
+    return [p + c for p, c in row_shapes(ds)]
+
+
+def row_shapes(ds: Any) -> list[tuple[int, int]]:
+    """Each row's (prompt tokens, longest completion tokens), as `engine.batch_plan` composes batches by them."""
     cols = [c for c in ("completion_ids", "chosen_ids", "rejected_ids") if c in ds.column_names]
-    return [len(r["prompt_ids"]) + max(len(r[c]) for c in cols) for r in ds.select_columns(["prompt_ids", *cols])]
+    return [(len(r["prompt_ids"]), max(len(r[c]) for c in cols)) for r in ds.select_columns(["prompt_ids", *cols])]
+
+
+def row_groups(ds: Any) -> list[bool] | None:
+    """Each row's label where rows are unpaired (the mix every length-grouped batch keeps); None for pairs."""
+    return [bool(v) for v in ds["label"]] if "label" in ds.column_names else None
 
 
 def with_length(ds: Any) -> Any:

@@ -18,7 +18,8 @@ from typing import Any
 from prospect.config.schema import RunConfig
 from prospect.data.collate import PairedCollator, UnpairedCollator
 from prospect.data.layout import eval_order, in_batches
-from prospect.data.tokenize import row_lengths
+from prospect.data.tokenize import row_groups, row_shapes
+from prospect.engine.batch_plan import PaddedCost
 from prospect.engine.checkpointing import enable_checkpointing
 from prospect.engine.dist import distributed_mean, fsdp_requested, world_size
 from prospect.engine.order import planned_train_batches
@@ -43,8 +44,18 @@ def builds_mismatched(cfg: RunConfig, loss: Any) -> bool:
     return bool(estimator.needs_mismatched)
 
 
+def padding_cost(cfg: RunConfig, loss: Any, model: Any) -> PaddedCost:
+    """The padded compute of a training batch in this run's layout, which length-grouped batches are
+    composed to minimise (`engine.batch_plan`): suffix rows per prompt as the loss needs them
+    (pairs: chosen and rejected; the mismatched completion, forward only, counts half)."""
+    suffixes = 2.0 if loss.kind == "paired" else 1.0
+    if builds_mismatched(cfg, loss):
+        suffixes += 0.5
+    return PaddedCost(suffix_weight=suffixes, shared_prompt=share_prompt(cfg, model, quiet=True))
+
+
 def planned_mismatched_batches(
-    cfg: RunConfig, loss: Any, args: Any, kind: str, train: Any, validation: Any
+    cfg: RunConfig, loss: Any, args: Any, kind: str, train: Any, validation: Any, cost: PaddedCost
 ) -> dict[str, list[list[int]]]:
     """{split: batches} of the unpaired splits whose loader batches, hence in-batch mismatched pairs,
     are known before training, so that their reference log-probs can be precomputed (with
@@ -52,21 +63,22 @@ def planned_mismatched_batches(
 
     One process only (several shard and pad batches at run time). Validation: the fixed eval order
     (`data.layout.eval_order`) cut into eval batches. Training: the planned micro-batches
-    (`engine.order.planned_train_batches`; the trainer then keeps their composition every epoch),
-    unless z0 pairs rows across the accumulation window (`window_mismatch`, engine/window.py).
+    (`engine.order.planned_train_batches`, composed for `cost`; the trainer then keeps their
+    composition every epoch), unless z0 pairs rows across the accumulation window
+    (`window_mismatch`, engine/window.py).
     """
     if kind != "unpaired" or not builds_mismatched(cfg, loss) or world_size() > 1:
         return {}
     out = {}
     if cfg.kto.reference_point != "window_mismatch":
-        out["train"] = planned_train_batches(args, row_lengths(train))
+        out["train"] = planned_train_batches(args, row_shapes(train), cost, row_groups(train))
     if validation is not None:
         # the order PreferenceTrainer._get_eval_sampler takes (validation rows carry `length`)
         out["validation"] = in_batches(eval_order(validation["length"]), args.per_device_eval_batch_size)
     return out
 
 
-def share_prompt(cfg: RunConfig, model: Any) -> bool:
+def share_prompt(cfg: RunConfig, model: Any, quiet: bool = False) -> bool:
     """Whether prompts run once per row (exact only where `supports_prompt_sharing` says so).
 
     Not under FSDP: the prompts' cached keys and values reach the loss without passing through
@@ -75,7 +87,8 @@ def share_prompt(cfg: RunConfig, model: Any) -> bool:
     """
     wanted = cfg.training.share_prompt and not cfg.training.padding_free and supports_prompt_sharing(model)
     if wanted and fsdp_requested():
-        log.info("training.share_prompt: off under FSDP (prompts run with each completion)")
+        if not quiet:
+            log.info("training.share_prompt: off under FSDP (prompts run with each completion)")
         return False
     return wanted
 
@@ -124,6 +137,7 @@ def build_trainer(
         trainer_cls, collator = WindowMismatchTrainer, WindowRowsCollator(collator)
     elif train_batches is not None:
         extra["train_batches"] = train_batches
+    extra["padding_cost"] = padding_cost(cfg, loss, model)
     return trainer_cls(
         model=model,
         args=args,

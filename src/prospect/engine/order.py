@@ -1,9 +1,12 @@
 """The order of training rows: samplers whose batches are a function of the seed (and epoch) alone.
 
-Two samplers, both resumable mid-epoch (Accelerate calls `set_epoch(e)` before each epoch, also
-on the loader that skips the batches a resumed run already trained on):
+Samplers, all resumable mid-epoch (Accelerate calls `set_epoch(e)` before each epoch, also on
+the loader that skips the batches a resumed run already trained on):
 
-- `EpochSeededLengthGroupedSampler`: transformers' length-grouped order, drawn from `seed + epoch`.
+- `PlannedLengthSampler`: length-grouped batches composed for the least padded compute of the
+  step's layout (`engine.batch_plan`), drawn from `seed + epoch`: the default order.
+- `EpochSeededLengthGroupedSampler`: transformers' length-grouped order, drawn from `seed + epoch`
+  (where the rows' shapes are not known to the trainer).
 - `FixedBatchSampler`: micro-batches composed once for the whole run (`planned_train_batches`),
   their order reshuffled each epoch. KTO's reference point pairs prompt i with the completion of
   row (i - 1) of the same micro-batch (`data.layout.mismatched_order`); with the composition fixed
@@ -16,12 +19,14 @@ on the loader that skips the batches a resumed run already trained on):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import Sampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from prospect.engine.batch_plan import PaddedCost, Shape, plan_batches
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
@@ -45,19 +50,49 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         return super().__iter__()
 
 
-def planned_train_batches(args: Any, lengths: Sequence[int]) -> list[list[int]]:
+class PlannedLengthSampler(Sampler[int]):
+    """Yields `plan_batches(shapes, batch_size, seed + epoch, cost, groups)` flattened, for a loader of that batch size."""
+
+    def __init__(
+        self,
+        shapes: Sequence[Shape],
+        batch_size: int,
+        seed: int,
+        cost: PaddedCost,
+        groups: Sequence[Hashable] | None = None,
+    ) -> None:
+        super().__init__()
+        self.shapes, self.batch_size, self.cost = list(shapes), int(batch_size), cost
+        self.groups = list(groups) if groups is not None else None
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        batches = plan_batches(self.shapes, self.batch_size, self.seed + self.epoch, self.cost, self.groups)
+        return iter([i for b in batches for i in b])
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+
+def planned_train_batches(
+    args: Any, shapes: Sequence[Shape], cost: PaddedCost, groups: Sequence[Hashable] | None = None
+) -> list[list[int]]:
     """The micro-batches (row indices, in loader order) of epoch 0 under `args` (one process).
 
     args: the run's `transformers.TrainingArguments` (train_sampling_strategy, train_batch_size,
-    gradient_accumulation_steps, data_seed / seed); lengths: the rows' `length` column. The
-    length-grouped order groups over an optimizer step's rows, as Trainer's sampler does.
+    data_seed / seed); shapes: the rows' (prompt, longest completion) tokens
+    (`data.tokenize.row_shapes`); cost: the step layout's padded cost (`engine.batch_plan`);
+    groups: the rows' labels, whose mix each batch keeps (`data.tokenize.row_groups`).
+    Length-grouped: epoch 0 of `PlannedLengthSampler`.
     """
     seed = args.data_seed if args.data_seed is not None else args.seed
-    n, size = len(lengths), int(args.train_batch_size)
+    n, size = len(shapes), int(args.train_batch_size)
     if args.train_sampling_strategy == "group_by_length":
-        sampler = EpochSeededLengthGroupedSampler(size * args.gradient_accumulation_steps, list(lengths), seed)
-        flat = list(sampler)
-    elif args.train_sampling_strategy == "sequential":
+        return plan_batches(shapes, size, seed, cost, groups)
+    if args.train_sampling_strategy == "sequential":
         flat = list(range(n))
     else:
         flat = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).tolist()

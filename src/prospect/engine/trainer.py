@@ -21,9 +21,11 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from prospect.data.layout import PREFIX, eval_order
+from prospect.data.tokenize import row_groups, row_shapes
+from prospect.engine.batch_plan import PaddedCost
 from prospect.engine.dist import concat_across_processes, distributed_mean, enable_fsdp_on_cpu
 from prospect.engine.logprobs import sequence_logps
-from prospect.engine.order import EpochSeededLengthGroupedSampler, FixedBatchSampler
+from prospect.engine.order import EpochSeededLengthGroupedSampler, FixedBatchSampler, PlannedLengthSampler
 from prospect.engine.prefix import prompt_states, suffix_logps
 from prospect.engine.reference import reference_context
 from prospect.errors import TrainingError
@@ -44,6 +46,8 @@ class PreferenceTrainer(Trainer):
     ref_model: a separate frozen reference, or None (LoRA: adapter disabled; or reference_free).
     train_batches: micro-batches composed before training (`engine.order.planned_train_batches`),
       kept every epoch so that their mismatched pairs are known in advance; None: the stock order.
+    padding_cost: the step layout's padded compute (`engine.batch_plan.PaddedCost`); with it,
+      length-grouped batches are composed to minimise it (`engine.order.PlannedLengthSampler`).
     """
 
     def __init__(
@@ -55,9 +59,11 @@ class PreferenceTrainer(Trainer):
         reference_free: bool = False,
         max_nonfinite_steps: int = 3,
         train_batches: list[list[int]] | None = None,
+        padding_cost: PaddedCost | None = None,
         **kwargs: Any,
     ) -> None:
         self.train_batches = train_batches  # read by _get_train_sampler, which Trainer may call early
+        self.padding_cost = padding_cost  # length-grouped batches composed for it (engine.batch_plan)
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
         self.z0_estimator = z0_estimator
@@ -204,7 +210,8 @@ class PreferenceTrainer(Trainer):
         return super()._get_eval_sampler(eval_dataset)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-        """The stock sampler, except that length-grouped batches are drawn from (seed, epoch) alone.
+        """The stock sampler, except that length-grouped batches are drawn from (seed, epoch) alone,
+        composed for the least padded compute under `padding_cost` (`PlannedLengthSampler`).
 
         Trainer's LengthGroupedSampler draws each epoch's order from the global RNG, which a resume
         restores only after that order was drawn: a run resumed in the middle of its second or
@@ -218,6 +225,10 @@ class PreferenceTrainer(Trainer):
             return FixedBatchSampler(self.train_batches, seed, shuffle=shuffle)
         sampler = super()._get_train_sampler(train_dataset)
         if type(sampler) is LengthGroupedSampler:
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if self.padding_cost is not None and "prompt_ids" in getattr(dataset, "column_names", ()):
+                shapes, groups = row_shapes(dataset), row_groups(dataset)
+                return PlannedLengthSampler(shapes, self.args.train_batch_size, seed, self.padding_cost, groups)
             return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
         return sampler
 

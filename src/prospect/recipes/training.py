@@ -22,7 +22,7 @@ from prospect.data.curriculum import apply_curriculum
 from prospect.data.tokenize import TokenizeSettings, tokenize_records, tokenizer_fingerprint, with_length
 from prospect.engine import dist
 from prospect.engine.args import tokenize_settings
-from prospect.engine.build import build_trainer, needs_reference, planned_mismatched_batches
+from prospect.engine.build import build_trainer, needs_reference, padding_cost, planned_mismatched_batches
 from prospect.engine.callbacks import attach_callbacks
 from prospect.engine.checkpointing import choose_checkpointing
 from prospect.engine.model import load_policy_and_reference
@@ -101,7 +101,8 @@ def add_reference(run: PreparedRun, models: Models, data: TrainData) -> TrainDat
     sec = cfg.method_section
     # Where the loader's batches are known before training (and kept every epoch: engine/order.py),
     # so are their mismatched pairs; a precomputed reference covers those too.
-    pairs = planned_mismatched_batches(cfg, run.loss, run.args, run.kind, data.train, data.validation)
+    cost = padding_cost(cfg, run.loss, models.policy)  # the batches are composed for the step's layout
+    pairs = planned_mismatched_batches(cfg, run.loss, run.args, run.kind, data.train, data.validation, cost)
     data = TrainData(data.train, data.validation, train_batches=pairs.get("train"))
     if not needs_reference(cfg, run.loss):
         note: dict[str, Any] = {"mode": "reference_free"}
